@@ -1,0 +1,1 @@
+"""sceneparse.models"""

@@ -1,0 +1,132 @@
+"""Dense per-pixel results: :class:`SemanticMap` and :class:`PanopticMap`.
+
+COCO panoptic PNGs encode a segment id per pixel as ``id = R + 256 * G + 256**2 * B``;
+id 0 is void (unlabelled).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..conventions import IGNORE_INDEX
+
+
+@dataclass
+class SemanticMap:
+    """``labels``: ``int64 [H, W]`` contiguous labels; ``ignore_index`` marks void pixels.
+    ``scores`` (optional): ``float32 [C, H, W]`` class probabilities for results."""
+
+    labels: torch.Tensor
+    ignore_index: int = IGNORE_INDEX
+    scores: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.labels, torch.Tensor):
+            self.labels = torch.as_tensor(np.asarray(self.labels))
+        if self.labels.ndim != 2:
+            raise ValueError(f"SemanticMap labels must be [H, W], got {tuple(self.labels.shape)}")
+        self.labels = self.labels.long()
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return int(self.labels.shape[0]), int(self.labels.shape[1])
+
+    def to(self, device) -> "SemanticMap":
+        return SemanticMap(self.labels.to(device), self.ignore_index,
+                           None if self.scores is None else self.scores.to(device))
+
+
+@dataclass
+class SegmentInfo:
+    """One panoptic segment. ``category_id`` is the dataset id; ``label`` the contiguous index."""
+
+    id: int
+    category_id: int
+    label: int = -1
+    isthing: bool = True
+    iscrowd: bool = False
+    area: int = 0
+    bbox: tuple[float, float, float, float] | None = None  # COCO XYWH, as in panoptic JSON
+    score: float | None = None
+
+    def to_coco(self) -> dict:
+        d = {"id": int(self.id), "category_id": int(self.category_id), "iscrowd": int(self.iscrowd),
+             "area": int(self.area)}
+        if self.bbox is not None:
+            d["bbox"] = [float(v) for v in self.bbox]
+        return d
+
+
+@dataclass
+class PanopticMap:
+    """``ids``: ``int64 [H, W]`` segment id per pixel (0 = void); ``segments``: one info per id."""
+
+    ids: torch.Tensor
+    segments: list[SegmentInfo] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.ids, torch.Tensor):
+            self.ids = torch.as_tensor(np.asarray(self.ids))
+        if self.ids.ndim != 2:
+            raise ValueError(f"PanopticMap ids must be [H, W], got {tuple(self.ids.shape)}")
+        self.ids = self.ids.long()
+        seen = [s.id for s in self.segments]
+        if len(set(seen)) != len(seen):
+            raise ValueError("PanopticMap has duplicate segment ids")
+        if 0 in seen:
+            raise ValueError("segment id 0 is reserved for void")
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return int(self.ids.shape[0]), int(self.ids.shape[1])
+
+    def segment(self, segment_id: int) -> SegmentInfo:
+        for s in self.segments:
+            if s.id == segment_id:
+                return s
+        raise KeyError(f"no segment with id {segment_id}")
+
+    def to_rgb(self) -> np.ndarray:
+        """``uint8 [H, W, 3]`` COCO panoptic PNG encoding."""
+        return id2rgb(self.ids.cpu().numpy())
+
+    @classmethod
+    def from_rgb(cls, rgb: np.ndarray, segments: list[SegmentInfo]) -> "PanopticMap":
+        return cls(torch.from_numpy(rgb2id(rgb)), segments)
+
+    def semantic(self, num_void: int = IGNORE_INDEX) -> SemanticMap:
+        """The semantic map implied by the segments' ``label`` (void -> ``num_void``). Vectorised."""
+        ids = self.ids
+        if not self.segments:
+            return SemanticMap(torch.full_like(ids, num_void))
+        seg_ids = torch.tensor([s.id for s in self.segments], dtype=torch.long)
+        seg_labels = torch.tensor([s.label for s in self.segments], dtype=torch.long)
+        order = torch.argsort(seg_ids)
+        seg_ids, seg_labels = seg_ids[order], seg_labels[order]
+        pos = torch.searchsorted(seg_ids, ids.flatten()).clamp(max=len(seg_ids) - 1)
+        found = seg_ids[pos] == ids.flatten()
+        out = torch.where(found, seg_labels[pos], torch.full_like(pos, num_void))
+        return SemanticMap(out.view_as(ids))
+
+
+def rgb2id(rgb: np.ndarray) -> np.ndarray:
+    """COCO panoptic PNG ``uint8 [H, W, 3]`` -> ``int64 [H, W]`` ids (``R + 256 G + 256^2 B``)."""
+    rgb = np.asarray(rgb)
+    if rgb.ndim == 3 and rgb.shape[2] >= 3:
+        rgb = rgb[..., :3].astype(np.int64)
+        return rgb[..., 0] + 256 * rgb[..., 1] + 256 * 256 * rgb[..., 2]
+    raise ValueError(f"panoptic PNG must be [H, W, 3], got shape {rgb.shape}")
+
+
+def id2rgb(ids: np.ndarray) -> np.ndarray:
+    """``int [H, W]`` ids -> ``uint8 [H, W, 3]`` COCO panoptic encoding."""
+    ids = np.asarray(ids).astype(np.int64)
+    if ids.min(initial=0) < 0 or ids.max(initial=0) >= 256 ** 3:
+        raise ValueError("panoptic ids must lie in [0, 256**3)")
+    out = np.empty(ids.shape + (3,), dtype=np.uint8)
+    out[..., 0] = ids % 256
+    out[..., 1] = (ids // 256) % 256
+    out[..., 2] = ids // (256 * 256)
+    return out
