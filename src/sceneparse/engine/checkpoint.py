@@ -1,0 +1,88 @@
+"""Checkpoints: ``{model, config, categories, sceneparse_version, ...}``, written atomically and read
+with ``torch.load(..., weights_only=True)`` (plain tensors, numbers, strings, lists and dicts only).
+
+Training checkpoints add ``optimizer``, ``scheduler``, ``scaler``, ``ema``, ``epoch``, ``iteration``,
+``best`` and the RNG states, so ``--resume`` continues exactly where a killed run stopped.
+"""
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..errors import CheckpointError
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` to a temp file in the same folder, fsync, then ``os.replace``: a reader (or a
+    crash) never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def rng_state() -> dict:
+    """Python, NumPy and torch RNG states in weights_only-loadable form."""
+    np_state = np.random.get_state()
+    return {
+        "python": list(random.getstate()[1]),
+        "python_version": random.getstate()[0],
+        "python_gauss": random.getstate()[2],
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate((state["python_version"], tuple(state["python"]), state["python_gauss"]))
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: str | Path, model: torch.nn.Module, *, config: dict, categories: list[dict],
+                    **extra: Any) -> None:
+    """Write a checkpoint atomically. ``config`` is ``Config.to_dict()``; ``categories`` COCO-style dicts."""
+    module = model.module if hasattr(model, "module") else model
+    payload = {"model": module.state_dict(), "config": config, "categories": categories,
+               "sceneparse_version": __version__}
+    payload.update(extra)
+    atomic_torch_save(payload, path)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Read a sceneparse checkpoint safely (``weights_only=True``); clear errors for missing/foreign files."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError("checkpoint file not found", path=str(path))
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # corrupt, truncated or unsafe pickle
+        raise CheckpointError(f"cannot read checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})",
+                              path=str(path)) from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        keys = sorted(ckpt)[:10] if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise CheckpointError(f"not a sceneparse checkpoint (no 'model' entry; found {keys}); "
+                              "torchvision state dicts load through models.build(name, weights=PATH)",
+                              path=str(path))
+    return ckpt
