@@ -1,0 +1,173 @@
+"""File plumbing shared by the format codecs: atomic writes, image headers, ids from file names,
+name-list category maps and the :class:`WriteResult` every writer returns."""
+from __future__ import annotations
+
+import math
+import os
+import re
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Iterator, Sequence
+
+from ...conventions import Category, CategoryMap
+from ...errors import Problem
+
+#: File suffixes treated as images when a folder is scanned (lower case).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm")
+
+
+@dataclass
+class WriteResult:
+    """What a writer produced.
+
+    Attributes:
+        files: every file written (label files, XMLs, JSON, data.yaml, PNGs).
+        images: number of images written.
+        objects: number of objects written.
+        lost: information the target format cannot hold (crowd regions in YOLO, masks in VOC, ...),
+            one :class:`Problem` per affected record, ``repaired`` saying what was done instead.
+    """
+
+    files: list[Path] = field(default_factory=list)
+    images: int = 0
+    objects: int = 0
+    lost: list[Problem] = field(default_factory=list)
+
+
+def _default_file_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_FILE_MODE = _default_file_mode()
+
+
+@contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8", *,
+                durable: bool = False) -> Iterator[IO]:
+    """Open a temporary file next to ``path``; on success it replaces ``path`` in one step
+    (``os.replace``), so readers never see a half-written file. On error the temp file is removed.
+    ``durable=True`` also calls ``fsync`` before the rename (survives a power cut; costs
+    milliseconds per file, which matters when writing one label file per image)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600 files; give the usual umask-based mode
+        with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as f:
+            yield f
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    with atomic_open(path, "w") as f:
+        f.write(text)
+    return Path(path)
+
+
+#: EXIF orientations that turn the stored pixels by 90 degrees (width and height swap when displayed)
+_SWAPPING_ORIENTATIONS = (5, 6, 7, 8)
+
+
+def _orientation(im) -> int:
+    """EXIF orientation (tag 0x0112) from the header, 1 when absent. PNG keeps EXIF in an ``eXIf``
+    chunk; only one placed before the pixels is seen without decoding (the common placement)."""
+    if im.format == "PNG" and "exif" not in im.info:
+        return 1
+    try:
+        return int(im.getexif().get(0x0112, 1))
+    except Exception:  # a broken EXIF block does not make the image unusable
+        return 1
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """``(height, width)`` as displayed, from the image header only (PIL opens lazily; pixels are not
+    decoded). EXIF orientation is applied, as the dataset loader does (``ImageOps.exif_transpose``),
+    so that annotations made on the displayed image (e.g. YOLO's normalised coordinates) match.
+    Raises ``OSError`` for a missing or unreadable file."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        w, h = im.size
+        if _orientation(im) in _SWAPPING_ORIENTATIONS:
+            w, h = h, w
+    return int(h), int(w)
+
+
+def decode_check(path: str | os.PathLike) -> tuple[int, int]:
+    """Fully decode an image (catches truncated / corrupt files); returns ``(height, width)`` as
+    displayed (EXIF orientation applied, like :func:`image_size`)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im.load()
+        w, h = im.size
+        if _orientation(im) in _SWAPPING_ORIENTATIONS:
+            w, h = h, w
+    return int(h), int(w)
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files under ``folder`` (recursive), sorted, as paths relative to ``folder``."""
+    out = [p.relative_to(folder) for p in folder.rglob("*")
+           if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not p.name.startswith(".")]
+    return sorted(out, key=lambda p: p.as_posix())
+
+
+_DIGITS = re.compile(r"^\d+$")
+
+
+def ids_from_stems(stems: Sequence[str]) -> list[int]:
+    """Integer image ids for formats that have none (VOC, YOLO, label PNGs).
+
+    If every stem is a decimal number and the numbers are distinct (COCO-style names such as
+    ``000000397133``), the number is the id, so a COCO set converted away and back keeps its ids.
+    Otherwise ids are ``1..N`` in the given (sorted) order.
+    """
+    if stems and all(_DIGITS.match(s) for s in stems):
+        nums = [int(s) for s in stems]
+        if len(set(nums)) == len(nums):
+            return nums
+    return list(range(1, len(stems) + 1))
+
+
+def categories_from_names(names: Sequence[str], ids: Sequence[int] | None = None) -> CategoryMap:
+    """Category map for formats that only list class names (VOC, YOLO, label PNGs): label ``i`` is
+    ``names[i]``; dataset ids are ``ids`` when known (e.g. kept from COCO in YOLO's data.yaml), else
+    ``1..C`` (0 stays free, as in COCO)."""
+    names = [str(n) for n in names]
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"duplicate class names: {dup}")
+    if ids is None:
+        ids = range(1, len(names) + 1)
+    ids = [int(i) for i in ids]
+    if len(ids) != len(names):
+        raise ValueError(f"{len(names)} class names but {len(ids)} category ids")
+    if sorted(ids) != ids:
+        raise ValueError(f"category ids must be increasing in label order, got {ids}")
+    return CategoryMap([Category(id=i, name=n) for i, n in zip(ids, names)])
+
+
+def fmt_num(v: float, decimals: int = 4) -> str:
+    """Shortest text for a coordinate: an integer when it is one, else at most ``decimals`` places
+    (float32 noise such as ``10.300000190734863`` becomes ``10.3``)."""
+    v = float(v)
+    if not math.isfinite(v):
+        return str(v)  # readers flag 'nan' / 'inf' as a problem of the record
+    r = round(v, decimals)
+    if r == int(r):
+        return str(int(r))
+    return f"{r:.{decimals}f}".rstrip("0")
