@@ -1,1 +1,8 @@
-"""sceneparse.viz"""
+"""sceneparse.viz: pictures of results and ground truth.
+
+* :mod:`.draw`: ``draw_instances`` (boxes, labels, masks, keypoints), ``draw_semantic``,
+  ``draw_panoptic``, ``draw_heatmaps``, ``draw_legend``, ``save_image`` (atomic); all return
+  ``uint8 [H, W, 3]`` arrays.
+* :mod:`.colors`: stable class colours and per-instance shades.
+* :mod:`.plots`: ``plot_curves`` (losses / metrics) and ``plot_pr_curves`` (matplotlib, Agg canvas).
+"""

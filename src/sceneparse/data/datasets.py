@@ -1,0 +1,286 @@
+"""``SceneDataset``: an :class:`~sceneparse.data.records.AnnotationSet` as a torch ``Dataset`` of
+``(image, Target)`` pairs, and :func:`collate` for the ``DataLoader``.
+
+Images come back as ``float32 [3, H, W]`` RGB in ``[0, 1]`` (the model input convention); targets
+are :class:`~sceneparse.structures.target.Target` in sceneparse's conventions (XYXY float32 absolute
+pixels, contiguous labels, ``bool [N, H, W]`` masks, ``float32 [N, K, 3]`` keypoints). Every problem
+raises :class:`~sceneparse.errors.DataError` naming the file, the image / annotation id and the field.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ..errors import DataError, Problem
+from ..structures.instances import Instances
+from ..structures.masks import decode_rle, polygons_to_rle
+from ..structures.segmaps import PanopticMap, SegmentInfo, SemanticMap, rgb2id
+from ..structures.target import Target
+from .records import AnnotationSet, ImageRecord, ObjectRecord
+
+#: ``(image, target) -> (image, target)``, e.g. :class:`sceneparse.data.transforms.Compose`.
+Transform = Callable[[torch.Tensor, Target], "tuple[torch.Tensor, Target]"]
+
+#: PIL modes holding 16-bit samples (``I`` is what older Pillow versions widen 16-bit PNGs to).
+_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def _open_pil(path: Path, record: str | None = None) -> Image.Image:
+    """Open and fully decode an image file (PIL opens lazily; ``load`` surfaces truncated data now)."""
+    try:
+        img = Image.open(path)
+        img.load()
+        return img
+    except FileNotFoundError:
+        raise DataError(Problem(str(path), record, "file_name", "image file not found")) from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        raise DataError(Problem(str(path), record, "file_name", f"unreadable image: {e}")) from None
+
+
+def pil_to_tensor(img: Image.Image) -> torch.Tensor:
+    """A PIL image of any common mode -> ``float32 [3, H, W]`` RGB in ``[0, 1]``.
+
+    Grayscale (``L``, ``1``), palette (``P``), alpha (``LA``, ``RGBA``: alpha is dropped, not
+    composited), ``CMYK`` and ``YCbCr`` go through PIL's RGB conversion; 16-bit grayscale
+    (``I;16*``, ``I``) is divided by 65535 and float (``F``) is taken as already in ``[0, 1]``
+    (both clipped), then replicated to three channels.
+    """
+    if img.mode in _SIXTEEN_BIT_MODES or img.mode == "F":
+        a = np.asarray(img).astype(np.float32)
+        if img.mode != "F":
+            a /= 65535.0
+        gray = torch.from_numpy(np.clip(a, 0.0, 1.0))
+        return gray.unsqueeze(0).expand(3, -1, -1).contiguous()
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    a = np.asarray(img, dtype=np.uint8)
+    return torch.from_numpy(a.copy()).permute(2, 0, 1).float().div_(255.0)
+
+
+def load_image(path: str | Path, *, exif: bool = True) -> torch.Tensor:
+    """Read an image file as ``float32 [3, H, W]`` RGB in ``[0, 1]``.
+
+    ``exif=True`` applies the EXIF orientation tag (``ImageOps.exif_transpose``), so the tensor
+    shows the picture the way viewers display it. Raises :class:`DataError` naming the file when
+    it is missing or unreadable.
+    """
+    path = Path(path)
+    img = _open_pil(path)
+    if exif:
+        img = ImageOps.exif_transpose(img)
+    return pil_to_tensor(img)
+
+
+class SceneDataset(torch.utils.data.Dataset):
+    """Images and targets of an :class:`AnnotationSet`.
+
+    ``dataset[i]`` is ``(image float32 [3, H, W] in [0, 1], Target)`` after ``transforms``.
+
+    Args:
+        aset: the loaded split.
+        transforms: joint ``(image, target) -> (image, target)`` callable, applied last.
+        load_masks: decode instance masks (polygons / RLE) into ``Target.instances.masks``. Only
+            when at least one annotation of the set has a segmentation; objects without one get
+            their box (pixels whose centre lies inside) as mask, so a mask head is not taught "empty".
+        load_keypoints: fill ``Target.instances.keypoints`` ``[N, K, 3]`` when the set has
+            keypoints; objects without them get ``v = 0`` rows.
+        load_semantic: read ``aset.semantic_root/<image stem>.png`` (values = contiguous labels,
+            255 = ignore) into ``Target.semantic``.
+        load_panoptic: read the image's panoptic PNG (``aset.panoptic`` / ``aset.panoptic_root``)
+            into ``Target.panoptic`` (segment ``label`` filled from the set's category map).
+
+    Orientation: EXIF orientation is applied. If the record's ``height``/``width`` match only the
+    file's stored (un-rotated) orientation, the annotations were made on the stored pixels and
+    the image is used as stored; a size matching neither raises :class:`DataError`.
+    """
+
+    def __init__(self, aset: AnnotationSet, transforms: Transform | None = None, *, load_masks: bool = True,
+                 load_keypoints: bool = True, load_semantic: bool = False, load_panoptic: bool = False):
+        self.aset = aset
+        self.transforms = transforms
+        self.load_semantic = load_semantic
+        self.load_panoptic = load_panoptic
+        self.with_masks = bool(load_masks) and any(a.segmentation is not None for a in aset.annotations)
+        k = aset.keypoint_set.num_keypoints if aset.keypoint_set is not None else next(
+            (int(np.asarray(a.keypoints).shape[0]) for a in aset.annotations if a.keypoints is not None), 0)
+        self.num_keypoints = k if load_keypoints else 0
+        if load_semantic and aset.semantic_root is None:
+            raise DataError(Problem(aset.source or None, None, "semantic_root",
+                                    "load_semantic=True but the annotation set has no semantic_root"))
+        if load_panoptic and aset.panoptic_root is None:
+            raise DataError(Problem(aset.source or None, None, "panoptic_root",
+                                    "load_panoptic=True but the annotation set has no panoptic_root"))
+        aset.reindex()
+        # per-instance bool flags carried in ObjectRecord.extra (e.g. VOC difficult / truncated)
+        self._flag_keys = sorted({k for a in aset.annotations for k, v in a.extra.items()
+                                  if isinstance(v, (bool, np.bool_))})
+
+    # ---- metadata ------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.aset.images)
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.aset.categories.names
+
+    @property
+    def image_ids(self) -> list[int]:
+        return [int(r.id) for r in self.aset.images]
+
+    def record(self, index: int) -> ImageRecord:
+        return self.aset.images[index]
+
+    # ---- loading -------------------------------------------------------------------------
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, Target]:
+        rec = self.aset.images[index]
+        image = self._load_image(rec)
+        h, w = int(image.shape[1]), int(image.shape[2])
+        target = self._load_target(rec, h, w)
+        if self.transforms is not None:
+            image, target = self.transforms(image, target)
+        return image, target
+
+    def _where(self, rec: ImageRecord) -> str:
+        return f"image {rec.id}"
+
+    def _load_image(self, rec: ImageRecord) -> torch.Tensor:
+        path = self.aset.image_path(rec)
+        raw = _open_pil(path, self._where(rec))
+        img = ImageOps.exif_transpose(raw)
+        want = (int(rec.height or 0), int(rec.width or 0))
+        if want[0] > 0 and want[1] > 0 and (img.height, img.width) != want:
+            if (raw.height, raw.width) == want:
+                img = raw  # annotated on the stored pixels: ignore the EXIF rotation
+            else:
+                raise DataError(Problem(str(path), self._where(rec), "height/width",
+                                        f"image file is {img.height}x{img.width} (HxW) but the record says "
+                                        f"{want[0]}x{want[1]}"))
+        return pil_to_tensor(img)
+
+    def _load_target(self, rec: ImageRecord, h: int, w: int) -> Target:
+        objs = self.aset.annotations_of(rec.id)
+        n = len(objs)
+        boxes = torch.from_numpy(np.asarray([np.asarray(o.bbox, dtype=np.float32).reshape(4) for o in objs],
+                                            dtype=np.float32).reshape(n, 4))
+        labels = torch.tensor([int(o.label) for o in objs], dtype=torch.long)
+        iscrowd = torch.tensor([bool(o.iscrowd) for o in objs], dtype=torch.bool)
+        fields: dict[str, torch.Tensor] = {"boxes": boxes, "labels": labels}
+        if self.with_masks:
+            fields["masks"] = self._masks(rec, objs, boxes, h, w)
+        if self.num_keypoints:
+            fields["keypoints"] = self._keypoints(rec, objs)
+        extra = {k: torch.tensor([bool(o.extra.get(k, False)) for o in objs], dtype=torch.bool)
+                 for k in self._flag_keys}
+        semantic = self._semantic(rec, h, w) if self.load_semantic else None
+        panoptic = self._panoptic(rec, h, w) if self.load_panoptic else None
+        return Target(image_id=int(rec.id), instances=Instances((h, w), **fields), iscrowd=iscrowd,
+                      semantic=semantic, panoptic=panoptic, file_name=str(self.aset.image_path(rec)), extra=extra)
+
+    def _masks(self, rec: ImageRecord, objs: Sequence[ObjectRecord], boxes: torch.Tensor, h: int, w: int
+               ) -> torch.Tensor:
+        """``bool [N, H, W]``: every polygon / RLE goes to one RLE list and one pycocotools decode."""
+        masks = torch.zeros((len(objs), h, w), dtype=torch.bool)
+        rles, rows = [], []
+        for i, o in enumerate(objs):
+            seg = o.segmentation
+            if seg is None:
+                continue
+            where = f"image {rec.id} annotation {o.id}"
+            if isinstance(seg, dict):
+                size = [int(s) for s in seg.get("size", ())]
+                if size != [h, w]:
+                    raise DataError(Problem(self.aset.source or None, where, "segmentation.size",
+                                            f"RLE size does not match the image ({h}, {w})", size))
+                rles.append(seg)
+            elif isinstance(seg, (list, tuple)):
+                # rings of fewer than 3 points have no area, and pycocotools would read a 4-number
+                # ring as a box: leave them out
+                rings = [list(map(float, r)) for r in seg if len(r) >= 6]
+                if not rings:
+                    continue
+                rles.append(polygons_to_rle(rings, h, w))
+            else:
+                raise DataError(Problem(self.aset.source or None, where, "segmentation",
+                                        "expected polygons (list) or RLE (dict)", type(seg).__name__))
+            rows.append(i)
+        if rles:
+            masks[torch.tensor(rows)] = torch.from_numpy(decode_rle(rles))
+        missing = torch.tensor([o.segmentation is None for o in objs], dtype=torch.bool)
+        if missing.any():
+            masks[missing] = _box_masks(boxes[missing], h, w)
+        return masks
+
+    def _keypoints(self, rec: ImageRecord, objs: Sequence[ObjectRecord]) -> torch.Tensor:
+        k = self.num_keypoints
+        kps = np.zeros((len(objs), k, 3), dtype=np.float32)
+        for i, o in enumerate(objs):
+            if o.keypoints is None:
+                continue
+            kp = np.asarray(o.keypoints, dtype=np.float32)
+            if kp.shape != (k, 3):
+                raise DataError(Problem(self.aset.source or None, f"image {rec.id} annotation {o.id}", "keypoints",
+                                        f"expected shape ({k}, 3)", tuple(kp.shape)))
+            kps[i] = kp
+        return torch.from_numpy(kps)
+
+    def _semantic(self, rec: ImageRecord, h: int, w: int) -> SemanticMap:
+        path = Path(self.aset.semantic_root) / (Path(rec.file_name).stem + ".png")  # type: ignore[arg-type]
+        img = _open_pil(path, self._where(rec))
+        if img.mode not in ("L", "P", "I", "I;16", "I;16B", "I;16L", "I;16N"):
+            raise DataError(Problem(str(path), self._where(rec), "semantic",
+                                    "semantic PNG must be single-channel label values", img.mode))
+        labels = torch.from_numpy(np.asarray(img).astype(np.int64))
+        if tuple(labels.shape) != (h, w):
+            raise DataError(Problem(str(path), self._where(rec), "semantic",
+                                    f"label map is {tuple(labels.shape)} but the image is ({h}, {w})"))
+        return SemanticMap(labels)
+
+    def _panoptic(self, rec: ImageRecord, h: int, w: int) -> PanopticMap:
+        prec = self.aset.panoptic.get(int(rec.id))
+        if prec is None:
+            raise DataError(Problem(self.aset.source or None, self._where(rec), "panoptic",
+                                    "load_panoptic=True but the image has no panoptic annotation"))
+        path = Path(self.aset.panoptic_root) / prec.file_name  # type: ignore[arg-type]
+        img = _open_pil(path, self._where(rec))
+        ids = rgb2id(np.asarray(img.convert("RGB")))
+        if ids.shape != (h, w):
+            raise DataError(Problem(str(path), self._where(rec), "panoptic",
+                                    f"panoptic PNG is {ids.shape} but the image is ({h}, {w})"))
+        cats = self.aset.categories
+        segments = []
+        for s in prec.segments_info:
+            cid = int(s["category_id"])
+            if not cats.has_id(cid):
+                raise DataError(Problem(self.aset.source or None, f"image {rec.id} segment {s.get('id')}",
+                                        "category_id", "unknown category id", cid))
+            label = cats.to_label(cid)
+            bbox = s.get("bbox")
+            segments.append(SegmentInfo(id=int(s["id"]), category_id=cid, label=label,
+                                        isthing=cats.categories[label].isthing, iscrowd=bool(s.get("iscrowd", 0)),
+                                        area=int(s.get("area", 0)),
+                                        bbox=None if bbox is None else tuple(float(v) for v in bbox)))
+        return PanopticMap(torch.from_numpy(ids), segments)
+
+
+def _box_masks(boxes: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """``bool [N, H, W]``: pixels whose centre ``(j + 0.5, i + 0.5)`` lies inside the XYXY box."""
+    cx = torch.arange(w, dtype=torch.float32) + 0.5
+    cy = torch.arange(h, dtype=torch.float32) + 0.5
+    in_x = (cx[None] >= boxes[:, 0:1]) & (cx[None] < boxes[:, 2:3])  # [N, W]
+    in_y = (cy[None] >= boxes[:, 1:2]) & (cy[None] < boxes[:, 3:4])  # [N, H]
+    return in_y[:, :, None] & in_x[:, None, :]
+
+
+def collate(batch: Sequence[tuple[torch.Tensor, Target]]) -> tuple[list[torch.Tensor], list[Target]]:
+    """``DataLoader`` ``collate_fn``: images stay a list (sizes differ; batching and padding is
+    ``models/preprocess``'s job) and targets a list of :class:`Target`."""
+    images = [b[0] for b in batch]
+    targets = [b[1] for b in batch]
+    return images, targets
+
+
+__all__ = ["SceneDataset", "collate", "load_image", "pil_to_tensor"]
