@@ -1,0 +1,236 @@
+"""``sceneparse eval``: score predictions in the standard file formats against ground truth."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..conventions import IGNORE_INDEX
+from ..errors import ConfigError, DataError, PredictionError, Problem
+
+TYPES = ("bbox", "segm", "keypoints", "semantic", "panoptic")
+
+EPILOG = """\
+inputs by --type
+  bbox | segm | keypoints   --gt: COCO ground-truth JSON; --pred: COCO results JSON (a list of
+                            {image_id, category_id, score, bbox | segmentation (RLE) | keypoints}).
+                            Prints pycocotools' table; --json holds "stats" in pycocotools' order.
+  semantic                  --gt: folder of ground-truth label PNGs (values 0..C-1, 255 = void) and
+                            --pred: folder of predicted label PNGs with the same file names; needs
+                            --num-classes. Or --gt: a COCO JSON whose categories give C and the class
+                            names, with the PNG folders in --gt-png / --pred-png. JSON: "miou", ...
+  panoptic                  --gt / --pred: COCO panoptic JSON; the PNG folders are --gt-png / --pred-png
+                            (default: the JSON path without ".json"). JSON: "pq", "sq", "rq", ...
+
+--plots DIR writes PR curves (IoU .50 and .75) for COCO types, and for bbox / segm the detection
+confusion matrix (--score-threshold) and, with --errors, the TIDE-style error breakdown; per-class
+IoU bars for semantic and per-category PQ bars for panoptic.
+Malformed predictions stop with an error naming the record (index in the results list, image_id).
+
+examples:
+  sceneparse eval --gt instances_val2017.json --pred results.json --type bbox --json bbox.json --plots plots/
+  sceneparse eval --gt instances_val2017.json --pred segm.json --type segm --errors
+  sceneparse eval --gt person_keypoints_val2017.json --pred kps.json --type keypoints
+  sceneparse eval --gt data/synth/semantic/val --pred runs/pred/semantic --type semantic --num-classes 8
+  sceneparse eval --gt panoptic_val2017.json --pred panoptic_pred.json --type panoptic \\
+      --gt-png panoptic_val2017 --pred-png panoptic_pred --json pq.json
+"""
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "eval", help="evaluate predictions (COCO AP, mIoU, PQ) from files",
+        description="Evaluate predictions stored in standard files: COCO results (bbox, segm, keypoints AP), "
+                    "semantic label PNGs (mIoU) or COCO panoptic JSON + PNGs (PQ). Prints a table, optionally "
+                    "writes a JSON report and plots.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--gt", required=True, help="ground truth: COCO (panoptic) JSON, or a folder of label PNGs")
+    p.add_argument("--pred", required=True, help="predictions: COCO results / panoptic JSON, or a PNG folder")
+    p.add_argument("--type", required=True, choices=TYPES, dest="iou_type", help="what to evaluate")
+    p.add_argument("--json", metavar="OUT", help="write the report as JSON to OUT")
+    p.add_argument("--plots", metavar="DIR", help="write plots (PNG) into DIR")
+    p.add_argument("--num-classes", type=int, help="number of classes (semantic)")
+    p.add_argument("--ignore-index", type=int, default=IGNORE_INDEX, help="void label of semantic PNGs (default 255)")
+    p.add_argument("--gt-png", metavar="DIR", help="ground-truth PNG folder (panoptic; semantic with a JSON --gt)")
+    p.add_argument("--pred-png", metavar="DIR", help="prediction PNG folder (panoptic; semantic with a JSON --gt)")
+    p.add_argument("--errors", action="store_true", help="bbox/segm: TIDE-style error breakdown (dAP50 per type)")
+    p.add_argument("--score-threshold", type=float, default=0.25,
+                   help="bbox/segm: minimum score for the confusion matrix (default 0.25)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.iou_type in ("bbox", "segm", "keypoints"):
+        report = _run_coco(args)
+    elif args.iou_type == "semantic":
+        report = _run_semantic(args)
+    else:
+        report = _run_panoptic(args)
+    if args.json:
+        _write_json(args.json, report)
+        print(f"report written to {args.json}")
+    return 0
+
+
+# ---- COCO ---------------------------------------------------------------------------------
+def _run_coco(args) -> dict:
+    from ..evaluation import evaluate_coco
+    from ..evaluation.validate import load_coco_gt, load_coco_results, validate_coco_results
+
+    gt, _ = load_coco_gt(args.gt)
+    results, res_file = load_coco_results(args.pred)
+    validate_coco_results(gt, results, args.iou_type, file=res_file)
+    result = evaluate_coco(gt, results, args.iou_type)
+    print(f"{args.iou_type}: {len(results)} results on {len(gt['images'])} images, "
+          f"{len(gt['categories'])} categories")
+    print(result.summary())
+    print()
+    print(result.per_category_table())
+    report = {"type": args.iou_type, **result.to_dict()}
+    if args.errors and args.iou_type == "keypoints":
+        print("note: --errors applies to bbox and segm only", file=sys.stderr)
+
+    plots = Path(args.plots) if args.plots else None
+    if plots:
+        from ..evaluation.curves import plot_pr_curves
+
+        for iou in (0.5, 0.75):
+            path = plot_pr_curves(result, plots / f"pr_{args.iou_type}_iou{int(round(iou * 100))}.png", iou=iou,
+                                  max_dets=result.max_dets[-1])
+            print(f"plot: {path}")
+    if args.iou_type in ("bbox", "segm") and (plots or args.errors):
+        from ..evaluation.validate import coco_columns
+
+        pair = coco_columns(gt, results, args.iou_type, validate=False)
+        if plots:
+            from ..evaluation.confusion import confusion_from_columns, plot_confusion_matrix
+
+            cm = confusion_from_columns(pair, 0.5, args.score_threshold)
+            report["confusion"] = cm.to_dict()
+            print(f"plot: {plot_confusion_matrix(cm, plots / f'confusion_{args.iou_type}.png')}")
+        if args.errors:
+            from ..evaluation.errors import plot_error_breakdown, tide_from_columns
+
+            errs = tide_from_columns(pair)
+            print()
+            print(errs.summary())
+            report["errors"] = errs.to_dict()
+            if plots:
+                print(f"plot: {plot_error_breakdown(errs, plots / f'errors_{args.iou_type}.png')}")
+    return report
+
+
+# ---- semantic -----------------------------------------------------------------------------
+def _read_labels(path: Path, err) -> np.ndarray:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            if im.mode not in ("L", "P", "I", "I;16", "1"):
+                raise err(Problem(str(path), None, None, f"a label PNG must be single-channel, got mode {im.mode}"))
+            return np.asarray(im).astype(np.int64)
+    except FileNotFoundError:
+        raise err(Problem(str(path), None, None, "file not found")) from None
+    except OSError as e:
+        raise err(Problem(str(path), None, None, f"cannot read the image: {e}")) from None
+
+
+def _run_semantic(args) -> dict:
+    from tqdm import tqdm
+
+    from ..evaluation.semantic import SemanticEvaluator
+
+    gt = Path(args.gt)
+    names = None
+    num_classes = args.num_classes
+    if gt.is_file():
+        data = json.loads(gt.read_text()) if gt.suffix == ".json" else None
+        if not isinstance(data, dict) or not isinstance(data.get("categories"), list):
+            raise DataError(Problem(str(gt), None, "categories", "--gt for semantic is a PNG folder or a JSON file "
+                                    "with a 'categories' list"))
+        cats = sorted(data["categories"], key=lambda c: c["id"])
+        names = [str(c.get("name", c["id"])) for c in cats]
+        num_classes = num_classes or len(cats)
+        if num_classes != len(cats):
+            raise ConfigError(f"--num-classes {num_classes} differs from the {len(cats)} categories of {gt}")
+        if not args.gt_png:
+            raise ConfigError("with a JSON --gt, give the ground-truth label PNG folder with --gt-png")
+        gt_dir, pred_dir = Path(args.gt_png), Path(args.pred_png or args.pred)
+    else:
+        gt_dir, pred_dir = gt, Path(args.pred_png or args.pred)
+        if not num_classes:
+            raise ConfigError("--type semantic with a PNG folder needs --num-classes")
+    if not gt_dir.is_dir():
+        raise DataError(Problem(str(gt_dir), None, None, "ground-truth PNG folder not found"))
+    if not pred_dir.is_dir():
+        raise PredictionError(Problem(str(pred_dir), None, None, "prediction PNG folder not found"))
+    files = sorted(gt_dir.glob("*.png"))
+    if not files:
+        raise DataError(Problem(str(gt_dir), None, None, "no .png files in the ground-truth folder"))
+    ev = SemanticEvaluator(num_classes, ignore_index=args.ignore_index, class_names=names)
+    for f in tqdm(files, desc="semantic", unit="img", disable=args.quiet):
+        g = _read_labels(f, DataError)
+        p = _read_labels(pred_dir / f.name, PredictionError)
+        try:
+            ev.update(p, g, image=f.name)
+        except DataError as e:
+            for prob in e.problems:
+                prob.file = prob.file or str(pred_dir / f.name if isinstance(e, PredictionError) else f)
+            raise type(e)(e.problems) from None
+    result = ev.compute()
+    print(result.summary())
+    if args.plots:
+        from ..evaluation.semantic import plot_class_iou
+
+        print(f"plot: {plot_class_iou(result, Path(args.plots) / 'semantic_iou.png')}")
+    return {"type": "semantic", **result.to_dict()}
+
+
+# ---- panoptic -----------------------------------------------------------------------------
+def _run_panoptic(args) -> dict:
+    from ..evaluation.panoptic import evaluate_panoptic
+
+    result = evaluate_panoptic(args.gt, args.gt_png, args.pred, args.pred_png, progress=not args.quiet)
+    print(result.summary())
+    if args.plots:
+        from ..evaluation.panoptic import plot_pq_per_category
+
+        print(f"plot: {plot_pq_per_category(result, Path(args.plots) / 'panoptic_pq.png')}")
+    return {"type": "panoptic", **result.to_dict()}
+
+
+# ---- output -------------------------------------------------------------------------------
+def _finite(obj: Any) -> Any:
+    """NaN / inf -> None, numpy scalars -> Python, recursively (JSON has no NaN)."""
+    if isinstance(obj, dict):
+        return {str(k): _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    return obj
+
+
+def _write_json(path: str, report: dict) -> None:
+    """Atomic: a temporary file in the target folder, then ``os.replace``."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(_finite(report), indent=2, allow_nan=False) + "\n"
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, p)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

@@ -1,0 +1,110 @@
+"""Mask overlaps as pycocotools computes them: RLE intersection over union, crowd regions over the
+detection's own area, all in pycocotools' C code (``mask.iou`` on run-length encodings).
+
+Conversion to RLE follows ``COCO.annToRLE``: polygons are rasterised with the *image* size and the
+parts of one object merged; uncompressed RLEs are compressed; compressed RLEs are used as they are.
+Instead of one pycocotools call per annotation, all polygons (or uncompressed RLEs) of images of
+one size go through a single ``frPyObjects`` call; an object with one polygon then needs no merge
+(``merge`` of a single RLE returns it unchanged).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from ...errors import DataError, Problem
+
+
+#: :func:`segmentation_kinds` codes
+COMPRESSED, POLYGONS, UNCOMPRESSED, ODD_POLYGONS, INVALID = 0, 1, 2, 3, -1
+
+
+def segmentation_kinds(segmentations: Sequence) -> np.ndarray:
+    """``int8 [N]`` code per segmentation: compressed RLE (``counts`` str/bytes), polygons (first
+    part longer than 4 numbers), uncompressed RLE (``counts`` list), polygons whose first part has
+    <= 4 numbers (pycocotools reads those as boxes), or invalid."""
+    n = len(segmentations)
+    kinds = np.full(n, INVALID, dtype=np.int8)
+    is_dict = np.fromiter((type(s) is dict for s in segmentations), dtype=bool, count=n)
+    if is_dict.all():  # the common case (JSON results): classify by the type of "counts"
+        counts_type = [type(s.get("counts")) if "size" in s else None for s in segmentations]
+        kinds[np.fromiter((t is str or t is bytes for t in counts_type), dtype=bool, count=n)] = COMPRESSED
+        kinds[np.fromiter((t is list for t in counts_type), dtype=bool, count=n)] = UNCOMPRESSED
+        return kinds
+    for i, s in enumerate(segmentations):
+        if isinstance(s, dict):
+            c = s.get("counts")
+            if "size" in s:
+                kinds[i] = (COMPRESSED if isinstance(c, (str, bytes)) else
+                            UNCOMPRESSED if isinstance(c, list) else INVALID)
+        elif isinstance(s, list) and s:
+            first = s[0]
+            kinds[i] = POLYGONS if isinstance(first, (list, tuple)) and len(first) > 4 else ODD_POLYGONS
+    return kinds
+
+
+def to_rles(segmentations: Sequence, image_ids: np.ndarray, gt, source: str | None = None,
+            kinds: np.ndarray | None = None) -> list:
+    """``N`` segmentations (polygons / uncompressed RLE / compressed RLE) -> ``N`` pycocotools RLEs.
+
+    ``image_ids [N]`` give each object's image, whose ``height``/``width`` in ``gt`` (a
+    :class:`~.tables.GroundTruthTable`) rasterise polygons, as ``annToRLE`` does; ``source`` names
+    the file in errors; ``kinds`` are the :func:`segmentation_kinds` codes if already known.
+    """
+    n = len(segmentations)
+    out: list = list(segmentations)
+    if n == 0:
+        return out
+    kind = segmentation_kinds(segmentations) if kinds is None else kinds
+    if (kind == INVALID).any():
+        i = int(np.flatnonzero(kind == INVALID)[0])
+        raise DataError(Problem(source, f"object {i} (image_id {int(image_ids[i])})", "segmentation",
+                                "not polygons or an RLE", segmentations[i]))
+    todo = np.flatnonzero(kind != COMPRESSED)
+    if todo.size == 0:
+        return out
+    heights, widths = gt.image_sizes(np.asarray(image_ids)[todo])
+    if (heights <= 0).any() or (widths <= 0).any():
+        i = int(todo[np.flatnonzero((heights <= 0) | (widths <= 0))[0]])
+        raise DataError(Problem(source, f"image {int(image_ids[i])}", "height/width",
+                                "a mask needs the image size (positive height and width)"))
+    size_key = heights * (int(widths.max()) + 1) + widths
+    by_size = np.argsort(size_key, kind="stable")
+    cuts = np.flatnonzero(np.diff(size_key[by_size])) + 1
+    for part in np.split(by_size, cuts):  # one pycocotools call per image size and kind
+        sel = todo[part]
+        h, w = int(heights[part[0]]), int(widths[part[0]])
+        polys = sel[kind[sel] == POLYGONS].tolist()
+        if polys:
+            flat = [p for i in polys for p in segmentations[i]]
+            rles = mask_utils.frPyObjects(flat, h, w)
+            k = 0
+            for i in polys:
+                m = len(segmentations[i])
+                out[i] = rles[k] if m == 1 else mask_utils.merge(rles[k:k + m])
+                k += m
+        unc = sel[kind[sel] == UNCOMPRESSED].tolist()
+        if unc:
+            for i, r in zip(unc, mask_utils.frPyObjects([segmentations[i] for i in unc], h, w)):
+                out[i] = r
+        for i in sel[kind[sel] == ODD_POLYGONS].tolist():  # what annToRLE does with a first part of <= 4 numbers
+            out[i] = mask_utils.merge(mask_utils.frPyObjects(segmentations[i], h, w))
+    return out
+
+
+def mask_iou_blocks(dt_rles: list, gt_rles: list, gt_crowd: np.ndarray, dt_bounds: np.ndarray,
+                    gt_bounds: np.ndarray) -> np.ndarray:
+    """IoU of every detection with every ground truth of the same (image, category) group.
+
+    ``dt_rles`` / ``gt_rles`` are sorted by group; group ``b`` owns detections
+    ``dt_bounds[b, 0]:dt_bounds[b, 1]`` and ground truths ``gt_bounds[b, 0]:gt_bounds[b, 1]``.
+    Returns the concatenation over groups of the row-major ``[D_b, G_b]`` blocks, ``float64 [P]``;
+    a crowd ground truth scores ``|dt ∩ gt| / |dt|``.
+    """
+    parts = []
+    crowd = gt_crowd.astype(np.uint8)
+    for (ds, de), (gs, ge) in zip(dt_bounds.tolist(), gt_bounds.tolist()):
+        parts.append(np.asarray(mask_utils.iou(dt_rles[ds:de], gt_rles[gs:ge], crowd[gs:ge]), dtype=np.float64).ravel())
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float64)
