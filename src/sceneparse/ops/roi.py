@@ -1,0 +1,144 @@
+"""Region-of-interest feature extraction (Fast R-CNN RoIPool, Mask R-CNN RoIAlign, FPN level mapping).
+
+``roi_align`` / ``roi_pool`` wrap torchvision's compiled kernels (CPU and CUDA, with backward).
+Boxes are XYXY in *input-image* pixels; ``spatial_scale`` maps them to the feature map
+(``1 / stride``). RoIs are either a ``[K, 5]`` tensor ``(batch_index, x1, y1, x2, y2)`` or a list with
+one ``[K_i, 4]`` tensor per image.
+
+:func:`multiscale_roi_align` pools each RoI from one FPN level chosen by :func:`assign_levels`
+(FPN eq. 1: ``k = floor(k0 + log2(sqrt(w h) / 224))``) and is numerically identical to
+``torchvision.ops.MultiScaleRoIAlign`` -- but stateless: torchvision caches the scales of the first
+call, this function infers them on every call.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torchvision
+from torch import Tensor
+
+from .boxes import box_area
+
+__all__ = ["roi_align", "roi_pool", "assign_levels", "infer_scale", "multiscale_roi_align", "rois_from_boxes"]
+
+
+def _pair(size: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(size, int):
+        return size, size
+    size = tuple(int(s) for s in size)
+    if len(size) != 2:
+        raise ValueError(f"output_size must be an int or (height, width), got {size!r}")
+    return size  # type: ignore[return-value]
+
+
+def rois_from_boxes(boxes: Sequence[Tensor]) -> Tensor:
+    """Per-image ``[K_i, 4]`` boxes -> ``[sum K_i, 5]`` RoIs ``(batch_index, x1, y1, x2, y2)``."""
+    if len(boxes) == 0:
+        raise ValueError("boxes must hold one [K_i, 4] tensor per image, got an empty list")
+    for i, b in enumerate(boxes):
+        if b.ndim != 2 or b.shape[1] != 4:
+            raise ValueError(f"boxes[{i}] must have shape [K, 4], got {tuple(b.shape)}")
+    cat = torch.cat(list(boxes), dim=0)
+    counts = torch.as_tensor([b.shape[0] for b in boxes], device=cat.device)
+    idx = torch.repeat_interleave(torch.arange(len(boxes), device=cat.device), counts).to(cat.dtype)
+    return torch.cat([idx[:, None], cat], dim=1)
+
+
+def _as_rois(rois: Tensor | Sequence[Tensor]) -> Tensor:
+    if isinstance(rois, Tensor):
+        if rois.ndim != 2 or rois.shape[1] != 5:
+            raise ValueError(f"rois must be [K, 5] (batch_index, x1, y1, x2, y2) or a list of [K_i, 4], "
+                             f"got {tuple(rois.shape)}")
+        return rois
+    return rois_from_boxes(rois)
+
+
+def _check_features(features: Tensor) -> None:
+    if features.ndim != 4:
+        raise ValueError(f"features must be [B, C, H, W], got {tuple(features.shape)}")
+
+
+def roi_align(features: Tensor, rois: Tensor | Sequence[Tensor], output_size: int | Sequence[int],
+              spatial_scale: float = 1.0, sampling_ratio: int = -1, aligned: bool = False) -> Tensor:
+    """RoIAlign (Mask R-CNN): bilinear samples averaged in each of ``oh x ow`` bins -> ``[K, C, oh, ow]``.
+
+    ``sampling_ratio`` samples per bin side (``<= 0``: ``ceil(roi_size / output_size)``, adaptive).
+    ``aligned=True`` shifts boxes by -0.5 px so that a box ``(0, 0, 1, 1)`` samples the centre of pixel 0
+    (the pixel-model-correct variant, Detectron2's ROIAlignV2); ``False`` reproduces the original.
+    """
+    _check_features(features)
+    rois = _as_rois(rois).to(features.dtype)
+    return torchvision.ops.roi_align(features, rois, _pair(output_size), float(spatial_scale),
+                                     int(sampling_ratio), bool(aligned))
+
+
+def roi_pool(features: Tensor, rois: Tensor | Sequence[Tensor], output_size: int | Sequence[int],
+             spatial_scale: float = 1.0) -> Tensor:
+    """RoIPool (Fast R-CNN): max over each of ``oh x ow`` quantised bins -> ``[K, C, oh, ow]``."""
+    _check_features(features)
+    rois = _as_rois(rois).to(features.dtype)
+    return torchvision.ops.roi_pool(features, rois, _pair(output_size), float(spatial_scale))
+
+
+def assign_levels(boxes: Tensor, k_min: int, k_max: int, canonical_scale: float = 224,
+                  canonical_level: int = 4, eps: float = 1e-6) -> Tensor:
+    """FPN level of each box, as an index ``0..k_max-k_min`` into the levels ``k_min..k_max``: int64 ``[K]``.
+
+    FPN eq. 1: ``k = floor(k0 + log2(sqrt(w h) / s0) + eps)`` clamped to ``[k_min, k_max]``, with
+    ``k0 = canonical_level`` the level of a ``s0 x s0`` box (``s0 = canonical_scale`` = the ImageNet
+    pre-training size). ``eps`` keeps exact powers of two from falling one level low through rounding.
+    """
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"boxes must be [K, 4], got {tuple(boxes.shape)}")
+    if k_min > k_max:
+        raise ValueError(f"k_min ({k_min}) must be <= k_max ({k_max})")
+    s = torch.sqrt(box_area(boxes))
+    k = torch.floor(canonical_level + torch.log2(s / canonical_scale) + torch.tensor(eps, dtype=s.dtype))
+    k = k.clamp(min=k_min, max=k_max)
+    return k.to(torch.int64) - k_min
+
+
+def infer_scale(feature_size: Sequence[int], image_size: Sequence[int]) -> float:
+    """The ``1 / stride`` of a feature map, assumed a power of two: ``2 ** round(log2(h / H))``.
+
+    Uses the heights (as torchvision): ``feature_size = (h, w)``, ``image_size = (H, W)``.
+    """
+    approx = float(feature_size[0]) / float(image_size[0])
+    # Rounded in float32, as torchvision does, so that the two agree on every input.
+    return 2 ** float(torch.tensor(approx, dtype=torch.float32).log2().round())
+
+
+def multiscale_roi_align(features: Sequence[Tensor], boxes: Sequence[Tensor],
+                         image_sizes: Sequence[tuple[int, int]], output_size: int | Sequence[int],
+                         sampling_ratio: int = 2, canonical_scale: float = 224,
+                         canonical_level: int = 4) -> Tensor:
+    """RoIAlign from the FPN level of each box -> ``[sum K_i, C, oh, ow]`` in the order of ``boxes``.
+
+    ``features``: the levels, finest first, each ``[B, C, H_l, W_l]``; ``boxes``: one ``[K_i, 4]``
+    tensor per image in input-image pixels; ``image_sizes``: ``(H, W)`` of each image *before* the
+    backbone (unpadded sizes; their per-axis maximum is the reference). The scale of each level is
+    ``2 ** round(log2(H_l / H))`` and the levels are ``k = -log2(scale)``; a single level skips the
+    mapping.
+    """
+    if len(features) == 0:
+        raise ValueError("features must hold at least one level")
+    if len(image_sizes) == 0:
+        raise ValueError("image_sizes must not be empty")
+    oh, ow = _pair(output_size)
+    ref = (max(int(s[0]) for s in image_sizes), max(int(s[1]) for s in image_sizes))
+    scales = [infer_scale(f.shape[-2:], ref) for f in features]
+    rois = rois_from_boxes(boxes)
+    if len(features) == 1:
+        return roi_align(features[0], rois, (oh, ow), scales[0], sampling_ratio)
+    k_min = int(-math.log2(scales[0]))
+    k_max = int(-math.log2(scales[-1]))
+    levels = assign_levels(rois[:, 1:], k_min, k_max, canonical_scale, canonical_level)
+    first = features[0]
+    out = torch.zeros((rois.shape[0], first.shape[1], oh, ow), dtype=first.dtype, device=first.device)
+    for level, (feat, scale) in enumerate(zip(features, scales)):  # one kernel call per level
+        idx = torch.where(levels == level)[0]
+        if idx.numel():
+            out[idx] = roi_align(feat, rois[idx], (oh, ow), scale, sampling_ratio).to(out.dtype)
+    return out

@@ -1,0 +1,158 @@
+"""RoIAlign / RoIPool against slow float64 reference twins; FPN level mapping and multi-scale RoIAlign
+against torchvision; gradcheck."""
+import math
+from collections import OrderedDict
+
+import pytest
+import torch
+import torchvision
+from torchvision.ops.poolers import LevelMapper
+
+from sceneparse.ops import assign_levels, multiscale_roi_align, roi_align, roi_pool, rois_from_boxes
+
+
+def ref_bilinear(f, y, x):
+    H, W = f.shape
+    if y < -1.0 or y > H or x < -1.0 or x > W:
+        return 0.0
+    y, x = max(y, 0.0), max(x, 0.0)
+    yl, xl = int(y), int(x)
+    if yl >= H - 1:
+        yl = yh = H - 1
+        y = float(yl)
+    else:
+        yh = yl + 1
+    if xl >= W - 1:
+        xl = xh = W - 1
+        x = float(xl)
+    else:
+        xh = xl + 1
+    ly, lx = y - yl, x - xl
+    hy, hx = 1 - ly, 1 - lx
+    return hy * hx * f[yl, xl] + hy * lx * f[yl, xh] + ly * hx * f[yh, xl] + ly * lx * f[yh, xh]
+
+
+def ref_roi_align(feat, rois, out, scale, sampling, aligned):
+    """Mask R-CNN RoIAlign, one sample at a time, float64."""
+    ph_n, pw_n = out
+    res = torch.zeros(len(rois), feat.shape[1], ph_n, pw_n, dtype=torch.float64)
+    off = 0.5 if aligned else 0.0
+    for r, (b, x1, y1, x2, y2) in enumerate(rois.tolist()):
+        sx, sy = x1 * scale - off, y1 * scale - off
+        rw, rh = x2 * scale - off - sx, y2 * scale - off - sy
+        if not aligned:
+            rw, rh = max(rw, 1.0), max(rh, 1.0)
+        bw, bh = rw / pw_n, rh / ph_n
+        gw = sampling if sampling > 0 else math.ceil(rw / pw_n)
+        gh = sampling if sampling > 0 else math.ceil(rh / ph_n)
+        count = max(gw * gh, 1)
+        for c in range(feat.shape[1]):
+            f = feat[int(b), c].double()
+            for ph in range(ph_n):
+                for pw in range(pw_n):
+                    acc = 0.0
+                    for iy in range(gh):
+                        y = sy + ph * bh + (iy + 0.5) * bh / gh
+                        for ix in range(gw):
+                            x = sx + pw * bw + (ix + 0.5) * bw / gw
+                            acc += float(ref_bilinear(f, y, x))
+                    res[r, c, ph, pw] = acc / count
+    return res
+
+
+def ref_roi_pool(feat, rois, out, scale):
+    """Fast R-CNN RoIPool: max over quantised bins."""
+    ph_n, pw_n = out
+    H, W = feat.shape[-2:]
+    res = torch.zeros(len(rois), feat.shape[1], ph_n, pw_n, dtype=torch.float64)
+    rnd = lambda v: math.floor(v + 0.5)  # C round() for the non-negative coordinates used here
+    for r, (b, x1, y1, x2, y2) in enumerate(rois.tolist()):
+        sw, sh, ew, eh = rnd(x1 * scale), rnd(y1 * scale), rnd(x2 * scale), rnd(y2 * scale)
+        rw, rh = max(ew - sw + 1, 1), max(eh - sh + 1, 1)
+        bw, bh = rw / pw_n, rh / ph_n
+        for ph in range(ph_n):
+            hs = min(max(math.floor(ph * bh) + sh, 0), H)
+            he = min(max(math.ceil((ph + 1) * bh) + sh, 0), H)
+            for pw in range(pw_n):
+                ws = min(max(math.floor(pw * bw) + sw, 0), W)
+                we = min(max(math.ceil((pw + 1) * bw) + sw, 0), W)
+                if he <= hs or we <= ws:
+                    continue
+                res[r, :, ph, pw] = feat[int(b), :, hs:he, ws:we].double().amax(dim=(-1, -2))
+    return res
+
+
+def random_boxes(n, size, generator=None):
+    xy = torch.rand(n, 2, generator=generator) * size * 0.7
+    wh = torch.rand(n, 2, generator=generator) * size * 0.5 + 0.5
+    return torch.cat([xy, xy + wh], dim=1)
+
+
+@pytest.mark.parametrize("sampling,aligned", [(-1, False), (2, False), (0, True), (3, True)])
+def test_roi_align_matches_reference(sampling, aligned):
+    feat = torch.randn(2, 3, 9, 11, dtype=torch.float64)
+    boxes = [random_boxes(3, 40.0).double(), random_boxes(2, 40.0).double()]
+    rois = rois_from_boxes(boxes)
+    assert rois[:, 0].tolist() == [0, 0, 0, 1, 1]
+    got = roi_align(feat, rois, (2, 3), spatial_scale=0.25, sampling_ratio=sampling, aligned=aligned)
+    ref = ref_roi_align(feat, rois, (2, 3), 0.25, sampling, aligned)
+    torch.testing.assert_close(got, ref, rtol=0, atol=1e-10)
+    # list-of-boxes input is the same as the [K, 5] form
+    torch.testing.assert_close(roi_align(feat, boxes, (2, 3), 0.25, sampling, aligned), got)
+
+
+def test_roi_pool_matches_reference():
+    feat = torch.randn(2, 2, 10, 12, dtype=torch.float64)
+    rois = rois_from_boxes([random_boxes(4, 48.0).double(), random_boxes(3, 48.0).double()])
+    got = roi_pool(feat, rois, 3, spatial_scale=0.25)
+    torch.testing.assert_close(got, ref_roi_pool(feat, rois, (3, 3), 0.25), rtol=0, atol=0)
+
+
+def test_roi_align_gradcheck():
+    feat = torch.randn(1, 2, 6, 6, dtype=torch.float64, requires_grad=True)
+    rois = torch.tensor([[0, 0.7, 1.3, 4.2, 5.1], [0, 2.2, 0.4, 5.6, 3.3]], dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda f: roi_align(f, rois, 2, 1.0, 2, True), (feat,))
+
+
+def test_assign_levels_hand_computed_and_torchvision():
+    boxes = torch.tensor([[0, 0, 224, 224], [0, 0, 112, 112], [0, 0, 448, 448], [0, 0, 10, 10],
+                          [0, 0, 5000, 5000], [0, 0, 223, 224]], dtype=torch.float32)
+    lv = assign_levels(boxes, 2, 5)
+    assert lv.dtype == torch.int64
+    assert lv.tolist() == [2, 1, 3, 0, 3, 1]  # levels 4, 3, 5, clamp 2, clamp 5, 3 (just below 224)
+    rand = random_boxes(500, 800.0)
+    assert torch.equal(assign_levels(rand, 2, 5), LevelMapper(2, 5)([rand]))
+    assert torch.equal(assign_levels(rand, 3, 6, canonical_scale=160, canonical_level=5),
+                       LevelMapper(3, 6, canonical_scale=160, canonical_level=5)([rand]))
+
+
+@pytest.mark.parametrize("num_levels", [1, 4])
+def test_multiscale_identical_to_torchvision(num_levels):
+    image_sizes = [(120, 160), (128, 100)]  # padded batch 128 x 160
+    H, W = 128, 160
+    feats = [torch.randn(2, 4, H // 2**k, W // 2**k) for k in range(2, 2 + num_levels)]
+    g = torch.Generator().manual_seed(3)
+    boxes = [random_boxes(40, 120.0, g) * torch.tensor([1.3, 1.0, 1.3, 1.0]), random_boxes(25, 100.0, g)]
+    boxes[0][:3] = torch.tensor([[0.0, 0.0, 150.0, 120.0], [5, 5, 9, 9], [10, 10, 60, 70]])
+    names = [f"p{k}" for k in range(num_levels)]
+    # a small canonical scale spreads these small-image boxes over all four levels
+    pooler = torchvision.ops.MultiScaleRoIAlign(names, 7, 2, canonical_scale=32)
+    ref = pooler(OrderedDict(zip(names, feats)), boxes, image_sizes)
+    got = multiscale_roi_align(feats, boxes, image_sizes, 7, 2, canonical_scale=32)
+    assert got.shape == (65, 4, 7, 7)
+    assert torch.equal(got, ref)
+    if num_levels == 4:  # the boxes really are spread over several levels
+        lv = assign_levels(torch.cat(boxes), 2, 5, canonical_scale=32)
+        assert torch.unique(lv).tolist() == [0, 1, 2, 3]
+        # default canonical scale 224: still identical
+        ref = torchvision.ops.MultiScaleRoIAlign(names, (5, 3), 0)(OrderedDict(zip(names, feats)), boxes, image_sizes)
+        assert torch.equal(multiscale_roi_align(feats, boxes, image_sizes, (5, 3), 0), ref)
+
+
+def test_errors():
+    with pytest.raises(ValueError, match=r"\[K, 5\]"):
+        roi_align(torch.zeros(1, 1, 4, 4), torch.zeros(3, 4), 2)
+    with pytest.raises(ValueError, match=r"boxes\[1\]"):
+        rois_from_boxes([torch.zeros(2, 4), torch.zeros(2, 5)])
+    with pytest.raises(ValueError, match=r"\[B, C, H, W\]"):
+        roi_pool(torch.zeros(4, 4), torch.zeros(1, 5), 2)
