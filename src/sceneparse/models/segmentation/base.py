@@ -1,0 +1,209 @@
+"""The semantic-segmentation model protocol: ``forward -> SemanticRaw``, ``loss``, ``postprocess``, ``predict``.
+
+Every segmentation network here is a :class:`SemanticSegmentor`: a subclass only defines
+:meth:`SemanticSegmentor.segment` (normalised images -> per-pixel logits at the input resolution,
+plus optional auxiliary logits); the three verbs are shared:
+
+* ``forward(batch: ImageBatch) -> SemanticRaw`` (logits in the batch frame),
+* ``loss(raw, targets) -> {"loss_ce", "loss_aux"?, "loss_dice"?}`` -- per-pixel cross-entropy with
+  ``ignore_index`` from ``Target.semantic``; each entry already carries its weight, so the total
+  training loss is the plain sum of the values,
+* ``postprocess(raw, batch) -> list[SemanticMap]`` in original image pixels,
+* ``predict(images) -> list[SemanticMap]`` for users (eval mode, no grad, optional tiling).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...conventions import IGNORE_INDEX
+from ...errors import DataError, Problem
+from ...postprocess.semantic import semantic_maps_from_logits, sliding_window_logits
+from ...structures.batch import ImageBatch
+from ...structures.segmaps import SemanticMap
+from ...structures.target import Target
+from ..preprocess import Preprocessor
+from .checkpoints import module_map_rules
+from .losses import pixel_cross_entropy, soft_dice_loss
+
+__all__ = ["SemanticRaw", "SemanticSegmentor"]
+
+
+@dataclass
+class SemanticRaw:
+    """Raw output of a semantic-segmentation model for one :class:`ImageBatch`.
+
+    Attributes:
+        logits: ``float [B, C, Hb, Wb]`` class scores (pre-softmax) in the batch frame (the padded,
+            resized images of ``ImageBatch.tensor``).
+        aux_logits: ``float [B, C, Hb, Wb]`` from the auxiliary head on an intermediate stage (FCN /
+            DeepLab / PSPNet deep supervision); computed in training only, ``None`` otherwise.
+        image_sizes: per image ``(h, w)`` valid region of the batch frame.
+        original_sizes: per image ``(H, W)`` of the user's image.
+    """
+
+    logits: torch.Tensor
+    aux_logits: torch.Tensor | None
+    image_sizes: list[tuple[int, int]]
+    original_sizes: list[tuple[int, int]]
+
+
+class SemanticSegmentor(nn.Module):
+    """Base class of the semantic-segmentation networks.
+
+    Args:
+        num_classes: ``C``; labels are ``0..C-1`` (a "background" class, if any, is an ordinary label).
+        preprocessor: normalise / resize / pad (:class:`~sceneparse.models.preprocess.Preprocessor`);
+            default: ImageNet mean/std, short side 520 (torchvision's segmentation preset), long side
+            at most 2080, padded to a multiple of 8.
+        ignore_index: label value of void pixels in targets.
+        aux_weight: weight of the auxiliary-head cross-entropy (torchvision's recipe uses 0.5).
+        dice_weight: weight of an added soft-Dice loss (0: none).
+        class_weights: optional ``[C]`` cross-entropy class weights.
+    """
+
+    def __init__(self, num_classes: int, *, preprocessor: Preprocessor | None = None,
+                 ignore_index: int = IGNORE_INDEX, aux_weight: float = 0.5, dice_weight: float = 0.0,
+                 class_weights: Sequence[float] | None = None):
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        if 0 <= ignore_index < num_classes:
+            raise ValueError(f"ignore_index {ignore_index} collides with a class label 0..{num_classes - 1}")
+        self.num_classes = int(num_classes)
+        self.preprocessor = preprocessor if preprocessor is not None else Preprocessor(
+            min_size=520, max_size=2080, size_divisible=8)
+        self.ignore_index = int(ignore_index)
+        self.aux_weight = float(aux_weight)
+        self.dice_weight = float(dice_weight)
+        if class_weights is not None:
+            cw = torch.as_tensor(class_weights, dtype=torch.float32)
+            if cw.shape != (num_classes,):
+                raise ValueError(f"class_weights must have {num_classes} entries, got {tuple(cw.shape)}")
+            self.register_buffer("class_weights", cw, persistent=False)
+        else:
+            self.class_weights = None
+
+    # ---- what subclasses define ---------------------------------------------------------------
+    def segment(self, x: torch.Tensor, with_aux: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``x``: normalised ``[B, 3, H, W]`` -> ``(logits [B, C, H, W], aux_logits [B, C, H, W] or None)``.
+        ``aux_logits`` only when ``with_aux`` and the model has an auxiliary head."""
+        raise NotImplementedError
+
+    # ---- the protocol ---------------------------------------------------------------------------
+    def prepare(self, images: Sequence[torch.Tensor], targets: Sequence[Target] | None = None
+                ) -> tuple[ImageBatch, list[Target] | None]:
+        """Images (``float32 CHW RGB [0, 1]``) -> :class:`ImageBatch` on the model's device (targets
+        moved along; their semantic maps stay in original pixels, :meth:`loss` resizes them)."""
+        dev = next(self.parameters()).device
+        self.preprocessor.train(self.training)
+        return self.preprocessor([im.to(dev) for im in images],
+                                 None if targets is None else [t.to(dev) for t in targets])
+
+    def training_losses(self, images: Sequence[torch.Tensor], targets: Sequence[Target]) -> dict[str, torch.Tensor]:
+        """``prepare`` + ``forward`` + ``loss`` (one training step's losses)."""
+        batch, t = self.prepare(images, targets)
+        return self.loss(self(batch), t)
+
+    def forward(self, batch: ImageBatch, targets: Sequence[Target] | None = None) -> SemanticRaw:
+        """``targets`` is accepted for the common model signature and not used."""
+        logits, aux = self.segment(batch.tensor, with_aux=self.training)
+        return SemanticRaw(logits, aux, list(batch.image_sizes), list(batch.original_sizes))
+
+    def loss(self, raw: SemanticRaw, targets: Sequence[Target]) -> dict[str, torch.Tensor]:
+        """Per-pixel cross-entropy (+ weighted aux CE, + weighted soft Dice) against ``Target.semantic``.
+
+        A target's semantic map may be in the batch frame (``image_sizes[i]``, e.g. after the
+        preprocessor) or in the original image frame (``original_sizes[i]``; then it is resized with
+        nearest-neighbour sampling). Padding is ignored. Raises :class:`DataError` naming the image for a
+        missing map, a map of another size, or labels outside ``0..C-1`` that are not ``ignore_index``.
+        """
+        labels = self.semantic_targets(targets, raw)
+        out = {"loss_ce": pixel_cross_entropy(raw.logits, labels, self.ignore_index, self.class_weights)}
+        if raw.aux_logits is not None and self.aux_weight > 0:
+            out["loss_aux"] = self.aux_weight * pixel_cross_entropy(raw.aux_logits, labels, self.ignore_index,
+                                                                    self.class_weights)
+        if self.dice_weight > 0:
+            out["loss_dice"] = self.dice_weight * soft_dice_loss(raw.logits, labels, self.ignore_index)
+        return out
+
+    def semantic_targets(self, targets: Sequence[Target], raw: SemanticRaw) -> torch.Tensor:
+        """``int64 [B, Hb, Wb]`` label tensor in the batch frame (padding = ``ignore_index``)."""
+        b, _, hb, wb = raw.logits.shape
+        if len(targets) != b:
+            raise DataError(f"loss: {b} images in the batch but {len(targets)} targets")
+        out = torch.full((b, hb, wb), self.ignore_index, dtype=torch.long, device=raw.logits.device)
+        for i, t in enumerate(targets):
+            where = (t.file_name or None, f"image {t.image_id}")
+            if t.semantic is None:
+                raise DataError(Problem(*where, "semantic", "target has no semantic map (load_semantic=True?)"))
+            lab = t.semantic.labels.to(raw.logits.device)
+            if t.semantic.ignore_index != self.ignore_index:
+                lab = torch.where(lab == t.semantic.ignore_index, torch.full_like(lab, self.ignore_index), lab)
+            bad = (lab != self.ignore_index) & ((lab < 0) | (lab >= self.num_classes))
+            if bool(bad.any()):
+                raise DataError(Problem(*where, "semantic", f"labels outside 0..{self.num_classes - 1} and not "
+                                        f"ignore_index {self.ignore_index}", sorted(lab[bad].unique().tolist())[:10]))
+            h, w = raw.image_sizes[i]
+            size = tuple(lab.shape)
+            if size != (h, w):
+                if size != tuple(raw.original_sizes[i]):
+                    raise DataError(Problem(*where, "semantic", f"map size {size} is neither the image's "
+                                            f"{tuple(raw.original_sizes[i])} nor the resized {(h, w)}"))
+                lab = F.interpolate(lab[None, None].float(), size=(h, w), mode="nearest")[0, 0].long()
+            out[i, :h, :w] = lab
+        return out
+
+    def postprocess(self, raw: SemanticRaw, batch: ImageBatch | None = None, *, return_scores: bool = False
+                    ) -> list[SemanticMap]:
+        """Logits -> one :class:`SemanticMap` per image, in original pixels (see
+        :func:`sceneparse.postprocess.semantic.semantic_maps_from_logits`)."""
+        sizes = raw.image_sizes if batch is None else batch.image_sizes
+        originals = raw.original_sizes if batch is None else batch.original_sizes
+        return semantic_maps_from_logits(raw.logits, sizes, originals, return_scores=return_scores,
+                                         ignore_index=self.ignore_index)
+
+    @torch.no_grad()
+    def predict(self, images: Sequence[torch.Tensor], *, tile: int | tuple[int, int] | None = None,
+                tile_overlap: float = 1 / 3, tile_weighting: str = "uniform", tile_batch: int = 4,
+                return_scores: bool = False) -> list[SemanticMap]:
+        """Images (``float32 CHW RGB in [0, 1]``, any sizes) -> :class:`SemanticMap` per image.
+
+        ``tile``: run the network on overlapping ``tile x tile`` windows of the preprocessed image
+        (``tile_overlap``, ``tile_weighting`` as in
+        :func:`~sceneparse.postprocess.semantic.sliding_window_logits`) instead of the whole image
+        -- bounded memory for large images. Runs in eval mode and restores the previous mode.
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            if tile is None:
+                batch, _ = self.prepare(images)
+                return self.postprocess(self(batch), batch, return_scores=return_scores)
+            out = []
+            for image in images:
+                batch, _ = self.prepare([image])
+                h, w = batch.image_sizes[0]
+                logits = sliding_window_logits(lambda t: self.segment(t)[0], batch.tensor[0, :, :h, :w], tile,
+                                               overlap=tile_overlap, batch_size=tile_batch,
+                                               weighting=tile_weighting)
+                out += semantic_maps_from_logits(logits[None], batch.image_sizes, batch.original_sizes,
+                                                 return_scores=return_scores, ignore_index=self.ignore_index)
+            return out
+        finally:
+            self.train(was_training)
+
+    # ---- checkpoints ------------------------------------------------------------------------------
+    def torchvision_module_map(self) -> dict[str, str] | None:
+        """Module path here -> module path in the torchvision twin's state dict (``None``: no twin)."""
+        return None
+
+    def torchvision_key_rules(self):
+        """Key-renaming rules for :func:`sceneparse.models.zoo.load_torchvision_checkpoint` (empty
+        without a torchvision twin: keys are then taken as they are)."""
+        module_map = self.torchvision_module_map()
+        return () if module_map is None else module_map_rules(module_map)

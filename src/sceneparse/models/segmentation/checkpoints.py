@@ -1,0 +1,79 @@
+"""torchvision checkpoints for the segmentation models: key maps for the zoo's loader, ImageNet trunks.
+
+Module names here are chosen for reading (``head.aspp.atrous.0``) and differ from torchvision's
+``Sequential`` indices (``classifier.0.convs.1``). Every model with a torchvision twin says how its
+modules are called there (``torchvision_module_map()``: module path here -> module path there);
+:func:`module_map_rules` turns that into the key-renaming rule that
+:func:`sceneparse.models.zoo.load_torchvision_checkpoint` applies (``torch.load(..., weights_only=True)``,
+strict: a :class:`~sceneparse.errors.CheckpointError` lists missing, unexpected and mismatched keys).
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Callable, Mapping
+
+import torch
+from torch import nn
+
+from ...errors import CheckpointError
+from ..zoo import load_torchvision_checkpoint
+from .backbones import MobileNetV3Large
+
+__all__ = ["load_imagenet_trunk", "module_map_rules", "prefixed"]
+
+Rule = tuple[str, Callable[[re.Match], str]]
+
+
+def prefixed(module_map: Mapping[str, str], mine: str, theirs: str) -> dict[str, str]:
+    """Prefix both sides of a module map (``mine`` / ``theirs`` may be empty)."""
+    def join(p: str, n: str) -> str:
+        return f"{p}.{n}" if p and n else (p or n)
+    return {join(mine, k): join(theirs, v) for k, v in module_map.items()}
+
+
+def module_map_rules(module_map: Mapping[str, str]) -> tuple[Rule, ...]:
+    """One zoo key rule: checkpoint key ``<their module>.<tensor>`` -> ``<our module>.<tensor>``.
+    Keys of modules we do not have pass through unchanged (and are then reported as unexpected)."""
+    theirs_to_ours = {v: k for k, v in module_map.items()}
+    if len(theirs_to_ours) != len(module_map):
+        raise ValueError("module map is not one-to-one")
+
+    def rename(m: re.Match) -> str:
+        ours = theirs_to_ours.get(m[1])
+        return f"{ours}.{m[2]}" if ours is not None else m[0]
+
+    return ((r"^(.+)\.([^.]+)$", rename),)
+
+
+def load_imagenet_trunk(trunk: nn.Module, source: str | os.PathLike | Mapping[str, torch.Tensor]) -> None:
+    """Initialise a trunk from a torchvision ImageNet classifier state dict (``resnetXX`` /
+    ``mobilenet_v3_large``, file or mapping); the classifier layers (``fc.*`` / ``classifier.*``) are dropped."""
+    path = None
+    if isinstance(source, Mapping):
+        state = dict(source)
+    else:
+        path = os.fspath(source)
+        if not Path(path).is_file():
+            raise CheckpointError("backbone checkpoint file not found", path=path)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # unpickling / zip errors, objects refused by weights_only
+            raise CheckpointError(f"cannot read backbone checkpoint ({type(e).__name__}: {e})", path=path) from e
+        if not isinstance(state, Mapping):
+            raise CheckpointError(f"expected a state dict, got {type(state).__name__}", path=path)
+    if isinstance(trunk, MobileNetV3Large):
+        module_map = prefixed(trunk.torchvision_module_map(), "", "features")
+        head = "classifier."
+    else:
+        module_map = trunk.torchvision_module_map()  # type: ignore[operator]
+        head = "fc."
+    state = {k: v for k, v in state.items() if not k.startswith(head)}
+    try:
+        load_torchvision_checkpoint(trunk, state, rules=module_map_rules(module_map))
+    except CheckpointError as e:
+        if path is None:
+            raise
+        raise CheckpointError(f"backbone checkpoint does not fit {type(trunk).__name__}", missing=e.missing,
+                              unexpected=e.unexpected, mismatched=e.mismatched, path=path) from None

@@ -1,0 +1,343 @@
+"""The semantic-segmentation models: shapes, the model protocol (loss / postprocess / predict), property
+cases (odd sizes, all-ignore targets, gradients), and the architectures' defining mechanics."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sceneparse.errors import DataError
+from sceneparse.models import zoo
+from sceneparse.models.layers.upsampling import interpolate
+from sceneparse.models.preprocess import Preprocessor
+from sceneparse.models.segmentation import (
+    ASPP,
+    DeepLabV3,
+    DeepLabV3Plus,
+    FCNSkip,
+    LRASPP,
+    SegNet,
+    SemanticRaw,
+    SemanticSegmentor,
+    UNet,
+)
+from sceneparse.models.segmentation.backbones import ResNet
+from sceneparse.structures import ImageBatch, Instances, SemanticMap, Target
+
+NC = 4
+
+
+def _pre(min_size: int):
+    """A preprocessor that keeps the size of test images whose short side is ``min_size`` (pads to 8)."""
+    return Preprocessor(min_size=min_size, max_size=1000, size_divisible=8)
+
+
+# small but complete configurations of every architecture
+CONFIGS = {
+    "unet": lambda **kw: UNet(NC, base_channels=4, depth=3, **kw),
+    "unet_bilinear": lambda **kw: UNet(NC, base_channels=4, depth=2, upsampling="bilinear", **kw),
+    "segnet": lambda **kw: SegNet(NC, channels=(4, 8, 8), convs_per_stage=(1, 2, 1), **kw),
+    "fcn8s": lambda **kw: FCNSkip(NC, variant=8, **kw),
+    "fcn16s": lambda **kw: FCNSkip(NC, variant=16, **kw),
+    "fcn32s": lambda **kw: FCNSkip(NC, variant=32, **kw),
+    "deeplabv3_r18_os16": lambda **kw: DeepLabV3(NC, backbone="resnet18", output_stride=16, aux=True, **kw),
+    "deeplabv3_r18_os8": lambda **kw: DeepLabV3(NC, backbone="resnet18", output_stride=8, **kw),
+    "deeplabv3plus_r18": lambda **kw: DeepLabV3Plus(NC, depth=18, output_stride=16, **kw),
+    "lraspp": lambda **kw: LRASPP(NC, **kw),
+}
+
+
+def _target(labels: torch.Tensor, image_id: int = 1, image_size=None) -> Target:
+    """A target with a semantic map; ``image_size`` (default: the map's) is the image's own size."""
+    size = tuple(labels.shape) if image_size is None else image_size
+    return Target(image_id, Instances(size), semantic=SemanticMap(labels), file_name=f"img{image_id}.png")
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_output_size_equals_input_size_for_odd_sizes(name):
+    model = CONFIGS[name]().eval()
+    with torch.no_grad():
+        for h, w in ((37, 53), (33, 29)):
+            logits, aux = model.segment(torch.randn(1, 3, h, w))
+            assert logits.shape == (1, NC, h, w)
+            assert aux is None
+            assert torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_losses_all_ignore_are_finite_and_real_labels_give_gradients_everywhere(name):
+    torch.manual_seed(0)
+    model = CONFIGS[name](preprocessor=_pre(29), dice_weight=0.5).train()
+    images = [torch.rand(3, 35, 29), torch.rand(3, 29, 33)]  # odd sizes, different: padding in the batch
+    void = [_target(torch.full((35, 29), 255)), _target(torch.full((29, 33), 255), 2)]
+    losses = model.training_losses(images, void)
+    assert set(losses) >= {"loss_ce", "loss_dice"}
+    for k, v in losses.items():
+        assert torch.isfinite(v) and v.item() == 0.0, k
+    sum(losses.values()).backward()  # an all-void batch must not break the backward pass
+    model.zero_grad(set_to_none=True)
+
+    labelled = [_target(torch.randint(0, NC, (35, 29))), _target(torch.randint(0, NC, (29, 33)), 2)]
+    losses = model.training_losses(images, labelled)
+    for k, v in losses.items():
+        assert torch.isfinite(v) and v.item() > 0, k
+    if getattr(model, "aux_head", None) is not None:
+        assert "loss_aux" in losses
+    sum(losses.values()).backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None, f"no gradient reaches {pname}"
+        assert torch.isfinite(p.grad).all(), pname
+    nonzero = [n for n, p in model.named_parameters() if p.grad.abs().sum() > 0]
+    assert len(nonzero) >= 0.9 * len(list(model.parameters()))
+
+
+def test_loss_equals_reference_cross_entropy_in_the_batch_frame():
+    model = CONFIGS["unet"](preprocessor=Preprocessor(min_size=15, max_size=1000, size_divisible=8)).train()
+    images = [torch.rand(3, 30, 40), torch.rand(3, 20, 20)]
+    lab0 = torch.randint(0, NC, (30, 40))
+    lab0[:5] = 255
+    lab1 = torch.randint(0, NC, (15, 15))  # already in the batch (resized) frame
+    batch, targets = model.prepare(images, [_target(lab0), _target(lab1, 2, image_size=(20, 20))])
+    assert batch.image_sizes == [(15, 20), (15, 15)]
+    raw = model(batch)
+    assert isinstance(raw, SemanticRaw) and raw.logits.shape == (2, NC, 16, 24)
+    ref_labels = torch.full((2, 16, 24), 255)
+    ref_labels[0, :15, :20] = F.interpolate(lab0[None, None].float(), size=(15, 20), mode="nearest")[0, 0].long()
+    ref_labels[1, :15, :15] = lab1
+    ref = F.cross_entropy(raw.logits, ref_labels, ignore_index=255)
+    torch.testing.assert_close(model.loss(raw, targets)["loss_ce"], ref)
+
+
+def test_aux_loss_is_weighted_and_only_in_training():
+    model = DeepLabV3(NC, backbone="resnet18", output_stride=16, aux=True, aux_weight=0.25, preprocessor=_pre(24))
+    lab = torch.randint(0, NC, (24, 24))
+    batch, targets = model.train().prepare([torch.rand(3, 24, 24)] * 2, [_target(lab)] * 2)
+    raw = model(batch)
+    assert raw.aux_logits is not None and raw.aux_logits.shape == raw.logits.shape
+    labels = model.semantic_targets(targets, raw)
+    torch.testing.assert_close(model.loss(raw, targets)["loss_aux"],
+                               0.25 * F.cross_entropy(raw.aux_logits, labels, ignore_index=255))
+    assert model.eval()(batch).aux_logits is None
+
+
+def test_loss_errors_name_the_image():
+    model = CONFIGS["unet"](preprocessor=_pre(16))
+    images = [torch.rand(3, 16, 16)]
+    with pytest.raises(DataError, match=r"img7.png: image 7: semantic: labels outside 0\.\.3"):
+        model.training_losses(images, [_target(torch.full((16, 16), 9), 7)])
+    with pytest.raises(DataError, match="img3.png: image 3: semantic: map size"):
+        t = _target(torch.zeros(16, 16, dtype=torch.long), 3)
+        t.semantic = SemanticMap(torch.zeros(8, 8, dtype=torch.long))
+        model.training_losses(images, [t])
+    with pytest.raises(DataError, match="no semantic map"):
+        model.training_losses(images, [Target(1, Instances((16, 16)))])
+
+
+def test_target_ignore_index_is_translated():
+    model = CONFIGS["unet"](preprocessor=_pre(16)).train()
+    lab = torch.randint(0, NC, (16, 16))
+    lab[:8] = -1
+    t = Target(1, Instances((16, 16)), semantic=SemanticMap(lab, ignore_index=-1))
+    batch, targets = model.prepare([torch.rand(3, 16, 16)], [t])
+    raw = model(batch)
+    labels = model.semantic_targets(targets, raw)
+    assert (labels[0, :8] == 255).all() and torch.equal(labels[0, 8:], lab[8:])
+
+
+def test_postprocess_and_predict_in_original_pixels():
+    model = CONFIGS["deeplabv3plus_r18"](preprocessor=Preprocessor(min_size=32, max_size=64, size_divisible=16))
+    model.train()
+    images = [torch.rand(3, 50, 70), torch.rand(3, 41, 33)]
+    maps = model.predict(images)
+    assert model.training  # predict restores the mode
+    assert [m.image_size for m in maps] == [(50, 70), (41, 33)]
+    assert all(m.labels.dtype == torch.int64 and 0 <= m.labels.min() and m.labels.max() < NC for m in maps)
+    # the same through the three verbs by hand
+    model.eval()
+    with torch.no_grad():
+        batch, _ = model.prepare(images)
+        raw = model(batch)
+        by_hand = []
+        for i, ((h, w), (oh, ow)) in enumerate(zip(batch.image_sizes, batch.original_sizes)):
+            x = interpolate(raw.logits[i:i + 1, :, :h, :w], size=(oh, ow))
+            by_hand.append(x[0].argmax(0))
+    for m, ref in zip(maps, by_hand):
+        assert torch.equal(m.labels, ref)
+    scored = model.predict(images[:1], return_scores=True)[0]
+    assert scored.scores.shape == (NC, 50, 70)
+
+
+class _Pointwise(SemanticSegmentor):
+    """A per-pixel network: tiled inference must reproduce whole-image inference exactly."""
+
+    def __init__(self, **kw):
+        super().__init__(NC, **kw)
+        self.conv = torch.nn.Conv2d(3, NC, 1)
+
+    def segment(self, x, with_aux=False):
+        return self.conv(x), None
+
+
+def test_predict_tiled_equals_whole_image_for_a_pointwise_network():
+    model = _Pointwise(preprocessor=Preprocessor(min_size=40, max_size=200, size_divisible=8))
+    images = [torch.rand(3, 75, 101), torch.rand(3, 60, 60)]
+    whole = model.predict(images, return_scores=True)
+    tiled = model.predict(images, tile=24, tile_overlap=0.25, tile_weighting="gaussian", return_scores=True)
+    for a, b in zip(whole, tiled):
+        assert a.image_size == b.image_size
+        torch.testing.assert_close(a.scores, b.scores)
+        assert (a.labels == b.labels).float().mean() > 0.999  # exact up to ties in float rounding
+
+
+def test_predict_tiled_runs_real_models_on_windows():
+    model = CONFIGS["lraspp"](preprocessor=Preprocessor(min_size=64, max_size=200, size_divisible=8))
+    m = model.predict([torch.rand(3, 64, 100)], tile=48, tile_overlap=0.5)[0]
+    assert m.image_size == (64, 100)
+
+
+# ---- architecture mechanics ------------------------------------------------------------------------
+def test_fcn_skip_fusion_starts_as_fcn32s_and_uses_finer_stages():
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 64, 64)
+    m8 = FCNSkip(NC, variant=8).eval()
+    with torch.no_grad():
+        _, c3, c4, c5 = m8.backbone(x)
+        # zero-initialised skip scores: FCN-8s starts from the stride-32 scores alone
+        s = m8.score32(c5)
+        expect = m8.up_final(m8.up16to8(m8.up32to16(s)))[..., :64, :64]
+        torch.testing.assert_close(m8.segment(x)[0], expect)
+        # with a non-zero stride-8 score, a change at one stride-8 cell moves the output in that cell's
+        # 8x8 block (+ the bilinear kernel's reach), not at the far corner
+        torch.nn.init.normal_(m8.score8.weight)
+        base = m8.segment(x)[0]
+        c3b = c3.clone()
+        c3b[..., 2, 2] += 10
+        s2 = m8.up16to8(m8.up32to16(s)[..., :4, :4] + m8.score16(c4)) + m8.score8(c3b)
+        moved = m8.up_final(s2)[..., :64, :64] - base
+    changed = moved.abs().sum(1)[0] > 1e-6
+    rows, cols = torch.where(changed)
+    assert 8 <= rows.min() and rows.max() < 32 and 8 <= cols.min() and cols.max() < 32
+    assert changed[16:24, 16:24].all()
+
+
+def test_fcn_upsamplers_are_exact_multiples_and_bilinear_at_init():
+    m = FCNSkip(NC, variant=16)
+    assert m.up_final.output_size_for((5, 7)) == (80, 112)
+    assert m.up32to16.output_size_for((3, 3)) == (6, 6)
+    x = torch.randn(1, NC, 6, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(m.up32to16(x)[..., 2:-2, 2:-2],
+                                   interpolate(x, scale_factor=2)[..., 2:-2, 2:-2], atol=1e-5, rtol=0)
+
+
+def test_unet_skips_are_concatenated():
+    m = UNet(NC, base_channels=4, depth=2).eval()
+    seen = []
+    m.decoder[0].register_forward_pre_hook(lambda mod, inp: seen.append(inp[0].shape))
+    m.decoder[1].register_forward_pre_hook(lambda mod, inp: seen.append(inp[0].shape))
+    with torch.no_grad():
+        m.segment(torch.randn(1, 3, 21, 19))
+    # level 1 (11x10): 8 skip + 8 upsampled channels; level 0 (21x19): 4 + 4
+    assert seen == [torch.Size([1, 16, 11, 10]), torch.Size([1, 8, 21, 19])]
+
+
+def test_segnet_decoder_unpools_at_the_encoder_argmax_positions():
+    m = SegNet(NC, channels=(4, 4), convs_per_stage=(1, 1)).eval()
+    captured = {}
+    m.decoder[1].register_forward_pre_hook(lambda mod, inp: captured.setdefault("dec1_in", inp[0]))
+    m.encoder[1].register_forward_hook(lambda mod, inp, out: captured.setdefault("enc1_out", out))
+    with torch.no_grad():
+        m.segment(torch.randn(1, 3, 15, 13))
+    enc, dec_in = captured["enc1_out"], captured["dec1_in"]
+    assert dec_in.shape == enc.shape == (1, 4, 8, 7)
+    # the unpooled map is non-zero exactly at the max positions of each (ceil-mode) 2x2 window
+    pooled, idx = F.max_pool2d(enc, 2, ceil_mode=True, return_indices=True)
+    expected = torch.zeros_like(enc).flatten(2).scatter(2, idx.flatten(2), 1.0).view_as(enc).bool()
+    assert torch.equal(dec_in != 0, expected & (enc != 0))
+
+
+def test_dilated_resnet_output_strides_and_receptive_field():
+    x = torch.randn(1, 3, 64, 64)
+    for os_, strides in ((8, [4, 8, 8, 8]), (16, [4, 8, 16, 16]), (32, [4, 8, 16, 32])):
+        r = ResNet(18, os_).eval()
+        assert r.strides == strides
+        with torch.no_grad():
+            feats = r(x)
+        assert [f.shape[-1] for f in feats] == [64 // s for s in strides]
+    # the dilated layer4 keeps the weights' shapes (checkpoints stay compatible) but dilates the convs
+    r8, r32 = ResNet(18, 8), ResNet(18, 32)
+    assert [p.shape for p in r8.parameters()] == [p.shape for p in r32.parameters()]
+    assert r8.layer4[1].conv1.dilation == (4, 4) and r8.layer4[0].conv1.dilation == (2, 2)
+    assert r8.layer4[0].conv1.stride == (1, 1) and r32.layer4[0].conv1.stride == (2, 2)
+
+
+def test_aspp_branches_and_image_pooling():
+    aspp = ASPP(8, (1, 2, 3), out_channels=5).eval()
+    assert len(aspp.atrous) == 3 and [c.conv.dilation for c in aspp.atrous] == [(1, 1), (2, 2), (3, 3)]
+    assert aspp.project.conv.in_channels == 5 * 5
+    x = torch.randn(2, 8, 9, 11)
+    with torch.no_grad():
+        pooled = aspp.image_pool(x)
+        ref = aspp.image_pool.block(F.adaptive_avg_pool2d(x, 1))
+        assert pooled.shape == (2, 5, 9, 11)
+        torch.testing.assert_close(pooled, ref.expand(-1, -1, 9, 11))
+        assert aspp(x).shape == (2, 5, 9, 11)
+
+
+def test_deeplab_default_rates_follow_the_output_stride():
+    assert [c.conv.dilation[0] for c in DeepLabV3(NC, backbone="resnet18", output_stride=16).head.aspp.atrous] \
+        == [6, 12, 18]
+    assert [c.conv.dilation[0] for c in DeepLabV3(NC, backbone="resnet18", output_stride=8).head.aspp.atrous] \
+        == [12, 24, 36]
+
+
+def test_a_few_sgd_steps_fit_a_fixed_batch():
+    torch.manual_seed(0)
+    model = UNet(2, base_channels=8, depth=2, preprocessor=_pre(24)).train()
+    images = [torch.rand(3, 24, 24) for _ in range(2)]
+    labels = [(im[0] > 0.5).long() for im in images]  # label = "red channel is bright"
+    targets = [_target(lab, i) for i, lab in enumerate(labels)]
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    first = None
+    for _ in range(25):
+        loss = sum(model.training_losses(images, targets).values())
+        first = loss.item() if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.5 * first
+    pred = model.predict(images)
+    acc = torch.stack([(p.labels == lab).float().mean() for p, lab in zip(pred, labels)]).mean()
+    assert acc > 0.9
+
+
+def test_zoo_builds_every_segmentation_name():
+    names = {"fcn_resnet50", "fcn8s_resnet18", "fcn16s_resnet18", "fcn32s_resnet18", "deeplabv3_resnet50",
+             "deeplabv3_mobilenet_v3_large", "deeplabv3_resnet18", "deeplabv3plus_resnet18",
+             "deeplabv3plus_resnet50", "lraspp_mobilenet_v3_large", "unet", "segnet"}
+    assert names <= set(zoo.available())
+    m = zoo.build("unet", num_classes=3, base_channels=4, depth=2)
+    assert isinstance(m, UNet) and m.classifier.out_channels == 3
+    m = zoo.build("segnet", num_classes=5, channels=(4, 8), convs_per_stage=(1, 1))
+    assert isinstance(m, SegNet) and m.classifier.out_channels == 5
+    m = zoo.build("deeplabv3plus_resnet18", num_classes=2)
+    assert isinstance(m, DeepLabV3Plus) and m.classifier.out_channels == 2
+
+
+def test_constructor_checks():
+    with pytest.raises(ValueError, match="collides"):
+        UNet(300, base_channels=4)
+    with pytest.raises(ValueError, match="output_stride"):
+        DeepLabV3(NC, backbone="mobilenet_v3_large", output_stride=8)
+    with pytest.raises(ValueError, match="variant"):
+        FCNSkip(NC, variant=4)
+    with pytest.raises(ValueError, match="class_weights"):
+        UNet(NC, base_channels=4, class_weights=[1.0, 2.0])
+
+
+def test_forward_accepts_an_image_batch_directly():
+    model = CONFIGS["segnet"]().eval()
+    x = torch.randn(2, 3, 16, 24)
+    batch = ImageBatch(x, [(16, 24), (10, 20)], [(16, 24), (20, 40)], [(1.0, 1.0), (0.5, 0.5)])
+    with torch.no_grad():
+        raw = model(batch)
+    maps = model.postprocess(raw, batch)
+    assert [m.image_size for m in maps] == [(16, 24), (20, 40)]

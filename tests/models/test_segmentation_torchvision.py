@@ -1,0 +1,172 @@
+"""torchvision checkpoints load into sceneparse's FCN / DeepLabV3 / LR-ASPP and give the same logits.
+
+A torchvision model with random weights (BatchNorm running statistics and affine parameters
+randomised too, so that every layer matters) is saved to a file, loaded through the zoo and through
+the builders, and both networks run on the same small images.
+"""
+import pytest
+import torch
+from torchvision.models import mobilenet_v3_large, resnet18
+from torchvision.models import segmentation as tvseg
+
+from sceneparse.errors import CheckpointError
+from sceneparse.models import zoo
+from sceneparse.models.segmentation import (
+    deeplabv3_mobilenet_v3_large,
+    deeplabv3_resnet18,
+    deeplabv3_resnet50,
+    fcn_resnet50,
+    lraspp_mobilenet_v3_large,
+)
+from sceneparse.structures import ImageBatch
+
+NC = 7
+CASES = {  # zoo name -> (torchvision constructor, our builder, has aux head)
+    "fcn_resnet50": (tvseg.fcn_resnet50, fcn_resnet50, True),
+    "deeplabv3_resnet50": (tvseg.deeplabv3_resnet50, deeplabv3_resnet50, True),
+    "deeplabv3_mobilenet_v3_large": (tvseg.deeplabv3_mobilenet_v3_large, deeplabv3_mobilenet_v3_large, True),
+    "lraspp_mobilenet_v3_large": (tvseg.lraspp_mobilenet_v3_large, lraspp_mobilenet_v3_large, False),
+}
+
+
+def _randomise_bn(model: torch.nn.Module, seed: int = 1, run=None) -> None:
+    """Random affine terms, and running statistics measured on random images with them in place.
+    The statistics are then far from the defaults (0 / 1) yet keep every layer's output normalised,
+    so every weight still matters downstream (arbitrary random statistics would drown the signal in
+    constant BatchNorm shifts, or blow it up layer after layer). ``run``: how to call the model."""
+    g = torch.Generator().manual_seed(seed)
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    with torch.no_grad():
+        for m in bns:
+            m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.2)
+            m.reset_running_stats()
+        momenta = [m.momentum for m in bns]
+        for m in bns:
+            m.momentum = None  # cumulative average: the statistics of the calibration batch
+        model.train()
+        (run or model)(torch.rand(2, 3, 96, 96, generator=g) * 4 - 2)
+        for m, mom in zip(bns, momenta):
+            m.momentum = mom
+    model.eval()
+
+
+def _torchvision(name: str, num_classes: int = NC, aux: bool = True):
+    ctor, _, has_aux = CASES[name]
+    kw = {"aux_loss": aux} if has_aux else {}
+    torch.manual_seed(3)
+    model = ctor(weights=None, weights_backbone=None, num_classes=num_classes, **kw).eval()
+    _randomise_bn(model)
+    return model
+
+
+@pytest.fixture(scope="module")
+def images():
+    torch.manual_seed(0)
+    return torch.rand(2, 3, 160, 160) * 4 - 2  # already "normalised" inputs
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_same_logits_as_torchvision(name, images, tmp_path):
+    tv = _torchvision(name)
+    path = tmp_path / f"{name}.pth"
+    torch.save(tv.state_dict(), path)
+    ours = zoo.build(name, num_classes=NC, weights=path).eval()
+    with torch.no_grad():
+        ref = tv(images)
+        logits, aux = ours.segment(images, with_aux=CASES[name][2])
+        raw = ours(ImageBatch(images, [(160, 160)] * 2, [(160, 160)] * 2, [(1.0, 1.0)] * 2))
+    assert ref["out"].std() > 1e-2  # a meaningful comparison: outputs vary
+    torch.testing.assert_close(logits, ref["out"], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(raw.logits, ref["out"], atol=1e-4, rtol=1e-4)
+    assert raw.aux_logits is None  # eval mode: the auxiliary head does not run
+    if CASES[name][2]:
+        torch.testing.assert_close(aux, ref["aux"], atol=1e-4, rtol=1e-4)
+    # the builder's own ``weights=`` path loads the same tensors
+    ours2 = CASES[name][1](NC, weights=path)
+    for (k, v), (k2, v2) in zip(ours.state_dict().items(), ours2.state_dict().items()):
+        assert k == k2 and torch.equal(v, v2)
+
+
+@pytest.mark.parametrize("name", ["deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large"])
+def test_same_logits_on_odd_sizes(name, tmp_path):
+    tv = _torchvision(name)
+    path = tmp_path / "tv.pth"
+    torch.save(tv.state_dict(), path)
+    ours = zoo.build(name, num_classes=NC, weights=path).eval()
+    x = torch.randn(1, 3, 97, 131)
+    with torch.no_grad():
+        torch.testing.assert_close(ours.segment(x)[0], tv(x)["out"], atol=1e-4, rtol=1e-4)
+
+
+def test_a_changed_weight_is_noticed(images, tmp_path):
+    # the comparison above would fail if a single tensor were mis-mapped
+    tv = _torchvision("lraspp_mobilenet_v3_large")
+    path = tmp_path / "tv.pth"
+    state = tv.state_dict()
+    state["backbone.7.block.1.0.weight"] = state["backbone.7.block.1.0.weight"] * 1.01
+    torch.save(state, path)
+    ours = zoo.build("lraspp_mobilenet_v3_large", num_classes=NC, weights=path).eval()
+    with torch.no_grad():
+        diff = (ours.segment(images)[0] - tv(images)["out"]).abs().max()
+    assert diff > 1e-3
+
+
+def test_checkpoint_errors_list_the_keys(tmp_path):
+    tv = _torchvision("lraspp_mobilenet_v3_large", num_classes=21)
+    state = tv.state_dict()
+    path = tmp_path / "c21.pth"
+    torch.save(state, path)
+    with pytest.raises(CheckpointError) as e:  # other number of classes
+        zoo.build("lraspp_mobilenet_v3_large", num_classes=NC, weights=path)
+    assert any("low_classifier.weight" in m for m in e.value.mismatched)
+    assert str(path) in str(e.value)
+
+    del state["classifier.cbr.1.running_var"]
+    state["extra.weight"] = torch.zeros(1)
+    torch.save(state, path)
+    with pytest.raises(CheckpointError) as e:
+        lraspp_mobilenet_v3_large(21, weights=path)
+    assert e.value.missing == ["head.high_proj.bn.running_var"]
+    assert e.value.unexpected == ["extra.weight"]
+
+    # a torchvision checkpoint with an aux head into a model built without one
+    torch.save(_torchvision("deeplabv3_mobilenet_v3_large", aux=True).state_dict(), path)
+    with pytest.raises(CheckpointError) as e:
+        deeplabv3_mobilenet_v3_large(NC, aux_loss=False, weights=path)
+    assert "aux_classifier.0.weight" in e.value.unexpected and not e.value.missing
+
+    bad = tmp_path / "garbage.pth"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="garbage.pth"):
+        zoo.build("fcn8s_resnet18", num_classes=NC, weights=bad)
+    with pytest.raises(CheckpointError, match="not found"):
+        zoo.build("unet", num_classes=NC, weights=tmp_path / "missing.pth")
+
+
+def test_imagenet_trunks_load_into_the_backbones(tmp_path):
+    torch.manual_seed(0)
+    r18 = resnet18(weights=None)
+    torch.save(r18.state_dict(), tmp_path / "r18.pth")
+    model = deeplabv3_resnet18(NC, weights_backbone=tmp_path / "r18.pth")
+    for k, v in model.backbone.state_dict().items():
+        assert torch.equal(v, r18.state_dict()[k])
+    mb = mobilenet_v3_large(weights=None, dilated=True)
+    torch.save(mb.state_dict(), tmp_path / "mb.pth")
+    lr = lraspp_mobilenet_v3_large(NC, weights_backbone=tmp_path / "mb.pth").eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(lr.backbone(x)[-1], mb.eval().features(x))
+    with pytest.raises(CheckpointError) as e:  # a ResNet-18 file for a MobileNet trunk
+        lraspp_mobilenet_v3_large(NC, weights_backbone=tmp_path / "r18.pth")
+    assert e.value.missing and e.value.unexpected and str(tmp_path / "r18.pth") in str(e.value)
+
+
+def test_sceneparse_checkpoints_round_trip(tmp_path):
+    model = deeplabv3_resnet18(3)
+    _randomise_bn(model, run=model.segment)  # non-default buffers, so a load that kept the defaults would be noticed
+    ckpt = {"model": model.state_dict(), "config": {}, "categories": [], "sceneparse_version": "0.1.0"}
+    torch.save(ckpt, tmp_path / "sp.pth")
+    again = zoo.build("deeplabv3_resnet18", num_classes=3, weights=tmp_path / "sp.pth")
+    for (k, v), (k2, v2) in zip(model.state_dict().items(), again.state_dict().items()):
+        assert k == k2 and torch.equal(v, v2)
