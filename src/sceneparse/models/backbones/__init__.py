@@ -1,1 +1,5 @@
-"""sceneparse.models.backbones"""
+"""Backbones: image -> list of feature maps (finest first), each with ``out_channels`` and ``strides``."""
+from .mobilenet import MobileNetV3Backbone
+from .resnet import ResNetBackbone, norm_layer
+
+__all__ = ["ResNetBackbone", "MobileNetV3Backbone", "norm_layer"]

@@ -1,1 +1,1 @@
-"""sceneparse.models.heads"""
+"""Heads: one concept per file, named as the papers name them."""

@@ -1,0 +1,71 @@
+"""MobileNetV3-Large trunk (Howard et al., 2019) returning the outputs of its last stages.
+
+The layers are torchvision's ``mobilenet_v3_large(...).features`` (a sequence of inverted-residual
+blocks), so torchvision checkpoints fit by index. A *stage* ends before each strided block; stage
+``k`` is returned as the output of block ``stage_indices[k]`` (torchvision's detection convention:
+block 0, every block with stride > 1, and the last block).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+from torchvision.models import mobilenetv3 as tv_mobilenet
+
+from .resnet import norm_layer
+
+
+class MobileNetV3Backbone(nn.Module):
+    """MobileNetV3-Large trunk -> ``list[Tensor]`` of the returned stages, finest first.
+
+    Args:
+        norm, bn_eps: see :func:`sceneparse.models.backbones.resnet.norm_layer`.
+        trainable_layers: number of stages, counted from the top, that keep gradients (0..6).
+        returned_stages: stage numbers (0..5); default the last two, as torchvision's
+            ``fasterrcnn_mobilenet_v3_large_fpn``: the output of the last strided block (160 ch) and of
+            the final 1x1 conv (960 ch), *both at stride 32* (a stage is returned at its first block).
+    """
+
+    def __init__(self, *, norm: str = "frozen_bn", bn_eps: float = 1e-5, trainable_layers: int = 3,
+                 returned_stages: Sequence[int] | None = None):
+        super().__init__()
+        self.trunk = tv_mobilenet.mobilenet_v3_large(weights=None, norm_layer=norm_layer(norm, bn_eps)).features
+        blocks = list(self.trunk)
+        self.stage_indices = [0] + [i for i, b in enumerate(blocks) if getattr(b, "_is_cn", False)] + [len(blocks) - 1]
+        n = len(self.stage_indices)
+        if not 0 <= trainable_layers <= n:
+            raise ValueError(f"trainable_layers must be in 0..{n}, got {trainable_layers}")
+        if returned_stages is None:
+            returned_stages = (n - 2, n - 1)
+        returned_stages = tuple(int(s) for s in returned_stages)
+        if not returned_stages or min(returned_stages) < 0 or max(returned_stages) >= n \
+                or list(returned_stages) != sorted(set(returned_stages)):
+            raise ValueError(f"returned_stages must be increasing values in 0..{n - 1}, got {returned_stages}")
+        self.returned_stages = returned_stages
+        self._return_at = [self.stage_indices[s] for s in returned_stages]
+        self.out_channels = [blocks[i].out_channels for i in self._return_at]
+        stride, strides = 1, []
+        for i, b in enumerate(blocks):
+            stride *= 2 if (i == 0 or getattr(b, "_is_cn", False)) else 1
+            if i in self._return_at:
+                strides.append(stride)
+        self.strides = strides
+        freeze_before = len(blocks) if trainable_layers == 0 else self.stage_indices[n - trainable_layers]
+        for b in blocks[:freeze_before]:
+            for p in b.parameters():
+                p.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        out = []
+        last = self._return_at[-1]
+        for i, block in enumerate(self.trunk):
+            x = block(x)
+            if i in self._return_at:
+                out.append(x)
+            if i == last:
+                break
+        return out
+
+
+__all__ = ["MobileNetV3Backbone"]

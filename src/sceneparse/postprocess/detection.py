@@ -1,0 +1,125 @@
+"""Detections in the model's (resized) frame -> :class:`Instances` in original image pixels.
+
+* Boxes and keypoints are scaled per axis by ``original / resized`` (the integer sizes, in float32:
+  torchvision's ``resize_boxes`` / ``resize_keypoints`` arithmetic).
+* RoI masks (``M x M`` probabilities inside each box) are pasted into the image as Mask R-CNN does
+  (torchvision's ``paste_masks_in_image``): the mask gets a 1-cell zero border, the box is enlarged by
+  the same factor ``(M + 2) / M`` and truncated to integer corners, the padded mask is resized
+  bilinearly (``align_corners=False``) to the integer box (``x2 - x1 + 1`` by ``y2 - y1 + 1`` px) and
+  written at its place, clipped to the image. Here that resize is done for many masks at once as two
+  batched products with sparse interpolation matrices (rows: image pixels, columns: mask cells,
+  zero rows outside the box), instead of one ``interpolate`` call per mask.
+* Labels go from the heads' convention (``1..C``, 0 = background) to sceneparse's ``0..C-1``.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..ops.heatmaps import heatmaps_to_keypoints
+from ..structures.instances import Instances
+
+
+def _ratios(src: tuple[int, int], dst: tuple[int, int], device) -> tuple[Tensor, Tensor]:
+    """``dst / src`` per axis ``(rh, rw)``, float32 scalars."""
+    f = lambda v: torch.tensor(v, dtype=torch.float32, device=device)  # noqa: E731
+    return f(dst[0]) / f(src[0]), f(dst[1]) / f(src[1])
+
+
+def rescale_boxes(boxes: Tensor, src_size: tuple[int, int], dst_size: tuple[int, int]) -> Tensor:
+    """XYXY boxes ``[N, 4]`` from an image of ``src_size`` to one of ``dst_size`` (``(h, w)``)."""
+    rh, rw = _ratios(src_size, dst_size, boxes.device)
+    return boxes * torch.stack([rw, rh, rw, rh])
+
+
+def rescale_keypoints(keypoints: Tensor, src_size: tuple[int, int], dst_size: tuple[int, int]) -> Tensor:
+    """Keypoints ``[N, K, 3]`` (x, y, v) from ``src_size`` to ``dst_size``; ``v`` is unchanged."""
+    rh, rw = _ratios(src_size, dst_size, keypoints.device)
+    out = keypoints.clone()
+    out[..., 0] *= rw
+    out[..., 1] *= rh
+    return out
+
+
+def _interp_matrix(start: Tensor, length: Tensor, first: int, count: int, src: int) -> Tensor:
+    """Bilinear (``align_corners=False``) weights ``[N, count, src]`` mapping ``src`` mask cells onto the
+    image pixels ``first .. first + count - 1``, for masks resized to ``length [N]`` px starting at
+    pixel ``start [N]``. Pixels outside ``[start, start + length)`` get zero rows."""
+    n = start.shape[0]
+    j = first + torch.arange(count, device=start.device)[None, :] - start[:, None]  # index into the resized mask
+    valid = (j >= 0) & (j < length[:, None])
+    scale = src / length.to(torch.float32)  # input / output size, as interpolate computes it
+    pos = (scale[:, None] * (j.to(torch.float32) + 0.5) - 0.5).clamp(min=0)
+    i0 = pos.floor().long().clamp(0, src - 1)
+    i1 = (i0 + 1).clamp(max=src - 1)
+    l1 = (pos - i0.to(torch.float32)).clamp(0, 1)
+    w = torch.zeros((n, count, src), dtype=torch.float32, device=start.device)
+    w.scatter_add_(2, i0[..., None], ((1.0 - l1) * valid)[..., None])
+    w.scatter_add_(2, i1[..., None], (l1 * valid)[..., None])
+    return w
+
+
+def paste_masks(masks: Tensor, boxes: Tensor, image_size: tuple[int, int], *, padding: int = 1,
+                threshold: float | None = None, chunk: int = 32) -> Tensor:
+    """Paste RoI masks ``[N, M, M]`` (probabilities) at ``boxes [N, 4]`` (XYXY, image px) into an image.
+
+    Returns ``float32 [N, H, W]`` probabilities, or ``bool [N, H, W]`` = ``prob > threshold`` if a
+    threshold is given. ``chunk`` masks (in order of their top edge) are resized at a time, over the
+    smallest image rectangle that holds all their boxes (so the float intermediate stays small).
+    """
+    h_img, w_img = int(image_size[0]), int(image_size[1])
+    n = masks.shape[0]
+    if masks.ndim != 3 or boxes.shape != (n, 4):
+        raise ValueError(f"paste_masks needs masks [N, M, M] and boxes [N, 4], got {tuple(masks.shape)} "
+                         f"and {tuple(boxes.shape)}")
+    out = torch.zeros((n, h_img, w_img), dtype=torch.bool if threshold is not None else torch.float32,
+                      device=masks.device)
+    if n == 0:
+        return out
+    m = masks.shape[-1]
+    padded = torch.nn.functional.pad(masks.to(torch.float32), (padding,) * 4)
+    s = m + 2 * padding
+    scale = float(s) / m
+    half_w = (boxes[:, 2] - boxes[:, 0]) * 0.5 * scale
+    half_h = (boxes[:, 3] - boxes[:, 1]) * 0.5 * scale
+    cx = (boxes[:, 2] + boxes[:, 0]) * 0.5
+    cy = (boxes[:, 3] + boxes[:, 1]) * 0.5
+    ib = torch.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], dim=1).to(torch.int64)  # truncation
+    width = (ib[:, 2] - ib[:, 0] + 1).clamp(min=1)
+    height = (ib[:, 3] - ib[:, 1] + 1).clamp(min=1)
+    # the part of the image each mask covers: [y0, y1) x [x0, x1)
+    x0, y0 = ib[:, 0].clamp(0, w_img), ib[:, 1].clamp(0, h_img)
+    x1, y1 = (ib[:, 2] + 1).clamp(0, w_img), (ib[:, 3] + 1).clamp(0, h_img)
+    order = torch.argsort(y0, stable=True)  # chunks of vertically close masks: smaller rectangles
+    for c in range(0, n, chunk):
+        sl = order[c: c + chunk]
+        ya, yb, xa, xb = int(y0[sl].min()), int(y1[sl].max()), int(x0[sl].min()), int(x1[sl].max())
+        if yb <= ya or xb <= xa:
+            continue
+        wy = _interp_matrix(ib[sl, 1], height[sl], ya, yb - ya, s)  # [n, rows, s]
+        wx = _interp_matrix(ib[sl, 0], width[sl], xa, xb - xa, s)  # [n, cols, s]
+        res = wy @ padded[sl] @ wx.transpose(1, 2)  # [n, rows, cols], zero outside each box
+        out[sl, ya:yb, xa:xb] = res > threshold if threshold is not None else res
+    return out
+
+
+def detections_to_instances(boxes: Tensor, scores: Tensor, labels: Tensor, resized_size: tuple[int, int],
+                            original_size: tuple[int, int], *, mask_probs: Tensor | None = None,
+                            keypoint_heatmaps: Tensor | None = None, mask_threshold: float = 0.5,
+                            label_offset: int = 1) -> Instances:
+    """One image's detections (boxes in the ``resized_size`` frame, labels ``1..C``) -> :class:`Instances`
+    of ``original_size`` with labels ``labels - label_offset`` and, if given, RoI masks ``[N, M, M]``
+    pasted and thresholded (``prob > mask_threshold``) and keypoint heatmaps ``[N, K, S, S]`` decoded
+    in their boxes (:func:`~sceneparse.ops.heatmaps.heatmaps_to_keypoints`) and rescaled."""
+    out_boxes = rescale_boxes(boxes, resized_size, original_size)
+    fields = dict(boxes=out_boxes, labels=labels.to(torch.int64) - label_offset, scores=scores)
+    if mask_probs is not None:
+        fields["masks"] = paste_masks(mask_probs, out_boxes, original_size, threshold=mask_threshold)
+    if keypoint_heatmaps is not None:
+        keypoints, keypoint_scores = heatmaps_to_keypoints(keypoint_heatmaps, boxes)
+        fields["keypoints"] = rescale_keypoints(keypoints, resized_size, original_size)
+        fields["keypoint_scores"] = keypoint_scores
+    return Instances(tuple(original_size), **fields)
+
+
+__all__ = ["paste_masks", "rescale_boxes", "rescale_keypoints", "detections_to_instances"]

@@ -1,0 +1,139 @@
+"""R-CNN building blocks against torchvision: FPN, backbones (outputs and frozen layers), RPN
+proposals, and mask pasting."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torchvision.models import mobilenet_v3_large, resnet18, resnet34
+from torchvision.models.detection.backbone_utils import _mobilenet_extractor, _resnet_fpn_extractor
+from torchvision.models.detection.image_list import ImageList
+from torchvision.models.detection.roi_heads import paste_masks_in_image
+from torchvision.models.detection.rpn import AnchorGenerator as TVAnchorGenerator
+from torchvision.models.detection.rpn import RegionProposalNetwork as TVRPN
+from torchvision.models.detection.rpn import RPNHead as TVRPNHead
+from torchvision.ops import FeaturePyramidNetwork
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+from rcnn_helpers import randomize
+from sceneparse.models.backbones import MobileNetV3Backbone, ResNetBackbone
+from sceneparse.models.heads.rpn import RegionProposalNetwork
+from sceneparse.models.necks import FPN
+from sceneparse.postprocess.detection import paste_masks
+
+
+@pytest.mark.parametrize("extra", ["maxpool", "p6p7", "p6p7_c5"])
+def test_fpn_equals_torchvision(extra):
+    chans = [16, 32, 64]
+    blocks = {"maxpool": LastLevelMaxPool(), "p6p7": LastLevelP6P7(8, 8), "p6p7_c5": LastLevelP6P7(64, 8)}
+    tv = FeaturePyramidNetwork(chans, 8, extra_blocks=blocks[extra])
+    ours = FPN(chans, 8, extra)
+    sd = {}
+    for k, v in tv.state_dict().items():
+        k = k.replace("inner_blocks", "lateral").replace("layer_blocks", "output").replace(".0.", ".")
+        sd[k.replace("extra_blocks.", "")] = torch.randn_like(v)  # random biases too
+    ours.load_state_dict(sd)
+    tv.load_state_dict({k2: sd[k1] for k1, k2 in zip(sd, tv.state_dict())})
+    feats = [torch.randn(2, c, 33 // 2**i + 1, 41 // 2**i + 1) for i, c in enumerate(chans)]  # odd sizes
+    ref = list(tv({str(i): f for i, f in enumerate(feats)}).values())
+    got = ours(feats)
+    assert len(got) == len(ref) == ours.num_levels
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("depth, tv_fn", [(18, resnet18), (34, resnet34)])
+def test_resnet_backbone_equals_torchvision_body(depth, tv_fn):
+    torch.manual_seed(0)
+    tv = _resnet_fpn_extractor(tv_fn(weights=None), 5).body
+    randomize(tv, seed=0)
+    ours = ResNetBackbone(depth, norm="bn", trainable_layers=5)
+    ours.trunk.load_state_dict(tv.state_dict())
+    tv.eval(), ours.eval()
+    x = torch.randn(1, 3, 96, 80)
+    ref = list(tv(x).values())
+    got = ours(x)
+    assert ours.out_channels == [r.shape[1] for r in ref] and ours.strides == [4, 8, 16, 32]
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a, b)
+    assert [o.shape[1] for o in ResNetBackbone(depth, returned_stages=(2, 4))(x)] == ours.out_channels[1::2]
+
+
+@pytest.mark.parametrize("layers", [0, 1, 3, 5])
+def test_resnet_trainable_layers_freeze_like_torchvision(layers):
+    tv = _resnet_fpn_extractor(resnet18(weights=None, norm_layer=FrozenBatchNorm2d), layers).body
+    ours = ResNetBackbone(18, trainable_layers=layers)
+    want = {k for k, p in tv.named_parameters() if p.requires_grad}
+    assert {k.removeprefix("trunk.") for k, p in ours.named_parameters() if p.requires_grad} == want
+    assert ours.trunk.bn1.__class__.__name__ == "FrozenBatchNorm2d"  # default: no batch statistics
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in ours.modules())
+
+
+@pytest.mark.parametrize("layers", [0, 3, 6])
+def test_mobilenet_backbone_equals_torchvision_body(layers):
+    torch.manual_seed(0)
+    tv = _mobilenet_extractor(mobilenet_v3_large(weights=None, norm_layer=nn.BatchNorm2d), True, layers).body
+    randomize(tv, seed=1)
+    ours = MobileNetV3Backbone(norm="bn", trainable_layers=layers)
+    ours.trunk.load_state_dict(tv.state_dict(), strict=False)  # tv's body stops after its last returned block
+    assert {k.removeprefix("trunk.") for k, p in ours.named_parameters() if p.requires_grad} == \
+           {k for k, p in tv.named_parameters() if p.requires_grad}
+    tv.eval(), ours.eval()
+    x = torch.randn(1, 3, 128, 96)
+    ref = list(tv(x).values())
+    got = ours(x)
+    assert ours.out_channels == [160, 960] and ours.strides == [32, 32]  # both after the last strided block
+    for a, b in zip(got, ref):
+        assert a.shape[1:] == (b.shape[1], 128 // 32, 96 // 32)
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_rpn_proposals_equal_torchvision(training):
+    sizes, ratios = ((16,), (32,), (64,)), ((0.5, 1.0, 2.0),) * 3
+    torch.manual_seed(0)
+    tv = TVRPN(TVAnchorGenerator(sizes, ratios), TVRPNHead(8, 3), 0.7, 0.3, 256, 0.5,
+               dict(training=150, testing=60), dict(training=100, testing=40), 0.7, score_thresh=0.2)
+    ours = RegionProposalNetwork(8, sizes, ratios, pre_nms_top_n=(150, 60), post_nms_top_n=(100, 40), score_thresh=0.2)
+    with torch.no_grad():
+        for p in tv.head.parameters():
+            p.normal_(0, 0.3)
+    ours.head.load_state_dict({"conv.weight": tv.head.conv[0][0].weight, "conv.bias": tv.head.conv[0][0].bias,
+                               "objectness.weight": tv.head.cls_logits.weight, "objectness.bias": tv.head.cls_logits.bias,
+                               "deltas.weight": tv.head.bbox_pred.weight, "deltas.bias": tv.head.bbox_pred.bias})
+    tv.train(training), ours.train(training)
+    feats = [torch.randn(2, 8, 96 // s, 128 // s) for s in (8, 16, 32)]
+    image_sizes = [(90, 128), (96, 100)]
+    with torch.no_grad():
+        gt = [{"boxes": torch.tensor([[10.0, 10.0, 50.0, 60.0]])}] * 2  # torchvision's RPN insists in training
+        ref, _ = tv(ImageList(torch.zeros(2, 3, 96, 128), image_sizes), {str(i): f for i, f in enumerate(feats)},
+                    gt if training else None)
+        out = ours(feats, (96, 128), image_sizes)
+    assert sum(out.num_anchors_per_level) == out.anchors.shape[0] == out.objectness.shape[1] == 3 * (12 * 16 + 6 * 8 + 3 * 4)
+    for a, b in zip(out.proposals, ref):
+        assert 0 < len(a) <= (100 if training else 40)
+        torch.testing.assert_close(a, b)
+    assert all((s >= 0.2).all() and (s[:-1] >= s[1:]).all() for s in out.scores)  # best first, thresholded
+
+
+def test_paste_masks_equals_torchvision():
+    g = torch.Generator().manual_seed(0)
+    h, w = 97, 131
+    n = 40
+    masks = torch.rand(n, 28, 28, generator=g)
+    xy = torch.rand(n, 2, generator=g) * torch.tensor([w * 1.1, h * 1.1]) - 5
+    wh = torch.rand(n, 2, generator=g) * 80
+    wh[:6] *= 0.02  # sub-pixel boxes
+    boxes = torch.cat([xy, xy + wh], 1)
+    boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)  # detections are clipped to the image
+    boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
+    boxes[-1] = torch.tensor([0.0, 0.0, w, h])  # the whole image
+    ref = paste_masks_in_image(masks[:, None], boxes, (h, w))[:, 0]
+    got = paste_masks(masks, boxes, (h, w), chunk=7)
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=0)
+    assert (ref > 0).any(dim=(1, 2)).sum() > n - 6
+    binary = paste_masks(masks, boxes, (h, w), threshold=0.5, chunk=16)
+    decided = (ref - 0.5).abs() > 1e-5
+    assert binary.dtype == torch.bool and torch.equal(binary[decided], (ref > 0.5)[decided])
+    assert paste_masks(masks[:0], boxes[:0], (h, w)).shape == (0, h, w)
