@@ -60,3 +60,26 @@ def test_rng_state_round_trip_through_weights_only(tmp_path):
     a = (random.random(), np.random.rand(), torch.rand(1).item())
     set_rng_state(torch.load(tmp_path / "r.pt", weights_only=True))
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == a
+
+
+def test_model_from_checkpoint_rebuilds_the_same_model(tmp_path):
+    import pytest
+    from sceneparse.engine.checkpoint import model_from_checkpoint, save_checkpoint
+    from sceneparse.errors import CheckpointError
+    from sceneparse.models import zoo
+
+    torch.manual_seed(0)
+    model = zoo.build("unet", num_classes=3, base_channels=8).eval()
+    cats = [{"id": 5, "name": "a"}, {"id": 7, "name": "b"}, {"id": 9, "name": "c"}]
+    cfg = {"model": {"name": "unet", "kwargs": {"base_channels": 8}}}
+    save_checkpoint(tmp_path / "m.pt", model, config=cfg, categories=cats, task="semantic")
+    loaded = model_from_checkpoint(tmp_path / "m.pt")
+    assert loaded.task == "semantic" and loaded.class_names == ["a", "b", "c"]
+    images = [torch.rand(3, 32, 32)]
+    with torch.no_grad():
+        a = model(model.prepare(images)[0]).logits
+        b = loaded.model(loaded.model.prepare(images)[0]).logits
+    assert a.shape[1] == 3 and torch.equal(a, b)
+    save_checkpoint(tmp_path / "bad.pt", model, config={"model": {}}, categories=cats)
+    with pytest.raises(CheckpointError, match="config.model.name"):
+        model_from_checkpoint(tmp_path / "bad.pt")

@@ -86,3 +86,50 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
                               "torchvision state dicts load through models.build(name, weights=PATH)",
                               path=str(path))
     return ckpt
+
+
+# ---- checkpoint -> ready model (the one contract between trainer, predictor, export and demo) ----
+
+#: What a sceneparse model checkpoint holds, beyond ``model``:
+#:   ``config``      ``Config.to_dict()`` of the run (``config["model"]["name"]`` / ``["kwargs"]`` rebuild it)
+#:   ``categories``  COCO-style category dicts ``{id, name, ...}`` in label order (label i = categories[i])
+#:   ``task``        ``"detection"`` (Instances results) or ``"semantic"`` (SemanticMap results)
+TASKS = ("detection", "semantic")
+
+
+class LoadedModel:
+    """A model rebuilt from a sceneparse checkpoint, in eval mode, with what it was trained on."""
+
+    def __init__(self, model: torch.nn.Module, categories: list[dict], config: dict, task: str, path: str):
+        self.model, self.categories, self.config, self.task, self.path = model, categories, config, task, path
+
+    @property
+    def class_names(self) -> list[str]:
+        return [str(c.get("name", c.get("id"))) for c in self.categories]
+
+    def __repr__(self) -> str:
+        return (f"LoadedModel({self.config.get('model', {}).get('name')!r}, task={self.task!r}, "
+                f"classes={len(self.categories)}, path={self.path!r})")
+
+
+def model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+    """Rebuild the model of a sceneparse checkpoint: ``zoo.build(config.model.name, num_classes=
+    len(categories), **config.model.kwargs)``, load its weights strictly, move to ``device``, eval mode."""
+    from ..models import zoo  # engine sits above models
+
+    ckpt = load_checkpoint(path)
+    cfg = ckpt.get("config") or {}
+    name = (cfg.get("model") or {}).get("name")
+    if not name:
+        raise CheckpointError("checkpoint has no config.model.name; cannot rebuild the model", path=str(path))
+    categories = list(ckpt.get("categories") or [])
+    if not categories:
+        raise CheckpointError("checkpoint has no categories; cannot size the model", path=str(path))
+    task = ckpt.get("task", "detection")
+    if task not in TASKS:
+        raise CheckpointError(f"unknown task {task!r} (expected one of {TASKS})", path=str(path))
+    kwargs = dict((cfg.get("model") or {}).get("kwargs") or {})
+    model = zoo.build(name, num_classes=len(categories), **kwargs)
+    zoo.load_checkpoint(model, ckpt)
+    model.to(device).eval()
+    return LoadedModel(model, categories, cfg, task, str(path))
