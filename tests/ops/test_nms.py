@@ -103,6 +103,80 @@ def test_batched_nms_single_call_and_per_group_paths_agree(monkeypatch):
     assert single.tolist() == ref_nms(boxes, scores, 0.6, labels.tolist())
 
 
+def sparse_boxes(n, generator, area_per_box=700.0):
+    """Small boxes, log-uniform sides 2..120 px, spread over a large image: most survive NMS."""
+    side = (area_per_box * n) ** 0.5
+    c = torch.rand(n, 2, generator=generator) * side
+    wh = torch.exp(torch.rand(n, 2, generator=generator) * math.log(60)) * 2
+    return torch.cat([c - wh / 2, c + wh / 2], 1)
+
+
+def per_group_nms(boxes, scores, labels, thr):
+    """The definition: torchvision's kernel on each group alone, the union ordered as torchvision orders it."""
+    keep = torch.zeros(len(scores), dtype=torch.bool)
+    for g in labels.unique():
+        idx = torch.where(labels == g)[0]
+        keep[idx[torchvision.ops.nms(boxes[idx], scores[idx], thr)]] = True
+    kept = torch.where(keep)[0]
+    return kept[scores[kept].sort(descending=True)[1]]
+
+
+def test_overlap_components_never_separate_boxes_that_can_suppress_each_other(monkeypatch):
+    nms_module = sys.modules["sceneparse.ops.nms"]
+    monkeypatch.setattr(nms_module, "_MAX_CANDIDATES_PER_BOX", 10**6)
+    g = torch.Generator().manual_seed(11)
+    boxes = torch.cat([sparse_boxes(2500, g), clustered_boxes(500, g) * 2])  # sides at many size levels
+    boxes[:40, 2:] = boxes[:40, :2]  # boxes without area: alone
+    labels = torch.randint(0, 2, (3000,), generator=g)
+    iou = box_iou(boxes.double(), boxes.double())
+    for thr in (0.2, 0.5, 0.9):
+        label = nms_module._overlap_components(boxes, labels, thr)
+        assert label is not None and bool((label <= torch.arange(3000)).all())
+        linked = (iou > thr - nms_module._IOU_SLACK) & (labels[:, None] == labels[None, :])
+        linked.fill_diagonal_(False)
+        i, j = torch.where(linked)
+        assert len(i) > 0 and torch.equal(label[i], label[j])
+        assert len(label.unique()) > 1000  # and it does split: mostly small components
+        assert bool((label[:40] == torch.arange(40)).all())
+
+
+def test_batched_nms_large_groups_split_into_components_match_torchvision(monkeypatch):
+    nms_module = sys.modules["sceneparse.ops.nms"]
+    calls = []
+    real = nms_module._overlap_components
+    monkeypatch.setattr(nms_module, "_overlap_components", lambda *a: calls.append(real(*a)) or calls[-1])
+    monkeypatch.setattr(nms_module, "_GRAPH_MIN_GROUP", 2000)
+    g = torch.Generator().manual_seed(12)
+    n = 6000
+    boxes = sparse_boxes(n, g, area_per_box=300.0)
+    # pairs at the threshold: a box and a copy widened so that IoU = 1 / (1 + d) ~ 0.5, d around 1
+    k = torch.arange(0, 1500)
+    d = 1 + (torch.rand(len(k), generator=g) - 0.5) * 1e-5
+    w = boxes[k, 2] - boxes[k, 0]
+    boxes[k + 1500] = boxes[k]
+    boxes[k + 1500, 2] = boxes[k, 0] + w * (1 + d)
+    boxes[:10, 2:] = boxes[:10, :2]  # no area
+    boxes[10:20] = boxes[20:30]  # exact duplicates
+    scores = torch.rand(n, generator=g)
+    labels = torch.where(torch.rand(n, generator=g) < 0.9, 0, 1 + torch.randint(0, 5, (n,), generator=g))
+    for thr in (0.7, 0.5):
+        keep = batched_nms(boxes, scores, labels, thr)
+        assert calls and calls[-1] is not None  # the component path ran
+        assert torch.equal(keep, per_group_nms(boxes, scores, labels, thr))
+        assert torch.equal(keep, torchvision.ops.batched_nms(boxes, scores, labels, thr))
+    assert 0 < len(keep) < n - 500  # at 0.5 about half the pairs at the threshold lose a box
+    # too many candidate pairs, non-finite boxes: one kernel call per group, the same result
+    monkeypatch.setattr(nms_module, "_MAX_CANDIDATES_PER_BOX", 0)
+    assert torch.equal(batched_nms(boxes, scores, labels, 0.5), per_group_nms(boxes, scores, labels, 0.5))
+    assert calls[-1] is None
+    monkeypatch.setattr(nms_module, "_MAX_CANDIDATES_PER_BOX", 32)
+    boxes[-1, 0] = float("nan")
+    boxes[-2, 3] = float("inf")
+    n_calls = len(calls)
+    assert torch.equal(batched_nms(boxes, scores, labels, 0.5), per_group_nms(boxes, scores, labels, 0.5))
+    assert len(calls) == n_calls
+
+
 def test_batched_nms_empty():
     out = batched_nms(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.int64), 0.5)
     assert out.shape == (0,) and out.dtype == torch.int64

@@ -3,8 +3,8 @@
 * :func:`nms` -- torchvision's compiled greedy kernel: keep the highest-scoring box, drop every box
   with IoU ``> iou_threshold`` to it, repeat.
 * :func:`batched_nms` -- the same, independently per class (or image): one kernel call with the
-  classes moved apart so that they can never overlap, or one call per class for large inputs;
-  same results as ``torchvision.ops.batched_nms``.
+  classes moved apart so that they can never overlap, or, for large inputs, calls per class (on CPU
+  per set of boxes that can suppress each other); same results as ``torchvision.ops.batched_nms``.
 * :func:`soft_nms` -- instead of dropping, decay the scores of overlapping boxes, linearly
   ``s (1 - IoU)`` above the threshold or with a Gaussian ``s exp(-IoU^2 / sigma)``. Sequential over the
   picks (each pick depends on the decays of the previous ones); every update is one vectorised step.
@@ -13,11 +13,13 @@
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torchvision
 from torch import Tensor
 
-from .boxes import box_iou
+from .boxes import box_iou, box_iou_paired
 
 __all__ = ["nms", "batched_nms", "soft_nms", "matrix_nms"]
 
@@ -39,14 +41,112 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     return torchvision.ops.nms(boxes, scores.to(boxes.dtype), float(iou_threshold))
 
 
-#: Above this many boxes one NMS per group is faster than one NMS over all groups. The greedy CPU
-#: kernel compares every kept box with every later one: O(N^2) when groups never suppress each other,
-#: against O(sum N_g^2) plus a fixed cost per call for one call per group. With 80 classes on one
-#: CPU thread the two cost the same near 2000 boxes (5000 boxes: ~40 ms single call, ~11 ms per
-#: group). The CUDA kernel computes all pairs in parallel, so there the single call wins up to far
-#: larger N (torchvision switches at 25000 boxes).
-_SINGLE_CALL_MAX_BOXES = {"cpu": 2000}
+#: Up to this many boxes one kernel call runs over all groups (the coordinate trick below); above
+#: it, one call per group -- torchvision's switch points (``boxes.numel() > 4000`` on CPU, ``> 100_000``
+#: elsewhere), so that above them the kept set is exactly ``torchvision.ops.batched_nms``'s. The CPU
+#: greedy kernel compares every kept box with every later box, ``O(N K)``: a single call over groups
+#: that can never suppress each other pays for all those pairs, one call per group only for its own.
+#: The CUDA kernel computes all pairs in parallel, so there the single call wins up to far larger N.
+_SINGLE_CALL_MAX_BOXES = {"cpu": 1000}
 _SINGLE_CALL_MAX_BOXES_OTHER = 25000
+#: CPU, above the single-call limit: a group of at least this many boxes is split into the components
+#: of its overlap graph (:func:`_overlap_components`) before the kernel runs. Building the graph costs
+#: a few microseconds per box; the kernel costs ~3 ns per (kept box, later box) pair, so the split pays
+#: once a group keeps a few thousand boxes (sparse boxes in large images), and a smaller group is
+#: never expensive.
+_GRAPH_MIN_GROUP = 4096
+#: ... and the components are packed into kernel calls of about this many boxes: a call costs ~10 us
+#: plus ``O(M K)`` for ``M`` boxes of which ``K`` are kept (measured with ``benchmarks/bench_ops.py``).
+_CPU_BOXES_PER_CALL = 256
+#: Margin of the overlap graph: its edges are float64 IoU > threshold - this. The kernel's IoU (in the
+#: boxes' dtype, float32 or float64) is within ~1e-6 of the float64 one (one rounding per operation,
+#: no cancellation: the union is at least the larger area), so every pair the kernel can suppress is
+#: an edge.
+_IOU_SLACK = 1e-5
+#: The graph is built when it has at most this many candidate pairs per box; boxes piled up more
+#: densely keep one kernel call per group.
+_MAX_CANDIDATES_PER_BOX = 32
+
+
+def _overlap_components(boxes: Tensor, group: Tensor, iou_threshold: float) -> Tensor | None:
+    """For each box the smallest index of its component (int64 ``[N]``) in the graph joining two boxes
+    of one group whose float64 IoU exceeds ``iou_threshold - _IOU_SLACK``; ``None`` when there would
+    be more than ``_MAX_CANDIDATES_PER_BOX`` candidate pairs per box.
+
+    Greedy NMS over a group is the union of greedy NMS over these components: a box is only ever
+    suppressed by a box it shares an edge with. Candidate pairs come from grids, not from all ``N^2``
+    pairs. ``IoU > s`` needs both 1-d IoUs ``> s`` (``I / U <= I_x / U_x``: the intersection is no
+    taller than either box), so widths and heights within a factor ``1 / s`` (longer sides too: their
+    levels, powers of ``base > 1 / s``, differ by at most one) and centres less than
+    ``c = (1 - s) / (1 + s)`` times the larger box's longer side apart, which is less than one cell of
+    the grid of that box's level (cells of ``c * base ** (level + 1)``). So each box looks in the
+    3 x 3 cells around it in the grids of its own level and the next one up.
+    Boxes must be finite; a box without area (IoU 0 or NaN with every box) is alone.
+    """
+    n = boxes.shape[0]
+    dev = boxes.device
+    s = iou_threshold - _IOU_SLACK
+    b = boxes.double()
+    w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
+    real = torch.where((w > 0) & (h > 0))[0]
+    label = torch.arange(n, device=dev)
+    if len(real) < 2:
+        return label
+    b, grp, m = b[real], group[real], torch.maximum(w, h)[real]
+    base = 1.0 / (s * (1 - 1e-6))  # the margin keeps rounding from putting similar sides two levels apart
+    level = torch.floor(torch.log(m) / math.log(base)).long()
+    level += (torch.pow(base, (level + 1).double()) <= m).long() - (torch.pow(base, level.double()) > m).long()
+    cell_c = (1 - s) / (1 + s) * (1 + 1e-9)
+    cx, cy = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
+
+    def grid(lvl: Tensor) -> Tensor:
+        """``[3, M]``: level, row and column of every box's centre in the grid of level ``lvl``."""
+        size = torch.pow(base, (lvl + 1).double()) * cell_c
+        return torch.stack([lvl, torch.floor(cy / size).long(), torch.floor(cx / size).long()])
+
+    cells = torch.stack([grid(level), grid(level + 1)])  # [own / next level, 3, M]
+    lo = cells.amin(dim=(0, 2)) - 1
+    span = (cells.amax(dim=(0, 2)) + 2 - lo).tolist()
+    if (int(group.max()) + 1) * span[0] * span[1] * span[2] >= 2**62:  # keys would overflow int64
+        return None
+    key = ((grp * span[0] + (cells[:, 0] - lo[0])) * span[1] + (cells[:, 1] - lo[1])) * span[2] \
+        + (cells[:, 2] - lo[2])  # [2, M], row-major: the 3 cells of a row are one key range
+    table, order = torch.sort(key[0])
+    rows = (key[:, None, :] + torch.tensor([-1, 0, 1], device=dev)[:, None] * span[2]).reshape(-1)  # [6 M]
+    first = torch.searchsorted(table, rows - 1)
+    count = torch.searchsorted(table, rows + 1, right=True) - first
+    total = int(count.sum())
+    if total > _MAX_CANDIDATES_PER_BOX * len(real):
+        return None
+    which = torch.repeat_interleave(torch.arange(len(rows), device=dev), count)
+    j = order[first[which] + torch.arange(total, device=dev) - (torch.cumsum(count, 0) - count)[which]]
+    i = which % len(real)
+    same_level = which < 3 * len(real)  # a pair of one level is found from both sides: keep i < j
+    pick = torch.where(same_level, i < j, True)
+    i, j = i[pick], j[pick]
+    edge = box_iou_paired(b[i], b[j], eps=0.0) > s
+    i, j = real[i[edge]], real[j[edge]]
+    while True:  # smallest index reachable: min-propagation along the edges + pointer jumping
+        low = torch.minimum(label[i], label[j])
+        new = label.scatter_reduce(0, i, low, "amin").scatter_reduce(0, j, low, "amin")
+        new = new[new]
+        if torch.equal(new, label):
+            return label
+        label = new
+
+
+def _pack_parts(part: Tensor, group: Tensor, per_call: int) -> Tensor:
+    """Call id per box from part ids (int64 ``[N]``, ``0..P-1``, parts of group ``g`` numbered before
+    those of ``g + 1``): the parts of one group are packed, in order, into calls of about ``per_call``
+    boxes (a part is never split; a call never mixes groups)."""
+    size = torch.bincount(part)
+    part_group = torch.zeros_like(size).scatter_(0, part, group)  # all boxes of a part share a group
+    start = torch.cumsum(size, 0) - size  # first position of each part, parts laid out in id order
+    group_size = torch.bincount(group)
+    local = (start - (torch.cumsum(group_size, 0) - group_size)[part_group]) // per_call  # call in group
+    new_call = torch.ones_like(part_group, dtype=torch.bool)
+    new_call[1:] = (part_group[1:] != part_group[:-1]) | (local[1:] != local[:-1])
+    return (torch.cumsum(new_call, 0) - 1)[part]
 
 
 def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
@@ -60,7 +160,12 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
     along the diagonal (``rank`` = the group's position among the groups present, ``extent`` = span of
     all coordinates) so that groups never overlap. The translation is done in float64: in float32 the
     translated coordinates lose up to ~1e-2 px at COCO scale, which can flip decisions at the
-    threshold. Large inputs run one kernel per group (a loop over groups, not boxes).
+    threshold. Large inputs run the kernel per group, on the boxes as given (torchvision's
+    ``batched_nms`` does the same above the same size, so the kept sets are identical); on CPU a group
+    of many boxes is also split into the components of its overlap graph (:func:`_overlap_components`),
+    packed into calls of about ``_CPU_BOXES_PER_CALL`` boxes: the kernel's ``O(N K)`` cost then only counts pairs
+    within a call (``benchmarks/bench_ops.py``). Two overlapping boxes with exactly equal scores are
+    ordered by the kernel's sort, so which one survives may differ from a call over the whole group.
     """
     _check(boxes, scores)
     if idxs.shape != scores.shape:
@@ -68,22 +173,33 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
     n = boxes.shape[0]
     if n == 0:
         return torch.empty((0,), dtype=torch.int64, device=boxes.device)
-    groups, rank = torch.unique(idxs, return_inverse=True)
+    _, rank = torch.unique(idxs, return_inverse=True)
     limit = _SINGLE_CALL_MAX_BOXES.get(boxes.device.type, _SINGLE_CALL_MAX_BOXES_OTHER)
-    if n <= limit or len(groups) == 1:
+    if n <= limit:
         b = boxes.double()
         lo = b.min()
         extent = b.max() - lo
         shifted = (b - lo) + (rank.double() * (extent + 1))[:, None]
         return torchvision.ops.nms(shifted, scores.double(), float(iou_threshold))
+    call = rank
+    size = torch.bincount(rank)
+    if boxes.device.type == "cpu" and bool((size >= _GRAPH_MIN_GROUP).any()) and iou_threshold > _IOU_SLACK \
+            and boxes.dtype in (torch.float32, torch.float64) and bool(torch.isfinite(boxes).all()):
+        big = torch.where(size[rank] >= _GRAPH_MIN_GROUP)[0]
+        label = _overlap_components(boxes[big], rank[big], float(iou_threshold))
+        if label is not None:
+            part = torch.zeros(n, dtype=torch.long, device=boxes.device)
+            part[big] = big[label] + 1  # component = its smallest box; 0 for the boxes of small groups
+            call = _pack_parts(torch.unique(rank * (n + 1) + part, return_inverse=True)[1], rank,
+                               _CPU_BOXES_PER_CALL)
     keep_mask = torch.zeros(n, dtype=torch.bool, device=boxes.device)
-    order = torch.argsort(rank, stable=True)
-    counts = torch.bincount(rank, minlength=len(groups)).tolist()
-    for members in torch.split(order, counts):  # one kernel per group
-        keep_mask[members[torchvision.ops.nms(boxes[members], scores[members].to(boxes.dtype),
-                                              float(iou_threshold))]] = True
+    order = torch.argsort(call, stable=True)  # by call, then by index (the kernel's tie order)
+    counts = torch.bincount(call).tolist()
+    scores_b = scores.to(boxes.dtype)
+    for members in torch.split(order, counts):  # one kernel per call: a loop over calls, not boxes
+        keep_mask[members[torchvision.ops.nms(boxes[members], scores_b[members], float(iou_threshold))]] = True
     kept = torch.where(keep_mask)[0]
-    return kept[torch.argsort(scores[kept], descending=True, stable=True)]
+    return kept[scores[kept].sort(descending=True)[1]]  # torchvision's final ordering, ties included
 
 
 #: soft-NMS precomputes the N x N decays up to this N (16 MB in float32), else computes a row per pick.
