@@ -12,6 +12,7 @@ from tqdm import tqdm
 from ..data.datasets import SceneDataset
 from ..data.transforms import Resize
 from ..data.formats import read_coco, read_coco_panoptic
+from ..data.layout import load_split, missing, split_files
 from ..data.records import AnnotationSet
 from ..errors import DataError, Problem
 from ..viz.draw import draw_instances, draw_legend, draw_panoptic, draw_semantic, save_image
@@ -83,32 +84,12 @@ def _report(aset: AnnotationSet) -> None:
 
 
 def _from_folder(root: Path, args) -> dict[str, _Source]:
-    split = args.split
-    ann = root / "annotations"
-    images = Path(args.images) if args.images else root / "images" / split
-    if not images.is_dir():
-        raise DataError(Problem(str(images), None, None, f"image folder of split {split!r} not found"))
+    files = split_files(root, args.split, images=args.images, semantic=args.semantic)
     out: dict[str, _Source] = {}
-    inst_json, kp_json = ann / f"instances_{split}.json", ann / f"person_keypoints_{split}.json"
-    pan_json, pan_root = ann / f"panoptic_{split}.json", ann / f"panoptic_{split}"
-    sem_root = Path(args.semantic) if args.semantic else root / "semantic" / split
-    inst = read_coco(inst_json, images, strict=args.strict) if inst_json.is_file() else None
-    out["instances"] = _Source(inst, "" if inst else f"{inst_json} not found")
-    out["keypoints"] = _Source(read_coco(kp_json, images, strict=args.strict), "") if kp_json.is_file() else \
-        _Source(None, f"{kp_json} not found")
-    if pan_json.is_file() and pan_root.is_dir():
-        out["panoptic"] = _Source(read_coco_panoptic(pan_json, pan_root, images, strict=args.strict))
-    else:
-        out["panoptic"] = _Source(None, f"{pan_json} or {pan_root}/ not found")
-    # semantic PNG values index the category map of the instances file (or the panoptic one)
-    base = inst or out["panoptic"].aset
-    if sem_root.is_dir() and base is not None:
-        sem = AnnotationSet(base.categories, base.images, [], image_root=images, semantic_root=sem_root,
-                            source=str(sem_root))
-        out["semantic"] = _Source(sem)
-    else:
-        out["semantic"] = _Source(None, f"{sem_root}/ not found" if base is not None else
-                                  "no category list (instances or panoptic JSON) for the label PNGs")
+    for kind in KINDS:
+        why = missing(files, kind)
+        out[kind] = _Source(None, why) if why else _Source(load_split(
+            root, args.split, kind, images=args.images, semantic=args.semantic, strict=args.strict))
     return out
 
 
