@@ -33,3 +33,13 @@ def test_int_to_float_coercion_and_round_trip_dict():
     cfg = load_config(None, ["optim.lr=1"])
     assert isinstance(cfg.optim.lr, float)
     assert config_from_dict(Config().to_dict()) == Config()
+
+
+def test_override_mappings_merge_and_training_keys():
+    cfg = load_config(None, ["model.kwargs.min_size=64", "model.kwargs={base_channels: 4}", "train.time_limit_min=0.5",
+                             "train.checkpoint_every=100", "train.freeze_bn=true", "data.val_semantic=sem/val"])
+    assert cfg.model.kwargs == {"min_size": 64, "base_channels": 4}
+    assert (cfg.train.time_limit_min, cfg.train.checkpoint_every, cfg.train.freeze_bn) == (0.5, 100, True)
+    assert cfg.data.val_semantic == "sem/val" and Config().train.time_limit_min is None
+    with pytest.raises(ConfigError, match="'epochs' was given a value, it has no sub-keys"):
+        parse_overrides(["train.epochs=3", "train.epochs.x=1"])

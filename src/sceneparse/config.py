@@ -32,6 +32,8 @@ class DataConfig:
     val_json: str | None = None
     train_images: str | None = None
     val_images: str | None = None
+    train_semantic: str | None = None  # label PNG folder (semantic models) when train_json is given
+    val_semantic: str | None = None
     batch_size: int = 4
     workers: int = 0
     hflip: float = 0.5
@@ -75,6 +77,10 @@ class TrainConfig:
     log_every: int = 10
     threads: int | None = None
     max_iters_per_epoch: int | None = None
+    checkpoint_every: int = 0  # also write last.pt every N iterations inside an epoch (0: at epoch ends only)
+    time_limit_min: float | None = None  # wall-clock budget in minutes; sets the number of epochs (like ultralytics' time=)
+    freeze_bn: bool = False  # keep BatchNorm layers in eval mode (running statistics fixed; affine still trained)
+    exist_ok: bool = False  # allow training into an output folder that already holds a run
 
 
 @dataclass
@@ -161,8 +167,21 @@ def parse_overrides(overrides: Sequence[str]) -> dict:
         parts = key.strip().split(".")
         for p in parts[:-1]:
             node = node.setdefault(p, {})
-        node[parts[-1]] = value
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {p!r} was given a value, it has no sub-keys")
+        if isinstance(value, dict) and isinstance(node.get(parts[-1]), dict):
+            _merge(node[parts[-1]], value)  # model.kwargs.a=1 then model.kwargs={b: 2} keeps a
+        else:
+            node[parts[-1]] = value
     return out
+
+
+def _merge(into: dict, new: dict) -> None:
+    for k, v in new.items():
+        if isinstance(v, dict) and isinstance(into.get(k), dict):
+            _merge(into[k], v)
+        else:
+            into[k] = v
 
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = (), base: Config | None = None) -> Config:

@@ -58,8 +58,11 @@ class SemanticSegmentor(nn.Module):
     Args:
         num_classes: ``C``; labels are ``0..C-1`` (a "background" class, if any, is an ordinary label).
         preprocessor: normalise / resize / pad (:class:`~sceneparse.models.preprocess.Preprocessor`);
-            default: ImageNet mean/std, short side 520 (torchvision's segmentation preset), long side
-            at most 2080, padded to a multiple of 8.
+            default: ImageNet mean/std, short side ``min_size``, long side at most ``max_size``,
+            padded to a multiple of ``size_divisible``.
+        min_size, max_size, size_divisible: the default preprocessor's sizes as plain arguments (so
+            that a checkpoint's ``config.model.kwargs`` can hold them): short side 520 (torchvision's
+            segmentation preset), long side at most 2080, multiple of 8. Ignored with ``preprocessor``.
         ignore_index: label value of void pixels in targets.
         aux_weight: weight of the auxiliary-head cross-entropy (torchvision's recipe uses 0.5).
         dice_weight: weight of an added soft-Dice loss (0: none).
@@ -67,6 +70,7 @@ class SemanticSegmentor(nn.Module):
     """
 
     def __init__(self, num_classes: int, *, preprocessor: Preprocessor | None = None,
+                 min_size: int | Sequence[int] = 520, max_size: int = 2080, size_divisible: int = 8,
                  ignore_index: int = IGNORE_INDEX, aux_weight: float = 0.5, dice_weight: float = 0.0,
                  class_weights: Sequence[float] | None = None):
         super().__init__()
@@ -76,7 +80,7 @@ class SemanticSegmentor(nn.Module):
             raise ValueError(f"ignore_index {ignore_index} collides with a class label 0..{num_classes - 1}")
         self.num_classes = int(num_classes)
         self.preprocessor = preprocessor if preprocessor is not None else Preprocessor(
-            min_size=520, max_size=2080, size_divisible=8)
+            min_size=min_size, max_size=max_size, size_divisible=size_divisible)
         self.ignore_index = int(ignore_index)
         self.aux_weight = float(aux_weight)
         self.dice_weight = float(dice_weight)
@@ -98,7 +102,7 @@ class SemanticSegmentor(nn.Module):
     def prepare(self, images: Sequence[torch.Tensor], targets: Sequence[Target] | None = None
                 ) -> tuple[ImageBatch, list[Target] | None]:
         """Images (``float32 CHW RGB [0, 1]``) -> :class:`ImageBatch` on the model's device (targets
-        moved along; their semantic maps stay in original pixels, :meth:`loss` resizes them)."""
+        moved along, semantic maps included: :func:`~sceneparse.models.preprocess.resize_target`)."""
         dev = next(self.parameters()).device
         self.preprocessor.train(self.training)
         return self.preprocessor([im.to(dev) for im in images],

@@ -1,0 +1,131 @@
+"""What a training run leaves in its folder besides checkpoints: ``results.csv`` (one row per epoch)
+and the plots ``loss_curve.png`` (losses and learning rate over iterations) and ``metrics.png``
+(validation metrics over epochs). Files are written atomically.
+
+An epoch row (as kept in ``TrainResult.history`` and in checkpoints) is a dict
+``{"epoch", "iterations", "lr", "losses": {name: mean}, "loss", "metrics": {name: value}, "seconds"}``;
+an iteration-log entry is ``{"iteration", "lr", "losses": {name: mean over the logging window}}``.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+
+def _atomic_bytes(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _ordered(rows: Sequence[dict], key: str) -> list[str]:
+    names: list[str] = []
+    for r in rows:
+        for k in r.get(key) or {}:
+            if k not in names:
+                names.append(k)
+    return names
+
+
+def csv_columns(history: Sequence[dict]) -> list[str]:
+    """``epoch, iterations, lr, <losses...>, loss, <metrics...>, seconds``."""
+    return ["epoch", "iterations", "lr", *_ordered(history, "losses"), "loss", *_ordered(history, "metrics"),
+            "seconds"]
+
+
+def _cell(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.6g}"
+    return str(v)
+
+
+def write_results_csv(path: str | os.PathLike, history: Sequence[dict]) -> Path:
+    """Rewrite ``results.csv`` from the epoch rows (metrics are empty in epochs without evaluation)."""
+    cols = csv_columns(history)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(cols)
+    for r in history:
+        flat = {**{k: r.get(k) for k in ("epoch", "iterations", "lr", "loss", "seconds")},
+                **(r.get("losses") or {}), **(r.get("metrics") or {})}
+        w.writerow([_cell(flat.get(c)) for c in cols])
+    return _atomic_bytes(Path(path), buf.getvalue().encode())
+
+
+def _figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path: Path) -> Path:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return _atomic_bytes(path, buf.getvalue())
+
+
+def plot_loss_curve(iteration_log: Sequence[dict], path: str | os.PathLike) -> Path | None:
+    """Losses (left) and learning rate (right) against the iteration; ``None`` without entries."""
+    if not iteration_log:
+        return None
+    x = [e["iteration"] for e in iteration_log]
+    fig = _figure(11.0, 4.2)
+    ax = fig.add_subplot(1, 2, 1)
+    for name in _ordered(iteration_log, "losses"):
+        pts = [(xi, e["losses"][name]) for xi, e in zip(x, iteration_log) if name in e["losses"]]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], label=name, linewidth=1.4,
+                marker="o" if len(pts) <= 30 else None, markersize=3)
+    ax.set_xlabel("iteration")
+    ax.set_title("training losses")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    ax2 = fig.add_subplot(1, 2, 2)
+    ax2.plot(x, [e["lr"] for e in iteration_log], color="tab:gray", linewidth=1.4)
+    ax2.set_xlabel("iteration")
+    ax2.set_title("learning rate")
+    ax2.grid(True, alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, Path(path))
+
+
+def plot_metrics(history: Sequence[dict], path: str | os.PathLike) -> Path | None:
+    """Validation metrics against the epoch (AP-style metrics only for detectors: ``*_AP*``, or the
+    semantic metrics); ``None`` when no epoch was evaluated."""
+    rows = [r for r in history if r.get("metrics")]
+    if not rows:
+        return None
+    names = [n for n in _ordered(rows, "metrics") if "_AR" not in n]
+    fig = _figure(6.5, 4.4)
+    ax = fig.add_subplot(1, 1, 1)
+    for name in names:
+        pts = [(r["epoch"], r["metrics"][name]) for r in rows
+               if name in r["metrics"] and r["metrics"][name] is not None and math.isfinite(r["metrics"][name])
+               and r["metrics"][name] > -1]
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], label=name, linewidth=1.4, marker="o", markersize=3)
+    ax.set_xlabel("epoch")
+    ax.set_title("validation metrics")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return _save(fig, Path(path))
+
+
+__all__ = ["csv_columns", "plot_loss_curve", "plot_metrics", "write_results_csv"]

@@ -1,0 +1,160 @@
+"""Pieces of the trainer with exact numbers: data order, parameter groups, the time-budget plan,
+results.csv, and what a model's task / metric are."""
+from __future__ import annotations
+
+import csv
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from sceneparse.config import OptimConfig
+from sceneparse.engine.budget import TimePlan, must_stop, plan_time_budget
+from sceneparse.engine.data_order import epoch_batches, epoch_order, iters_per_epoch, sample_seed
+from sceneparse.engine.optim import build_optimizer, param_groups
+from sceneparse.engine.run_log import csv_columns, plot_loss_curve, plot_metrics, write_results_csv
+from sceneparse.engine.tasks import data_kind, iou_types, model_task, primary_metric
+from sceneparse.errors import ConfigError
+
+
+# ---- data order ----------------------------------------------------------------------------------
+def test_epoch_order_is_a_fixed_function_of_seed_and_epoch():
+    # golden values: changing the seeding would silently break resuming older runs
+    assert epoch_order(8, seed=0, epoch=0).tolist() == [0, 2, 6, 3, 1, 5, 7, 4]
+    assert epoch_order(8, seed=0, epoch=1).tolist() == [0, 4, 3, 7, 2, 5, 6, 1]
+    assert sample_seed(0, 0, 0) == 4268044569589673107
+    a, b, c = epoch_order(10, 0, 0), epoch_order(10, 0, 1), epoch_order(10, 1, 0)
+    assert sorted(a.tolist()) == list(range(10))
+    assert a.tolist() != b.tolist() and a.tolist() != c.tolist()
+    state = torch.get_rng_state()
+    epoch_order(10, 0, 0)
+    assert torch.equal(state, torch.get_rng_state())  # never touches the global stream
+    assert sample_seed(0, 0, 1) != sample_seed(0, 0, 2) != sample_seed(0, 1, 1)
+
+
+def test_epoch_batches_wrap_around_and_split_the_global_batch_over_ranks():
+    n, gb = 10, 4
+    assert iters_per_epoch(n, gb) == 3
+    one = epoch_batches(n, gb, seed=3, epoch=2)
+    assert [len(b) for b in one] == [4, 4, 4]
+    order = epoch_order(n, 3, 2).tolist()
+    assert [k[2] for b in one for k in b] == order + order[:2]  # padded by wrapping around
+    assert [k[1] for b in one for k in b] == list(range(12))  # positions
+    assert all(k[0] == 2 for b in one for k in b)
+    r0 = epoch_batches(n, gb, seed=3, epoch=2, rank=0, world_size=2)
+    r1 = epoch_batches(n, gb, seed=3, epoch=2, rank=1, world_size=2)
+    assert [x + y for x, y in zip(r0, r1)] == one  # rank 0 takes the first half of each global batch
+    assert epoch_batches(n, gb, seed=3, epoch=2, start=1) == one[1:]  # resume inside the epoch
+    assert epoch_batches(n, gb, seed=3, epoch=2, start=1, stop=2) == one[1:2]
+    with pytest.raises(ValueError, match="not divisible"):
+        epoch_batches(n, 3, seed=0, epoch=0, world_size=2)
+    assert len(epoch_batches(3, 8, seed=0, epoch=0)[0]) == 8  # fewer images than one batch
+
+
+# ---- parameter groups ---------------------------------------------------------------------------
+class _Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 1)
+        self.bn = nn.BatchNorm2d(2)
+        self.gn = nn.GroupNorm(1, 2)
+        self.fc = nn.Linear(2, 1)
+        self.frozen = nn.Linear(2, 2)
+        self.frozen.requires_grad_(False)
+        self.shared = self.fc  # the same parameters reachable twice
+
+
+def test_no_weight_decay_on_norm_layers_and_biases():
+    m = _Tiny()
+    groups = param_groups(m, 0.5)
+    names = {id(p): n for n, p in m.named_parameters()}
+    assert [names[id(p)] for p in groups[0]["params"]] == ["conv.weight", "fc.weight"]
+    assert [names[id(p)] for p in groups[1]["params"]] == ["conv.bias", "bn.weight", "bn.bias", "gn.weight",
+                                                          "gn.bias", "fc.bias"]
+    assert (groups[0]["weight_decay"], groups[1]["weight_decay"]) == (0.5, 0.0)
+
+
+@pytest.mark.parametrize("name", ["sgd", "adamw"])
+def test_weight_decay_reaches_only_the_decay_group(name):
+    torch.manual_seed(0)
+    m = _Tiny()
+    before = {n: p.detach().clone() for n, p in m.named_parameters()}
+    opt = build_optimizer(m, OptimConfig(name=name, lr=0.1, weight_decay=0.5, momentum=0.9))
+    for p in m.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    after = dict(m.named_parameters())
+    # zero gradients: SGD decays w -> w (1 - lr wd); AdamW decouples: w -> w (1 - lr wd) as well
+    for n in ("conv.weight", "fc.weight"):
+        assert torch.allclose(after[n], before[n] * (1 - 0.1 * 0.5), atol=1e-7), n
+    for n in ("conv.bias", "bn.weight", "bn.bias", "gn.weight", "fc.bias"):
+        assert torch.equal(after[n], before[n]), n
+    with pytest.raises(ConfigError, match="unknown optimizer 'lion'"):
+        build_optimizer(m, OptimConfig(name="lion"))
+
+
+# ---- time budget ---------------------------------------------------------------------------------
+def test_plan_fills_the_budget_with_whole_epochs():
+    # 2 s/iteration, 4 iterations per epoch, 8 s spent on 4 iterations; evaluation 3 s every epoch,
+    # save 1 s: E epochs cost (4E - 4) * 2 + 3E + E <= 52  ->  E <= 60/12 = 5
+    p = plan_time_budget(60, spent_s=8, epoch=0, done_iters=4, sec_per_iter=2, eval_s=3, save_s=1,
+                         iters_per_epoch=4, eval_every=1)
+    assert p == TimePlan(5, 20)
+    # evaluation every 2nd epoch (+ the final one): E = 6 costs 40 + 3 * 3 + 6 = 55 > 52; E = 5: 32 + 9 + 5 = 46
+    assert plan_time_budget(60, spent_s=8, epoch=0, done_iters=4, sec_per_iter=2, eval_s=3, save_s=1,
+                            iters_per_epoch=4, eval_every=2) == TimePlan(5, 20)
+    # no evaluation: (4E - 4) * 2 + E <= 52 -> E = 6
+    assert plan_time_budget(60, spent_s=8, epoch=0, done_iters=4, sec_per_iter=2, eval_s=3, save_s=1,
+                            iters_per_epoch=4, eval_every=0) == TimePlan(6, 24)
+    # more epochs than configured are fine: the budget decides
+    assert plan_time_budget(3600, spent_s=0, epoch=0, done_iters=1, sec_per_iter=1, eval_s=0, save_s=0,
+                            iters_per_epoch=10, eval_every=1).epochs == 360
+
+
+def test_plan_cuts_the_current_epoch_when_it_does_not_fit():
+    # 1 epoch = 100 iterations of 1 s; 20 s budget, 5 spent after 5 iterations, eval 4 s, save 1 s:
+    # 20 - 5 - 4 - 1 = 10 more iterations
+    assert plan_time_budget(20, spent_s=5, epoch=0, done_iters=5, sec_per_iter=1, eval_s=4, save_s=1,
+                            iters_per_epoch=100, eval_every=1) == TimePlan(1, 15)
+    # already over budget: stop where we are
+    assert plan_time_budget(20, spent_s=30, epoch=2, done_iters=250, sec_per_iter=1, eval_s=4, save_s=1,
+                            iters_per_epoch=100, eval_every=1) == TimePlan(3, 250)
+    assert must_stop(10, spent_s=7, sec_per_iter=1, eval_s=1, save_s=1) is False
+    assert must_stop(10, spent_s=7.5, sec_per_iter=1, eval_s=1, save_s=1) is True
+
+
+# ---- results.csv and plots -------------------------------------------------------------------------
+def test_results_csv_columns_and_cells(tmp_path):
+    history = [
+        {"epoch": 1, "iterations": 4, "lr": 0.01, "losses": {"loss_a": 1.5, "loss_b": 0.25}, "loss": 1.75,
+         "metrics": {}, "seconds": 2.0},
+        {"epoch": 2, "iterations": 8, "lr": 0.005, "losses": {"loss_a": 1.0, "loss_b": 0.125}, "loss": 1.125,
+         "metrics": {"bbox_AP": 0.5, "bbox_AP50": float("nan")}, "seconds": 3.5},
+    ]
+    assert csv_columns(history) == ["epoch", "iterations", "lr", "loss_a", "loss_b", "loss", "bbox_AP",
+                                    "bbox_AP50", "seconds"]
+    write_results_csv(tmp_path / "results.csv", history)
+    rows = list(csv.reader(open(tmp_path / "results.csv")))
+    assert rows[1] == ["1", "4", "0.01", "1.5", "0.25", "1.75", "", "", "2"]
+    assert rows[2] == ["2", "8", "0.005", "1", "0.125", "1.125", "0.5", "nan", "3.5"]
+    assert plot_metrics(history, tmp_path / "m.png").stat().st_size > 1000
+    assert plot_metrics(history[:1], tmp_path / "none.png") is None
+    log = [{"iteration": i, "lr": 0.01 / i, "losses": {"loss": 1.0 / i}} for i in range(1, 5)]
+    assert plot_loss_curve(log, tmp_path / "l.png").stat().st_size > 1000
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+# ---- tasks ------------------------------------------------------------------------------------------
+def test_task_heads_and_primary_metric_by_model():
+    from engine_helpers import FRCNN, KEYPOINT, MASK, UNET
+    from sceneparse.models import zoo
+
+    cases = [("unet", UNET, "semantic", (), "semantic", "miou"),
+             ("fasterrcnn_resnet18_fpn", FRCNN, "detection", ("bbox",), "instances", "bbox_AP"),
+             ("maskrcnn_resnet18_fpn", MASK, "detection", ("bbox", "segm"), "instances", "segm_AP"),
+             ("keypointrcnn_resnet18_fpn", KEYPOINT, "detection", ("bbox", "keypoints"), "keypoints", "keypoints_AP")]
+    for name, kw, task, types, kind, metric in cases:
+        m = zoo.build(name, num_classes=2 if name != "keypointrcnn_resnet18_fpn" else 1, **kw)
+        assert (model_task(m), iou_types(m), data_kind(m), primary_metric(m)) == (task, types, kind, metric), name

@@ -1,0 +1,226 @@
+"""Trainer: run folder and checkpoint contract, LR per iteration, EMA, best selection, repeatability,
+resume from a mid-epoch checkpoint, the time budget, and clear errors."""
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from engine_helpers import FRCNN, MASK, tiny_config
+from sceneparse.data.layout import load_split
+from sceneparse.engine import trainer as trainer_mod
+from sceneparse.engine.checkpoint import load_checkpoint, model_from_checkpoint
+from sceneparse.engine.evaluator import EvalReport, evaluate_model
+from sceneparse.engine.schedule import lr_factor
+from sceneparse.engine.trainer import Trainer
+from sceneparse.errors import CheckpointError, ConfigError, DataError
+
+
+def _weights_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_run_folder_checkpoints_csv_and_lr_per_iteration(synth, tmp_path):
+    cfg = tiny_config(synth, tmp_path / "run")
+    res = Trainer(cfg, progress=False).fit()
+    out = tmp_path / "run"
+    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "config.yaml", "last.pt", "loss_curve.png",
+                                                     "metrics.png", "results.csv"]
+    assert (res.task, res.epochs, res.iterations, res.primary_metric) == ("semantic", 2, 8, "miou")
+    # results.csv: one row per epoch, the losses, the metrics, seconds
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert list(rows[0]) == ["epoch", "iterations", "lr", "loss_ce", "loss", "miou", "pixel_acc", "mean_acc",
+                             "fwiou", "seconds"]
+    assert [(r["epoch"], r["iterations"]) for r in rows] == [("1", "4"), ("2", "8")]
+    assert float(rows[1]["miou"]) == pytest.approx(res.metrics["miou"], rel=1e-5)
+    # LR: warm-up over 2 iterations then cosine to 0 at iteration 8, set before every step
+    lrs = [e["lr"] for e in load_checkpoint(out / "last.pt")["iteration_log"]]
+    expected = [0.02 * lr_factor(i, total_iters=8, warmup_iters=2, warmup_factor=0.001) for i in range(8)]
+    assert lrs == pytest.approx(expected, rel=1e-12)
+    assert lrs[0] == pytest.approx(0.02 * 0.001) and float(rows[1]["lr"]) == pytest.approx(expected[-1], rel=1e-5)
+    # last.pt holds the training state; both checkpoints rebuild the model (the colleagues' contract)
+    last = load_checkpoint(out / "last.pt")
+    assert (last["epoch"], last["epoch_iter"], last["iteration"], last["task"]) == (2, 0, 8, "semantic")
+    assert {"optimizer", "scaler", "rng", "history", "plan", "config", "categories"} <= set(last)
+    assert last["plan"] == {"epochs": 2, "total_iters": 8, "iters_per_epoch": 4}
+    loaded = model_from_checkpoint(out / "last.pt")
+    assert loaded.task == "semantic" and loaded.class_names == load_split(synth, "val", "semantic").categories.names
+    again = evaluate_model(loaded.model, load_split(synth, "val", "semantic"), progress=False)
+    assert again.metrics == res.metrics  # the final evaluation was of exactly these weights
+    best = model_from_checkpoint(out / "best.pt")
+    assert load_checkpoint(out / "best.pt")["best"]["epoch"] == res.best_epoch
+    assert best.config["model"]["kwargs"]["min_size"] == 64 and best.model.preprocessor.min_sizes == (64,)
+    assert not list(out.glob(".*tmp"))
+
+
+def test_detector_with_ema_saves_and_evaluates_the_ema_weights(synth, tmp_path):
+    cfg = tiny_config(synth, tmp_path / "run", "maskrcnn_resnet18_fpn", MASK, "train.epochs=1",
+                      "train.max_iters_per_epoch=2", "train.ema=true", "train.ema_decay=0.5")
+    res = Trainer(cfg, progress=False).fit()
+    assert res.primary_metric == "segm_AP" and {"bbox_AP", "segm_AP50"} <= set(res.metrics)
+    last = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert last["ema_updates"] == 2 and not _weights_equal(last["model"], last["train_model"])
+    loaded = model_from_checkpoint(tmp_path / "run" / "best.pt")
+    things = load_split(synth, "val", "instances", things_only=True)
+    assert loaded.task == "detection" and [c["id"] for c in loaded.categories] == things.categories.ids
+    assert len(loaded.categories) == 7  # the stuff categories of instances_*.json are not detected
+    assert _weights_equal(load_checkpoint(tmp_path / "run" / "best.pt")["model"], last["model"])
+    again = evaluate_model(loaded.model, things, progress=False)
+    assert again.metrics == res.metrics
+
+
+def test_same_seed_same_weights_other_seed_other_weights(synth, tmp_path):
+    args = ("train.epochs=1", "train.max_iters_per_epoch=2", "train.eval_every=0", "data.scale_jitter=[0.8,1.25]")
+    runs = {}
+    # "b" loads and augments its images in 2 worker processes: per-sample seeds make that irrelevant
+    for name, seed, workers in (("a", 0, 0), ("b", 0, 2), ("c", 1, 0)):
+        cfg = tiny_config(synth, tmp_path / name, "fasterrcnn_resnet18_fpn", FRCNN, *args, f"train.seed={seed}",
+                          f"data.workers={workers}")
+        Trainer(cfg, progress=False).fit()
+        runs[name] = load_checkpoint(tmp_path / name / "last.pt")["model"]
+    assert _weights_equal(runs["a"], runs["b"])
+    assert not _weights_equal(runs["a"], runs["c"])
+
+
+def test_resume_from_a_mid_epoch_checkpoint_continues_exactly(synth, tmp_path, monkeypatch):
+    """R-CNN (random proposal sampling), EMA, flips: an uninterrupted run, and a run resumed from the
+    checkpoint its first run wrote after iteration 3 of 4, end with bit-identical weights."""
+    snap = tmp_path / "snapshot"
+    save = Trainer._save_last
+
+    def save_and_snapshot(self):
+        save(self)
+        if self.epoch_iter and not snap.exists():
+            snap.mkdir()
+            shutil.copy(self.out / "last.pt", snap / "last.pt")
+
+    monkeypatch.setattr(Trainer, "_save_last", save_and_snapshot)
+    args = ("train.checkpoint_every=3", "train.ema=true", "train.ema_decay=0.9", "data.hflip=0.5")
+    full = Trainer(tiny_config(synth, tmp_path / "full", "fasterrcnn_resnet18_fpn", FRCNN, *args), progress=False).fit()
+    monkeypatch.setattr(Trainer, "_save_last", save)
+    mid = load_checkpoint(snap / "last.pt")
+    assert (mid["epoch"], mid["epoch_iter"], mid["iteration"]) == (0, 3, 3)
+    resumed = Trainer(tiny_config(synth, tmp_path / "other", "fasterrcnn_resnet18_fpn", FRCNN, *args),
+                      resume=snap / "last.pt", progress=False).fit()
+    assert resumed.out == snap and resumed.iterations == full.iterations == 8
+    a, b = load_checkpoint(tmp_path / "full" / "last.pt"), load_checkpoint(snap / "last.pt")
+    assert _weights_equal(a["model"], b["model"]) and _weights_equal(a["train_model"], b["train_model"])
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        assert torch.equal(sa["momentum_buffer"], sb["momentum_buffer"])
+    strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
+    assert strip(a["history"]) == strip(b["history"])  # same losses and metrics, epoch by epoch
+    assert a["iteration_log"] == b["iteration_log"]
+    with pytest.raises(ConfigError, match="nothing to resume"):
+        Trainer(tiny_config(synth, tmp_path / "x"), resume=snap / "last.pt", progress=False).fit()
+    with pytest.raises(CheckpointError, match="not a training checkpoint"):
+        Trainer(tiny_config(synth, tmp_path / "x"), resume=tmp_path / "full" / "best.pt", progress=False).fit()
+
+
+def test_best_checkpoint_follows_the_primary_metric(synth, tmp_path, monkeypatch):
+    scripted = iter([{"miou": 0.2, "pixel_acc": 0.9}, {"miou": 0.5, "pixel_acc": 0.1},
+                     {"miou": 0.4, "pixel_acc": 0.3}] * 2)
+    seen = []
+
+    def fake_evaluate(model, dataset, **kw):
+        seen.append(copy.deepcopy(model.state_dict()))
+        return EvalReport("semantic", dict(next(scripted)))
+
+    monkeypatch.setattr(trainer_mod, "evaluate_model", fake_evaluate)
+    res = Trainer(tiny_config(synth, tmp_path / "a", "unet", None, "train.epochs=3"), progress=False).fit()
+    best = load_checkpoint(tmp_path / "a" / "best.pt")
+    assert (res.best_epoch, res.best_value, best["best"]["epoch"], best["metrics"]["miou"]) == (2, 0.5, 2, 0.5)
+    assert _weights_equal(best["model"], seen[1]) and not _weights_equal(best["model"], seen[2])
+    assert [float(r["miou"]) for r in csv.DictReader(open(tmp_path / "a" / "results.csv"))] == [0.2, 0.5, 0.4]
+    res = Trainer(tiny_config(synth, tmp_path / "b", "unet", None, "train.epochs=3",
+                              "train.primary_metric=pixel_acc"), progress=False).fit()
+    assert (res.best_epoch, res.best_value) == (1, 0.9)
+    monkeypatch.setattr(trainer_mod, "evaluate_model", lambda *a, **k: EvalReport("semantic", {"miou": 0.1}))
+    with pytest.raises(ConfigError, match="'bbox_AP' is not among the evaluation's metrics: \\['miou'\\]"):
+        Trainer(tiny_config(synth, tmp_path / "c", "unet", None, "train.primary_metric=bbox_AP"), progress=False).fit()
+
+
+class _FakeClock:
+    """Time = 2 s per training iteration done: makes the budget arithmetic exact."""
+
+    def __init__(self):
+        self.trainer = None
+
+    def __call__(self) -> float:
+        return 2.0 * self.trainer.iteration if self.trainer is not None else 0.0
+
+
+def test_time_limit_sets_the_epochs_and_the_lr_schedule_follows(synth, tmp_path):
+    clock = _FakeClock()
+    cfg = tiny_config(synth, tmp_path / "run", "unet", None, "train.time_limit_min=1", "train.epochs=2")
+    t = Trainer(cfg, progress=False, clock=clock)
+    clock.trainer = t
+    res = t.fit()
+    # planned after 1 + 3 iterations (8 s spent): 2 s/iteration, free evaluations and saves on this
+    # clock, 4 iterations/epoch: E epochs cost 8 E - 8 <= 60 - 8 -> 7 epochs, 28 iterations, 56 s
+    assert (res.epochs, res.iterations, res.stopped_by_time_limit) == (7, 28, False)
+    lrs = [e["lr"] for e in load_checkpoint(tmp_path / "run" / "last.pt")["iteration_log"]]
+    before = [0.02 * lr_factor(i, total_iters=8, warmup_iters=2, warmup_factor=0.001) for i in range(4)]
+    after = [0.02 * lr_factor(i, total_iters=28, warmup_iters=2, warmup_factor=0.001) for i in range(4, 28)]
+    assert lrs == pytest.approx(before + after, rel=1e-12)
+    assert len(list(csv.DictReader(open(tmp_path / "run" / "results.csv")))) == 7
+    # a budget shorter than one epoch: stop when one more iteration would not fit (6 s: after 3)
+    clock2 = _FakeClock()
+    t2 = Trainer(tiny_config(synth, tmp_path / "short", "unet", None, "train.time_limit_min=0.1"), progress=False,
+                 clock=clock2)
+    clock2.trainer = t2
+    res2 = t2.fit()
+    assert (res2.epochs, res2.iterations, res2.stopped_by_time_limit) == (1, 3, True)
+    assert res2.metrics  # the final evaluation ran
+
+
+def test_time_limit_on_the_wall_clock(synth, tmp_path):
+    limit_min = 0.1  # 6 s
+    cfg = tiny_config(synth, tmp_path / "run", "unet", None, f"train.time_limit_min={limit_min}", "train.epochs=1")
+    res = Trainer(cfg, progress=False).fit()
+    assert res.epochs > 1  # the budget, not train.epochs, set the length
+    assert 0.5 * 60 * limit_min < res.seconds < 60 * limit_min + 1.5
+
+
+def test_data_that_does_not_fit_the_model_is_a_clear_error(synth, tmp_path):
+    no_kp = tmp_path / "no_keypoints"
+    shutil.copytree(synth, no_kp)
+    (no_kp / "annotations" / "person_keypoints_train.json").unlink()
+    with pytest.raises(DataError, match=r"(?s)keypointrcnn_resnet18_fpn \(detection\) trains on person keypoints.*"
+                                        r"person_keypoints_train.json not found"):
+        Trainer(tiny_config(no_kp, tmp_path / "r", "keypointrcnn_resnet18_fpn", FRCNN), progress=False).fit()
+    data = json.loads((no_kp / "annotations" / "instances_train.json").read_text())
+    for a in data["annotations"]:
+        a.pop("segmentation", None)
+    (no_kp / "annotations" / "instances_train.json").write_text(json.dumps(data))
+    with pytest.raises(DataError, match="has a mask head but no annotation has a segmentation"):
+        Trainer(tiny_config(no_kp, tmp_path / "r", "maskrcnn_resnet18_fpn", MASK), progress=False).fit()
+    shutil.rmtree(no_kp / "semantic" / "val")
+    with pytest.raises(DataError, match=r"(?s)is evaluated on label PNGs.*semantic/val not found"):
+        Trainer(tiny_config(no_kp, tmp_path / "r", "unet"), progress=False).fit()
+    with pytest.raises(ConfigError, match="not accepted by unet"):
+        Trainer(tiny_config(synth, tmp_path / "r", "unet", {"widht": 3}), progress=False).fit()
+    with pytest.raises(ConfigError, match="model.kwargs.num_classes"):
+        Trainer(tiny_config(synth, tmp_path / "r", "unet", {"num_classes": 3}), progress=False).fit()
+    with pytest.raises(ConfigError, match="train.epochs: must be >= 1"):
+        Trainer(tiny_config(synth, tmp_path / "r", "unet", None, "train.epochs=0"), progress=False).fit()
+    Trainer(tiny_config(synth, tmp_path / "done", "unet", None, "train.epochs=1", "train.eval_every=0",
+                        "train.max_iters_per_epoch=1"), progress=False).fit()
+    with pytest.raises(ConfigError, match="already holds a training run"):
+        Trainer(tiny_config(synth, tmp_path / "done", "unet"), progress=False).fit()
+
+
+def test_amp_on_cpu_warns_and_a_nan_loss_names_the_images(synth, tmp_path, monkeypatch):
+    args = ("train.epochs=1", "train.max_iters_per_epoch=1", "train.eval_every=0")
+    with pytest.warns(RuntimeWarning, match="mixed precision needs CUDA; training in float32 on cpu"):
+        res = Trainer(tiny_config(synth, tmp_path / "a", "unet", None, "train.amp=true", *args), progress=False).fit()
+    assert res.best == tmp_path / "a" / "best.pt"  # without evaluation best.pt holds the final weights
+    nan = lambda self, images, targets: {"loss_ce": torch.tensor(float("nan"), requires_grad=True)}  # noqa: E731
+    monkeypatch.setattr(trainer_mod._LossStep, "forward", nan)
+    with pytest.raises(FloatingPointError, match=r"non-finite loss at epoch 1, iteration 0: \{'loss_ce': nan\}; "
+                                                 r"images \d+ \(.*\.jpg\)"):
+        Trainer(tiny_config(synth, tmp_path / "b", "unet", None, *args), progress=False).fit()
