@@ -129,24 +129,8 @@ def _run_coco(args) -> dict:
 
 
 # ---- semantic -----------------------------------------------------------------------------
-def _read_labels(path: Path, err) -> np.ndarray:
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            if im.mode not in ("L", "P", "I", "I;16", "1"):
-                raise err(Problem(str(path), None, None, f"a label PNG must be single-channel, got mode {im.mode}"))
-            return np.asarray(im).astype(np.int64)
-    except FileNotFoundError:
-        raise err(Problem(str(path), None, None, "file not found")) from None
-    except OSError as e:
-        raise err(Problem(str(path), None, None, f"cannot read the image: {e}")) from None
-
-
 def _run_semantic(args) -> dict:
-    from tqdm import tqdm
-
-    from ..evaluation.semantic import SemanticEvaluator
+    from ..evaluation.semantic import evaluate_label_folders
 
     gt = Path(args.gt)
     names = None
@@ -168,24 +152,8 @@ def _run_semantic(args) -> dict:
         gt_dir, pred_dir = gt, Path(args.pred_png or args.pred)
         if not num_classes:
             raise ConfigError("--type semantic with a PNG folder needs --num-classes")
-    if not gt_dir.is_dir():
-        raise DataError(Problem(str(gt_dir), None, None, "ground-truth PNG folder not found"))
-    if not pred_dir.is_dir():
-        raise PredictionError(Problem(str(pred_dir), None, None, "prediction PNG folder not found"))
-    files = sorted(gt_dir.glob("*.png"))
-    if not files:
-        raise DataError(Problem(str(gt_dir), None, None, "no .png files in the ground-truth folder"))
-    ev = SemanticEvaluator(num_classes, ignore_index=args.ignore_index, class_names=names)
-    for f in tqdm(files, desc="semantic", unit="img", disable=args.quiet):
-        g = _read_labels(f, DataError)
-        p = _read_labels(pred_dir / f.name, PredictionError)
-        try:
-            ev.update(p, g, image=f.name)
-        except DataError as e:
-            for prob in e.problems:
-                prob.file = prob.file or str(pred_dir / f.name if isinstance(e, PredictionError) else f)
-            raise type(e)(e.problems) from None
-    result = ev.compute()
+    result = evaluate_label_folders(gt_dir, pred_dir, num_classes, ignore_index=args.ignore_index,
+                                    class_names=names, progress=not args.quiet)
     print(result.summary())
     if args.plots:
         from ..evaluation.semantic import plot_class_iou

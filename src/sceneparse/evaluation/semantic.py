@@ -229,3 +229,51 @@ def plot_class_iou(result: SemanticEvalResult, path, max_classes: int = 60):
 
 
 __all__ = ["SemanticEvalResult", "SemanticEvaluator", "plot_class_iou", "semantic_metrics"]
+
+
+def read_label_png(path, error=DataError) -> np.ndarray:
+    """A single-channel label PNG (modes L, P, I, I;16, 1) as ``int64 [H, W]``; ``error`` (DataError for
+    ground truth, PredictionError for predictions) names the file when it is missing or not a label map."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            if im.mode not in ("L", "P", "I", "I;16", "1"):
+                raise error(Problem(str(path), None, None, f"a label PNG must be single-channel, got mode {im.mode}"))
+            return np.asarray(im).astype(np.int64)
+    except FileNotFoundError:
+        raise error(Problem(str(path), None, None, "file not found")) from None
+    except OSError as e:
+        raise error(Problem(str(path), None, None, f"cannot read the image: {e}")) from None
+
+
+def evaluate_label_folders(gt_dir, pred_dir, num_classes: int, *, ignore_index: int = IGNORE_INDEX,
+                           class_names: Sequence[str] | None = None, progress: bool = True) -> SemanticEvalResult:
+    """Score a folder of predicted label PNGs against the ground-truth folder, image by image (memory
+    stays flat). Every ``gt_dir/*.png`` needs ``pred_dir/<same name>``; errors name the file."""
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    gt_dir, pred_dir = Path(gt_dir), Path(pred_dir)
+    if not gt_dir.is_dir():
+        raise DataError(Problem(str(gt_dir), None, None, "ground-truth PNG folder not found"))
+    if not pred_dir.is_dir():
+        raise PredictionError(Problem(str(pred_dir), None, None, "prediction PNG folder not found"))
+    files = sorted(gt_dir.glob("*.png"))
+    if not files:
+        raise DataError(Problem(str(gt_dir), None, None, "no .png files in the ground-truth folder"))
+    ev = SemanticEvaluator(num_classes, ignore_index=ignore_index, class_names=class_names)
+    for f in tqdm(files, desc="semantic", unit="img", disable=not progress):
+        g = read_label_png(f, DataError)
+        p = read_label_png(pred_dir / f.name, PredictionError)
+        try:
+            ev.update(p, g, image=f.name)
+        except DataError as e:  # PredictionError too: add the file that holds the bad values
+            for prob in e.problems:
+                prob.file = prob.file or str(pred_dir / f.name if isinstance(e, PredictionError) else f)
+            raise type(e)(e.problems) from None
+    return ev.compute()
