@@ -180,6 +180,29 @@ def test_semantic_map_resized_nearest_keeps_labels_and_ignore():
     assert dt.semantic.labels.tolist()[0] == [0, 0, 0, 1, 1, 1] and dt.semantic.labels.dtype == torch.int64
 
 
+def test_resize_moves_panoptic_ids_and_refreshes_segments():
+    img = torch.rand(3, 3, 4)
+    ids = torch.tensor([[0, 10, 10, 0],
+                        [0, 10, 10, 0],
+                        [21, 0, 0, 0]])
+    segs = [SegmentInfo(id=10, category_id=1, label=0, area=4), SegmentInfo(id=21, category_id=2, label=1, area=1)]
+    t = Target(1, Instances((3, 4), boxes=torch.zeros(0, 4), labels=torch.zeros(0, dtype=torch.long)),
+               semantic=SemanticMap(torch.tensor([[255, 0, 0, 255], [255, 0, 0, 255], [1, 255, 255, 255]])),
+               panoptic=PanopticMap(ids, segs))
+    _, up = resize(img, t, (6, 8))
+    assert torch.equal(up.panoptic.ids, ids.repeat_interleave(2, 0).repeat_interleave(2, 1))
+    assert [(s.id, s.area, s.bbox) for s in up.panoptic.segments] == [(10, 16, (2.0, 0.0, 4.0, 4.0)),
+                                                                     (21, 4, (0.0, 4.0, 2.0, 2.0))]
+    assert up.panoptic.segments[1].category_id == 2 and up.panoptic.segments[1].label == 1
+    assert torch.equal(up.semantic.labels, t.semantic.labels.repeat_interleave(2, 0).repeat_interleave(2, 1))
+    # shrinking to 2 x 2 samples source rows 0, 2 (pixel centres 0.75, 2.25) and columns 1, 3: id 21 and
+    # the void columns survive, the segment is listed with its new area
+    _, down = resize(img, t, (2, 2))
+    assert down.panoptic.ids.tolist() == [[10, 0], [0, 0]]
+    assert [(s.id, s.area, s.bbox) for s in down.panoptic.segments] == [(10, 1, (0.0, 0.0, 1.0, 1.0))]
+    assert down.semantic.labels.tolist() == [[0, 255], [255, 255]] and down.semantic.ignore_index == 255
+
+
 # ---- crop ----------------------------------------------------------------------------------
 def test_crop_clips_boxes_and_drops_degenerate_objects_with_their_fields():
     boxes = ((2, 2, 8, 8), (15, 15, 19, 19), (9, 1, 12, 18))

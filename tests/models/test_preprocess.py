@@ -9,6 +9,7 @@ from sceneparse.errors import DataError
 from sceneparse.models.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessor, resize_target
 from sceneparse.postprocess.detection import rescale_boxes, rescale_keypoints
 from sceneparse.structures.instances import Instances
+from sceneparse.structures.segmaps import PanopticMap, SegmentInfo, SemanticMap
 from sceneparse.structures.target import Target
 
 SIZES = [(200, 260), (301, 97), (480, 90), (33, 45)]  # includes a max_size-bound and an upscaled image
@@ -94,3 +95,61 @@ def test_bad_inputs_raise_data_errors():
         resize_target(t, (10, 10), (20, 20))
     with pytest.raises(ValueError, match="positive"):
         Preprocessor(0, 100)
+
+
+def _dense_target(ignore_index=255):
+    """A 3 x 4 image's target with a hand-made semantic map (void = ignore_index) and panoptic map."""
+    labels = torch.tensor([[0, 1, 1, ignore_index],
+                           [0, 1, 1, ignore_index],
+                           [2, 2, ignore_index, ignore_index]])
+    ids = torch.tensor([[0, 10, 10, 0],
+                        [0, 10, 10, 0],
+                        [7_000_001, 7_000_001, 0, 0]])  # an id beyond float32's exact integers
+    segs = [SegmentInfo(id=10, category_id=3, label=1, area=4), SegmentInfo(id=7_000_001, category_id=5, label=2)]
+    return Target(2, Instances((3, 4), boxes=torch.tensor([[1.0, 0.0, 3.0, 2.0]]), labels=torch.tensor([1])),
+                  semantic=SemanticMap(labels, ignore_index), panoptic=PanopticMap(ids, segs), file_name="d.png")
+
+
+def test_resize_target_moves_semantic_and_panoptic_maps_nearest():
+    t = _dense_target()
+    up = resize_target(t, (3, 4), (6, 8))
+    assert torch.equal(up.semantic.labels, t.semantic.labels.repeat_interleave(2, 0).repeat_interleave(2, 1))
+    assert up.semantic.ignore_index == 255 and up.semantic.labels.dtype == torch.int64
+    assert torch.equal(up.panoptic.ids, t.panoptic.ids.repeat_interleave(2, 0).repeat_interleave(2, 1))
+    assert [(s.id, s.category_id, s.area, s.bbox) for s in up.panoptic.segments] == [
+        (10, 3, 16, (2.0, 0.0, 4.0, 4.0)), (7_000_001, 5, 8, (0.0, 4.0, 4.0, 2.0))]
+    torch.testing.assert_close(up.instances.boxes, torch.tensor([[2.0, 0.0, 6.0, 4.0]]))
+    # 3 x 4 -> 2 x 3 (interpolate's "nearest": source index floor(i * in / out)): rows 0, 1; columns 0, 1, 2
+    down = resize_target(_dense_target(ignore_index=-1), (3, 4), (2, 3))
+    assert down.semantic.labels.tolist() == [[0, 1, 1], [0, 1, 1]] and down.semantic.ignore_index == -1
+    assert down.panoptic.ids.tolist() == [[0, 10, 10], [0, 10, 10]]
+    assert [(s.id, s.area, s.bbox) for s in down.panoptic.segments] == [(10, 4, (1.0, 0.0, 2.0, 2.0))]
+    # the maps follow the same sampling as the masks
+    masked = Target(2, Instances((3, 4), boxes=torch.zeros(1, 4), labels=torch.tensor([0]),
+                                 masks=(t.panoptic.ids == 10)[None]), panoptic=t.panoptic)
+    moved = resize_target(masked, (3, 4), (5, 7))
+    assert torch.equal(moved.instances.masks[0], moved.panoptic.ids == 10)
+
+
+def test_resize_target_leaves_maps_of_another_size_alone():
+    t = _dense_target()
+    ready = torch.zeros(6, 8, dtype=torch.long)  # already in the resized frame: the semantic loss takes it so
+    moved = resize_target(Target(2, t.instances, semantic=SemanticMap(ready), panoptic=PanopticMap(ready + 3)),
+                          (3, 4), (6, 8))
+    assert moved.semantic.labels is ready and torch.equal(moved.panoptic.ids, ready + 3)
+    same = resize_target(t, (3, 4), (3, 4))
+    assert same.semantic is t.semantic and same.panoptic is t.panoptic
+
+
+def test_preprocessor_puts_semantic_maps_in_the_batch_frame_and_the_loss_is_unchanged():
+    from sceneparse.models.segmentation import UNet
+
+    torch.manual_seed(0)
+    model = UNet(3, base_channels=4, depth=2, preprocessor=Preprocessor(8, 16, size_divisible=8)).train()
+    t = _dense_target()
+    batch, moved = model.prepare([torch.rand(3, 3, 4)], [t])
+    assert batch.image_sizes == [(8, 10)] and moved[0].semantic.labels.shape == (8, 10)
+    raw = model(batch)
+    # the loss used to resize original-size maps itself; it gives the same numbers on the moved ones
+    for k, v in model.loss(raw, [t]).items():
+        assert torch.equal(v, model.loss(raw, moved)[k]), k

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from ..structures import boxes as box_ops
 from ..structures.instances import Instances
 from ..structures.keypoints import COCO_PERSON, KeypointSet, flip_keypoints
-from ..structures.segmaps import PanopticMap, SegmentInfo, SemanticMap
+from ..structures.segmaps import SemanticMap
 from ..structures.target import Target
 
 #: key of :class:`GeometryRecord` in ``Target.extra``
@@ -170,40 +170,12 @@ def _crop_dense(x: torch.Tensor, top: int, left: int, height: int, width: int, f
     return out
 
 
-def _refresh_segments(ids: torch.Tensor, segments: Sequence[SegmentInfo]) -> list[SegmentInfo]:
-    """Recompute ``area`` and ``bbox`` (COCO XYWH, pixel-edge) of panoptic segments from the id map;
-    segments without pixels left are dropped. Vectorised over pixels (``scatter_reduce``)."""
-    if not segments:
-        return []
-    h, w = ids.shape
-    flat = ids.flatten()
-    uniq, inv, counts = torch.unique(flat, return_inverse=True, return_counts=True)
-    xs = torch.arange(w, device=ids.device).repeat(h)
-    ys = torch.arange(h, device=ids.device).repeat_interleave(w)
-    m = len(uniq)
-    big = max(h, w)
-    x0 = torch.full((m,), big, dtype=torch.long, device=ids.device).scatter_reduce(0, inv, xs, "amin")
-    y0 = torch.full((m,), big, dtype=torch.long, device=ids.device).scatter_reduce(0, inv, ys, "amin")
-    x1 = torch.full((m,), -1, dtype=torch.long, device=ids.device).scatter_reduce(0, inv, xs, "amax")
-    y1 = torch.full((m,), -1, dtype=torch.long, device=ids.device).scatter_reduce(0, inv, ys, "amax")
-    where = {int(u): i for i, u in enumerate(uniq.tolist())}
-    out = []
-    for s in segments:
-        i = where.get(int(s.id))
-        if i is None:
-            continue
-        out.append(replace(s, area=int(counts[i]), bbox=(float(x0[i]), float(y0[i]), float(x1[i] - x0[i] + 1),
-                                                           float(y1[i] - y0[i] + 1))))
-    return out
-
-
 def _with(target: Target, size: tuple[int, int], fields: dict[str, torch.Tensor | None],
           semantic: torch.Tensor | None, panoptic: torch.Tensor | None, record: GeometryRecord) -> Target:
     """A new Target of image ``size`` with changed instance fields and dense maps."""
     inst = replace(target.instances, image_size=size, **fields)
     sem = None if target.semantic is None else SemanticMap(semantic, target.semantic.ignore_index)
-    pan = None if target.panoptic is None else PanopticMap(panoptic, _refresh_segments(panoptic,
-                                                                                      target.panoptic.segments))
+    pan = None if target.panoptic is None else target.panoptic.with_ids(panoptic)
     return replace(target, instances=inst, semantic=sem, panoptic=pan, extra={**target.extra, GEOMETRY_KEY: record})
 
 

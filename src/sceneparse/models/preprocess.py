@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from ..errors import DataError, Problem
 from ..structures.batch import ImageBatch
+from ..structures.segmaps import SemanticMap
 from ..structures.target import Target
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -143,11 +144,21 @@ def _ratios(old: tuple[int, int], new: tuple[int, int], device) -> tuple[torch.T
     return rh, rw
 
 
+def _nearest(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """A ``[H, W]`` label or id map resampled like the masks (``interpolate(mode="nearest")``), in
+    float64 so that every value (labels, ``ignore_index``, panoptic ids < 256^3) comes back exactly."""
+    return F.interpolate(x[None, None].double(), size=size, mode="nearest")[0, 0].to(x.dtype)
+
+
 def resize_target(target: Target, old_size: tuple[int, int], new_size: tuple[int, int]) -> Target:
     """Move a target from an image of ``old_size`` to one of ``new_size`` (both ``(h, w)``).
 
-    Boxes and keypoint ``x, y`` scale per axis (visibility unchanged); masks are resized with
-    nearest-neighbour sampling at the same scale factor as the image (torchvision's rule).
+    Boxes and keypoint ``x, y`` scale per axis (visibility unchanged); masks, the semantic map and the
+    panoptic id map are resampled with nearest-neighbour sampling at the same scale factor as the
+    image (torchvision's rule for masks), so labels, ``ignore_index`` and segment ids are kept; the
+    panoptic segments' ``area`` / ``bbox`` are recomputed for the new map. A semantic or panoptic
+    map of another size than ``old_size`` (e.g. one already in the resized frame) is left as it is:
+    the semantic loss accepts maps in either frame and checks the size.
     """
     inst = target.instances
     if tuple(inst.image_size) != tuple(old_size):
@@ -169,7 +180,13 @@ def resize_target(target: Target, old_size: tuple[int, int], new_size: tuple[int
             fields["masks"] = m.new_zeros((0, *new_size), dtype=torch.bool)
         else:
             fields["masks"] = F.interpolate(m[:, None].float(), size=new_size, mode="nearest")[:, 0] > 0.5
-    return replace(target, instances=replace(inst, image_size=tuple(new_size), **fields))
+    size, old = (int(new_size[0]), int(new_size[1])), (int(old_size[0]), int(old_size[1]))
+    sem, pan = target.semantic, target.panoptic
+    if sem is not None and tuple(sem.labels.shape) == old != size:
+        sem = SemanticMap(_nearest(sem.labels, size), sem.ignore_index)
+    if pan is not None and tuple(pan.ids.shape) == old != size:
+        pan = pan.with_ids(_nearest(pan.ids, size))
+    return replace(target, instances=replace(inst, image_size=tuple(new_size), **fields), semantic=sem, panoptic=pan)
 
 
 __all__ = ["Preprocessor", "resize_target", "IMAGENET_MEAN", "IMAGENET_STD"]

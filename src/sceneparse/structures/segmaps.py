@@ -5,7 +5,7 @@ id 0 is void (unlabelled).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -87,6 +87,34 @@ class PanopticMap:
             if s.id == segment_id:
                 return s
         raise KeyError(f"no segment with id {segment_id}")
+
+    def with_ids(self, ids: torch.Tensor) -> "PanopticMap":
+        """The same segments over a new id map (the old one moved by a resize, flip or crop): each
+        segment's ``area`` and ``bbox`` (COCO XYWH, pixel edges) are recomputed from ``ids``, and
+        segments without a pixel left are dropped. Vectorised over pixels (``scatter_reduce``)."""
+        ids = torch.as_tensor(ids).long()
+        if not self.segments:
+            return PanopticMap(ids, [])
+        h, w = ids.shape
+        uniq, inv, counts = torch.unique(ids.flatten(), return_inverse=True, return_counts=True)
+        xs = torch.arange(w, device=ids.device).repeat(h)
+        ys = torch.arange(h, device=ids.device).repeat_interleave(w)
+
+        def reduce(values: torch.Tensor, how: str, start: int) -> list[int]:
+            return torch.full((len(uniq),), start, dtype=torch.long, device=ids.device) \
+                .scatter_reduce(0, inv, values, how).tolist()
+
+        x0, y0 = reduce(xs, "amin", w), reduce(ys, "amin", h)
+        x1, y1 = reduce(xs, "amax", -1), reduce(ys, "amax", -1)
+        where = {u: i for i, u in enumerate(uniq.tolist())}
+        area = counts.tolist()
+        segments = []
+        for seg in self.segments:
+            i = where.get(int(seg.id))
+            if i is not None:
+                bbox = (float(x0[i]), float(y0[i]), float(x1[i] - x0[i] + 1), float(y1[i] - y0[i] + 1))
+                segments.append(replace(seg, area=int(area[i]), bbox=bbox))
+        return PanopticMap(ids, segments)
 
     def to_rgb(self) -> np.ndarray:
         """``uint8 [H, W, 3]`` COCO panoptic PNG encoding."""
