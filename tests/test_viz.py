@@ -10,7 +10,7 @@ from sceneparse.structures import Instances, PanopticMap, SegmentInfo, SemanticM
 from sceneparse.viz.colors import class_color, class_colors, instance_shades, palette, text_color
 from sceneparse.viz.draw import (LEFT_COLOR, draw_heatmaps, draw_instances, draw_legend, draw_panoptic, draw_semantic,
                                  save_image, to_uint8_image)
-from sceneparse.viz.plots import plot_curves, plot_pr_curves, read_csv_series
+from sceneparse.viz.plots import plot_curves, plot_pr_curves, pr_figure, read_csv_series
 
 H, W = 100, 120
 NAMES = ["person", "car", "dog"]
@@ -196,17 +196,20 @@ def test_read_csv_series_with_gaps(tmp_path):
         plot_curves({"loss": []}, tmp_path / "none.png")
 
 
-def test_plot_pr_curves_returns_coco_ap(tmp_path):
+def test_plot_pr_curves_draws_each_class_and_the_mean(tmp_path):
+    from sceneparse.evaluation.curves import PRCurve
+
     r = np.linspace(0, 1, 101)
-    p = np.stack([1 - r, 1 - r ** 2, np.full(101, -1.0)])
-    aps = plot_pr_curves(p, r, ["a", "b", "c"], tmp_path / "pr.png")
-    assert set(aps) == {"a", "b", "mean"}  # c has no ground truth (-1): left out
-    assert aps["a"] == pytest.approx(0.5) and aps["b"] == pytest.approx(np.mean(1 - r ** 2))
-    assert aps["mean"] == pytest.approx((0.5 + np.mean(1 - r ** 2)) / 2)
-    im = np.asarray(Image.open(tmp_path / "pr.png").convert("RGB"))
-    assert im.shape == (500, 640, 3) and (im < 50).all(-1).sum() > 500  # the black mean curve is there
-    with pytest.raises(ValueError, match="recall thresholds"):
-        plot_pr_curves(p[:, :50], r, ["a", "b", "c"], tmp_path / "bad.png")
+    ap_b = float(np.mean(1 - r ** 2))
+    curves = {1: PRCurve(1, "a", r, 1 - r, 0.5), 2: PRCurve(2, "b", r, 1 - r ** 2, ap_b),
+              3: PRCurve(3, "c", r, np.full(101, np.nan), float("nan"))}  # c has no ground truth: left out
+    labels = pr_figure(curves).axes[0].get_legend_handles_labels()[1]
+    m_ap = float(np.mean(np.mean([1 - r, 1 - r ** 2], axis=0)))  # the mean curve over classes with data
+    assert labels == [f"b (AP {100 * ap_b:.1f})", "a (AP 50.0)", f"mean (mAP {100 * m_ap:.1f})"]
+    out = plot_pr_curves(curves, tmp_path / "plots" / "pr.png")
+    im = np.asarray(Image.open(out).convert("RGB"))
+    assert im.shape == (605, 825, 3) and (im < 50).all(-1).sum() > 500  # the black mean curve is there
+    assert [p.name for p in out.parent.iterdir()] == ["pr.png"]  # written atomically, no temp file left
 
 
 # ---- sceneparse show -----------------------------------------------------------------------

@@ -3,7 +3,8 @@ import pytest
 
 from sceneparse.errors import PredictionError
 from sceneparse.evaluation import confusion as confusion_mod
-from sceneparse.evaluation.confusion import detection_confusion_matrix, greedy_match, plot_confusion_matrix
+from sceneparse.evaluation.confusion import detection_confusion_matrix, greedy_match
+from sceneparse.viz.plots import plot_confusion_matrix
 
 
 def _gt(anns, n_images=1, cats=("A", "B", "C")):

@@ -8,7 +8,8 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from sceneparse.evaluation import evaluate_coco
-from sceneparse.evaluation.curves import plot_pr_curves, pr_figure, precision_recall_curves
+from sceneparse.evaluation.curves import precision_recall_curves
+from sceneparse.viz.plots import plot_pr_curves, pr_figure
 
 REC = np.linspace(0, 1, 101)
 

@@ -165,9 +165,9 @@ def _write_json(path: Path, obj) -> None:
 
 def _evaluate_detection(gt_json: Path, results_json: Path, eval_dir: Path, model):
     from ..evaluation import evaluate_coco
-    from ..evaluation.confusion import detection_confusion_matrix, plot_confusion_matrix
-    from ..evaluation.curves import plot_pr_curves
-    from ..evaluation.errors import plot_error_breakdown, tide_errors
+    from ..evaluation.confusion import detection_confusion_matrix
+    from ..evaluation.errors import tide_errors
+    from ..viz.plots import plot_confusion_matrix, plot_error_breakdown, plot_pr_curves
 
     kinds = ["bbox"] + (["segm"] if getattr(model, "roi_mask", None) is not None else []) + \
         (["keypoints"] if getattr(model, "roi_keypoint", None) is not None else [])
@@ -196,7 +196,8 @@ def _evaluate_detection(gt_json: Path, results_json: Path, eval_dir: Path, model
 
 
 def _evaluate_semantic(data_root: Path, labels_dir: Path, eval_dir: Path, class_names):
-    from ..evaluation.semantic import evaluate_label_folders, plot_class_iou
+    from ..evaluation.semantic import evaluate_label_folders
+    from ..viz.plots import plot_class_iou
 
     res = evaluate_label_folders(data_root / "semantic" / "val", labels_dir, len(class_names),
                                  class_names=class_names)

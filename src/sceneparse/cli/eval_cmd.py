@@ -100,7 +100,7 @@ def _run_coco(args) -> dict:
 
     plots = Path(args.plots) if args.plots else None
     if plots:
-        from ..evaluation.curves import plot_pr_curves
+        from ..viz.plots import plot_pr_curves
 
         for iou in (0.5, 0.75):
             path = plot_pr_curves(result, plots / f"pr_{args.iou_type}_iou{int(round(iou * 100))}.png", iou=iou,
@@ -111,13 +111,15 @@ def _run_coco(args) -> dict:
 
         pair = coco_columns(gt, results, args.iou_type, validate=False)
         if plots:
-            from ..evaluation.confusion import confusion_from_columns, plot_confusion_matrix
+            from ..evaluation.confusion import confusion_from_columns
+            from ..viz.plots import plot_confusion_matrix
 
             cm = confusion_from_columns(pair, 0.5, args.score_threshold)
             report["confusion"] = cm.to_dict()
             print(f"plot: {plot_confusion_matrix(cm, plots / f'confusion_{args.iou_type}.png')}")
         if args.errors:
-            from ..evaluation.errors import plot_error_breakdown, tide_from_columns
+            from ..evaluation.errors import tide_from_columns
+            from ..viz.plots import plot_error_breakdown
 
             errs = tide_from_columns(pair)
             print()
@@ -156,7 +158,7 @@ def _run_semantic(args) -> dict:
                                     class_names=names, progress=not args.quiet)
     print(result.summary())
     if args.plots:
-        from ..evaluation.semantic import plot_class_iou
+        from ..viz.plots import plot_class_iou
 
         print(f"plot: {plot_class_iou(result, Path(args.plots) / 'semantic_iou.png')}")
     return {"type": "semantic", **result.to_dict()}
@@ -169,7 +171,7 @@ def _run_panoptic(args) -> dict:
     result = evaluate_panoptic(args.gt, args.gt_png, args.pred, args.pred_png, progress=not args.quiet)
     print(result.summary())
     if args.plots:
-        from ..evaluation.panoptic import plot_pq_per_category
+        from ..viz.plots import plot_pq_per_category
 
         print(f"plot: {plot_pq_per_category(result, Path(args.plots) / 'panoptic_pq.png')}")
     return {"type": "panoptic", **result.to_dict()}

@@ -17,9 +17,7 @@ the only Python loop is over detection ranks (``D``, at most ``max_dets``), vect
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -222,47 +220,4 @@ def confusion_from_columns(pair: CocoPair, iou: float = 0.5, score_threshold: fl
                                     float(score_threshold), n_img, crowd_hits)
 
 
-def plot_confusion_matrix(cm: DetectionConfusionMatrix, path: "str | os.PathLike", normalize: bool = True,
-                          max_classes: int = 40) -> Path:
-    """Draw the matrix as a heat map (rows normalised to sum 1 when ``normalize``) and write a PNG.
-    With more than ``max_classes`` classes only the ``max_classes`` with most ground truth are shown."""
-    from matplotlib.figure import Figure
-
-    from .curves import save_figure
-
-    m = cm.matrix.astype(np.float64)
-    c = cm.num_classes
-    keep = np.arange(c)
-    if c > max_classes:
-        keep = np.sort(np.argsort(-m[:c].sum(1), kind="stable")[:max_classes])
-    idx = np.concatenate([keep, [c]])
-    m = m[np.ix_(idx, idx)]
-    labels = [cm.class_names[k] for k in keep] + ["background"]
-    if normalize:
-        sums = m.sum(1, keepdims=True)
-        m = np.divide(m, sums, out=np.zeros_like(m), where=sums > 0)
-    n = len(labels)
-    size = max(4.0, 0.45 * n + 2)
-    fig = Figure(figsize=(size + 1, size))
-    ax = fig.add_subplot(1, 1, 1)
-    im = ax.imshow(m, cmap="Blues", vmin=0, vmax=1 if normalize else max(1.0, m.max()))
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    ax.set_xticks(range(n), labels, rotation=90, fontsize=8)
-    ax.set_yticks(range(n), labels, fontsize=8)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("ground truth")
-    ax.set_title(f"detection confusion, IoU>={cm.iou:g}, score>={cm.score_threshold:g}"
-                 + ("\n(rows normalised)" if normalize else ""), fontsize=10)
-    if n <= 25:
-        for i in range(n):
-            for j in range(n):
-                v = m[i, j]
-                if v > 0:
-                    ax.text(j, i, f"{v:.2f}" if normalize else f"{int(v)}", ha="center", va="center", fontsize=7,
-                            color="white" if v > (0.5 if normalize else m.max() / 2) else "black")
-    fig.tight_layout()
-    return save_figure(fig, path)
-
-
-__all__ = ["DetectionConfusionMatrix", "detection_confusion_matrix", "greedy_match", "pairwise_iou",
-           "plot_confusion_matrix"]
+__all__ = ["DetectionConfusionMatrix", "detection_confusion_matrix", "greedy_match", "pairwise_iou"]

@@ -5,13 +5,11 @@ COCO AP is the mean of *interpolated* precision at ``R = 101`` recall points ``0
 by category ``k`` at IoU threshold ``t``, area range ``a`` and ``max_dets[m]`` detections per image
 (0 beyond the highest recall reached; -1 when the category has no ground truth). So a curve is
 just a slice, and its mean is the category's AP at that IoU, exactly pycocotools' number.
+Drawing them is :func:`sceneparse.viz.plots.plot_pr_curves`.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -111,64 +109,4 @@ def precision_recall_curves(coco_eval_result, iou: float = 0.5, area: str = "all
     return out
 
 
-def save_figure(fig, path: "str | os.PathLike", dpi: int = 110) -> Path:
-    """Write a matplotlib ``Figure`` as PNG atomically (temporary file in the same folder, then ``os.replace``)."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, dpi=dpi, format="png")
-        os.replace(tmp, p)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return p
-
-
-def plot_pr_curves(curves_or_result, path: "str | os.PathLike", iou: float = 0.5, area: str = "all",
-                   max_dets: int = 100, names: Mapping[int, str] | None = None, max_classes: int = 20,
-                   title: str | None = None) -> Path:
-    """Draw per-category PR curves (legend: name and AP) into a PNG; returns the path.
-
-    ``curves_or_result`` is the dict from :func:`precision_recall_curves` or a COCO result (then
-    ``iou`` / ``area`` / ``max_dets`` select the slice). Categories without ground truth are skipped;
-    with more than ``max_classes`` the best and worst ``max_classes / 2`` by AP are drawn. The mean
-    curve (the mAP at that IoU) is drawn in black. Uses matplotlib's Agg canvas, no GUI.
-    """
-    curves = curves_or_result if isinstance(curves_or_result, Mapping) else \
-        precision_recall_curves(curves_or_result, iou, area, max_dets, names)
-    fig = pr_figure(curves, max_classes, title or f"precision-recall, IoU={iou:g}, area={area}, maxDets={max_dets}")
-    return save_figure(fig, path)
-
-
-def pr_figure(curves: Mapping[int, PRCurve], max_classes: int = 20, title: str = "precision-recall"):
-    """The matplotlib ``Figure`` :func:`plot_pr_curves` saves (Agg canvas, no pyplot state)."""
-    from matplotlib.figure import Figure
-
-    valid = [c for c in curves.values() if np.isfinite(c.ap)]
-    valid.sort(key=lambda c: -c.ap)
-    shown = valid if len(valid) <= max_classes else valid[:max_classes // 2] + valid[-(max_classes - max_classes // 2):]
-    fig = Figure(figsize=(7.5, 5.5))
-    ax = fig.add_subplot(1, 1, 1)
-    import matplotlib
-
-    cmap = matplotlib.colormaps["tab20"]
-    for i, c in enumerate(shown):
-        ax.plot(c.recall, c.precision, lw=1.2, color=cmap(i % 20), label=f"{c.name} (AP {100 * c.ap:.1f})")
-    if valid:
-        mean = np.mean([c.precision for c in valid], axis=0)
-        ax.plot(valid[0].recall, mean, lw=2.5, color="black", label=f"mean (mAP {100 * float(mean.mean()):.1f})")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.02)
-    ax.set_xlabel("recall")
-    ax.set_ylabel("interpolated precision")
-    ax.grid(alpha=0.3)
-    ax.set_title(title)
-    if valid:
-        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
-    fig.tight_layout()
-    return fig
-
-
-__all__ = ["PRCurve", "plot_pr_curves", "pr_figure", "precision_recall_curves", "save_figure"]
+__all__ = ["PRCurve", "precision_recall_curves"]

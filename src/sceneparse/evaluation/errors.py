@@ -35,9 +35,7 @@ matching is in Python.
 from __future__ import annotations
 
 import enum
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -273,28 +271,4 @@ def tide_from_columns(pair: CocoPair, *, t_f: float = 0.5, t_b: float = 0.1, max
                       {int(c): float(a) for c, a in zip(pair.cat_ids, per_cat) if np.isfinite(a)})
 
 
-def plot_error_breakdown(errors: TideErrors, path: "str | os.PathLike") -> Path:
-    """Horizontal bars of ``delta AP50`` per error type (and the two bounds) into a PNG."""
-    from matplotlib.figure import Figure
-
-    from .curves import save_figure
-
-    names = [t.value for t in MAIN_ERRORS] + ["FalsePos", "FalseNeg"]
-    vals = [100 * errors.delta_ap[t] for t in MAIN_ERRORS] + [100 * errors.delta_ap_false_pos,
-                                                              100 * errors.delta_ap_false_neg]
-    fig = Figure(figsize=(6, 3.6))
-    ax = fig.add_subplot(1, 1, 1)
-    colors = ["#e15759", "#f28e2b", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#9c9c9c", "#9c9c9c"]
-    ax.barh(range(len(names))[::-1], vals, color=colors)
-    ax.set_yticks(range(len(names))[::-1], [f"{n} ({errors.counts[t]})" if i < 6 else n
-                                           for i, (n, t) in enumerate(zip(names, list(MAIN_ERRORS) + [None] * 2))])
-    for i, v in enumerate(vals):
-        ax.text(v, len(names) - 1 - i, f" {v:.2f}", va="center", fontsize=8)
-    ax.set_xlim(min(0.0, min(vals)) * 1.2, max(1.0, max(vals)) * 1.18)
-    ax.set_xlabel("AP50 gained by fixing (points)")
-    ax.set_title(f"error breakdown, AP50 = {100 * errors.ap50:.1f}")
-    fig.tight_layout()
-    return save_figure(fig, path)
-
-
-__all__ = ["ErrorType", "MAIN_ERRORS", "TideErrors", "average_precision", "plot_error_breakdown", "tide_errors", "tide_from_columns"]
+__all__ = ["ErrorType", "MAIN_ERRORS", "TideErrors", "average_precision", "tide_errors", "tide_from_columns"]

@@ -388,28 +388,5 @@ def evaluate_panoptic(gt_json, gt_png_dir, pred_json, pred_png_dir, categories=N
     return ev.compute()
 
 
-def plot_pq_per_category(result: PanopticEvalResult, path, max_classes: int = 60):
-    """Horizontal bars of per-category PQ (things and stuff coloured apart), overall PQ as a line; PNG."""
-    from matplotlib.figure import Figure
-
-    from .curves import save_figure
-
-    cats = [c for c in result.per_category.values() if c.tp + c.fp + c.fn > 0]
-    cats = sorted(cats, key=lambda c: c.pq)[:max_classes][::-1]
-    fig = Figure(figsize=(6.5, max(2.5, 0.22 * len(cats) + 1.2)))
-    ax = fig.add_subplot(1, 1, 1)
-    ax.barh(range(len(cats)), [100 * c.pq for c in cats],
-            color=["#e15759" if c.isthing else "#59a14f" for c in cats])
-    ax.set_yticks(range(len(cats)), [f"{c.name} ({'thing' if c.isthing else 'stuff'})" for c in cats], fontsize=7)
-    if np.isfinite(result.pq):
-        ax.axvline(100 * result.pq, color="black", lw=1.5, ls="--")
-    ax.set_xlim(0, 100)
-    ax.set_xlabel("PQ (%)")
-    ax.set_title(f"per-category PQ (PQ {100 * result.pq:.1f}, things {100 * result.things.pq:.1f}, "
-                 f"stuff {100 * result.stuff.pq:.1f})", fontsize=9)
-    fig.tight_layout()
-    return save_figure(fig, path)
-
-
 __all__ = ["OFFSET", "PQCategory", "PQSummary", "PanopticEvalResult", "PanopticEvaluator", "evaluate_panoptic",
-           "plot_pq_per_category", "read_panoptic_png"]
+           "read_panoptic_png"]

@@ -205,32 +205,6 @@ def semantic_metrics(confusion: np.ndarray, class_names: Sequence[str] | None = 
                               class_accuracy=acc, confusion=m.copy(), class_names=names, num_images=num_images)
 
 
-def plot_class_iou(result: SemanticEvalResult, path, max_classes: int = 60):
-    """Horizontal bars of per-class IoU (classes never seen are left out), mIoU as a line; writes a PNG.
-    With more than ``max_classes`` classes the lowest ones are shown (they are what needs attention)."""
-    from matplotlib.figure import Figure
-
-    from .curves import save_figure
-
-    seen = np.flatnonzero(np.isfinite(result.iou))
-    order = seen[np.argsort(result.iou[seen], kind="stable")][:max_classes][::-1]
-    fig = Figure(figsize=(6.5, max(2.5, 0.22 * len(order) + 1.2)))
-    ax = fig.add_subplot(1, 1, 1)
-    ax.barh(range(len(order)), 100 * result.iou[order], color="#4e79a7")
-    ax.set_yticks(range(len(order)), [result.class_names[c] for c in order], fontsize=7)
-    if np.isfinite(result.miou):
-        ax.axvline(100 * result.miou, color="black", lw=1.5, ls="--", label=f"mIoU {100 * result.miou:.1f}")
-        ax.legend(fontsize=8, loc="lower right")
-    ax.set_xlim(0, 100)
-    ax.set_xlabel("IoU (%)")
-    ax.set_title("per-class IoU")
-    fig.tight_layout()
-    return save_figure(fig, path)
-
-
-__all__ = ["SemanticEvalResult", "SemanticEvaluator", "plot_class_iou", "semantic_metrics"]
-
-
 def read_label_png(path, error=DataError) -> np.ndarray:
     """A single-channel label PNG (modes L, P, I, I;16, 1) as ``int64 [H, W]``; ``error`` (DataError for
     ground truth, PredictionError for predictions) names the file when it is missing or not a label map."""
@@ -277,3 +251,7 @@ def evaluate_label_folders(gt_dir, pred_dir, num_classes: int, *, ignore_index: 
                 prob.file = prob.file or str(pred_dir / f.name if isinstance(e, PredictionError) else f)
             raise type(e)(e.problems) from None
     return ev.compute()
+
+
+__all__ = ["SemanticEvalResult", "SemanticEvaluator", "evaluate_label_folders", "read_label_png",
+           "semantic_metrics"]
