@@ -4,8 +4,10 @@ Draws a synthetic dataset (``--size`` px, ``--images`` training images) into a t
 then trains each model for ``--iters`` iterations at batch ``--batch`` through the real training
 path (``Trainer``: data loading in the main process, augmentation, forward, losses, backward,
 gradient clipping, SGD step) without evaluation, and reports the per-iteration wall time: median
-and minimum over the iterations after the first (the first pays one-off costs). The machine load
-average is printed next to it: on a shared machine the minimum is the least disturbed figure.
+and minimum over the iterations after the first (the first pays one-off costs), and the median CPU
+time of this process per iteration (all its threads; less sensitive to other processes on a shared
+machine: with free cores, wall ~ cpu / threads). The machine load average is printed next to it: on
+a shared machine the minimum is the least disturbed wall figure.
 
 ``--profile`` adds the top operators by self CPU time over ``--profile-iters`` training steps
 (``torch.profiler``), for each model.
@@ -45,22 +47,24 @@ def _config(root: Path, out: Path, name: str, args):
                               f"train.threads={args.threads}", "optim.warmup_iters=0", "optim.lr=0.005"])
 
 
-def time_model(name: str, root: Path, work: Path, args) -> list[float]:
+def time_model(name: str, root: Path, work: Path, args) -> tuple[list[float], list[float]]:
+    """Wall and CPU (this process, all threads) seconds of each iteration."""
     from sceneparse.engine.trainer import Trainer
 
-    stamps: list[float] = []
+    stamps: list[tuple[float, float]] = []
 
     class Timed(Trainer):
         def _record_losses(self, *a):  # called once per iteration, right after the optimizer step
-            stamps.append(time.perf_counter())
+            stamps.append((time.perf_counter(), time.process_time()))
             super()._record_losses(*a)
 
         def _run_epoch(self):
-            stamps.append(time.perf_counter())  # before the first batch is loaded
+            stamps.append((time.perf_counter(), time.process_time()))  # before the first batch is loaded
             super()._run_epoch()
 
     Timed(_config(root, work / name, name, args), progress=False).fit()
-    return [b - a for a, b in zip(stamps[:-1], stamps[1:])]
+    pairs = list(zip(stamps[:-1], stamps[1:]))
+    return [b[0] - a[0] for a, b in pairs], [b[1] - a[1] for a, b in pairs]
 
 
 def profile_model(name: str, root: Path, args) -> str:
@@ -114,12 +118,14 @@ def main() -> None:
         print(f"torch {torch.__version__}, {args.threads} thread(s), batch {args.batch}, {args.size}x{args.size} "
               f"synthetic images, {args.iters - 1} timed iterations; load average before: "
               f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}")
-        print(f"{'model':<26} {'median s/it':>11} {'min s/it':>9} {'img/s':>6}   load average after")
+        print(f"{'model':<26} {'median s/it':>11} {'min s/it':>9} {'img/s':>6} {'cpu s/it':>9}   "
+              "load average after")
         for name in args.models:
-            times = time_model(name, root, Path(tmp) / "runs", args)[1:]
-            med = statistics.median(times)
-            print(f"{name:<26} {med:>11.3f} {min(times):>9.3f} {args.batch / med:>6.1f}   "
-                  f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+            wall, cpu = time_model(name, root, Path(tmp) / "runs", args)
+            wall, cpu = wall[1:], cpu[1:]
+            med = statistics.median(wall)
+            print(f"{name:<26} {med:>11.3f} {min(wall):>9.3f} {args.batch / med:>6.1f} "
+                  f"{statistics.median(cpu):>9.3f}   {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
         if args.profile:
             for name in args.models:
                 print(f"\n== {name}: top operators by self CPU time over {args.profile_iters} training steps ==")
