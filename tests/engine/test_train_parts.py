@@ -3,9 +3,7 @@ results.csv, and what a model's task / metric are."""
 from __future__ import annotations
 
 import csv
-import math
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
