@@ -76,9 +76,9 @@ def _figure(width: float, height: float):
 
 
 def _save(fig, path: Path) -> Path:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return _atomic_bytes(path, buf.getvalue())
+    from ..viz.plots import save_figure  # atomic
+
+    return save_figure(fig, path)
 
 
 def plot_loss_curve(iteration_log: Sequence[dict], path: str | os.PathLike) -> Path | None:
