@@ -11,12 +11,17 @@
 * Masks: ``bool [N, H, W]``. Keypoints: ``float32 [N, K, 3]`` as ``x, y, v`` with
   ``v`` in {0 unlabeled, 1 labeled but occluded, 2 visible}.
 * Semantic maps: ``int64 [H, W]`` with :data:`IGNORE_INDEX` for void pixels.
+* COCO's fixed tables -- the 17 person keypoints, their skeleton and OKS sigmas -- and its panoptic
+  PNG id encoding (:func:`rgb2id` / :func:`id2rgb`) are plain data here, so that scoring files
+  (:mod:`sceneparse.evaluation`) needs neither torch nor the structures that use torch.
 """
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
+
+import numpy as np
 
 #: Pixel value meaning "not labelled" in semantic label maps (PNG files and tensors).
 IGNORE_INDEX: int = 255
@@ -144,3 +149,45 @@ class CategoryMap:
             )
             for c in cats
         )
+
+
+# ---- COCO's fixed tables and the panoptic PNG encoding ------------------------------------------
+#: COCO's 17 person keypoint names, in the order of person_keypoints JSON files.
+COCO_KEYPOINT_NAMES: tuple[str, ...] = (
+    "nose", "left_eye", "right_eye", "left_ear", "right_ear",
+    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow",
+    "left_wrist", "right_wrist", "left_hip", "right_hip",
+    "left_knee", "right_knee", "left_ankle", "right_ankle",
+)
+
+#: COCO's skeleton, 1-based as written in person_keypoints JSON files.
+COCO_SKELETON: tuple[tuple[int, int], ...] = (
+    (16, 14), (14, 12), (17, 15), (15, 13), (12, 13), (6, 12), (7, 13), (6, 7), (6, 8),
+    (7, 9), (8, 10), (9, 11), (2, 3), (1, 2), (1, 3), (2, 4), (3, 5), (4, 6), (5, 7),
+)
+
+#: Per-keypoint OKS sigmas used by COCO's keypoint evaluation (pycocotools' values).
+COCO_OKS_SIGMAS: tuple[float, ...] = (
+    0.26, 0.25, 0.25, 0.35, 0.35, 0.79, 0.79, 0.72, 0.72, 0.62, 0.62, 1.07, 1.07, 0.87, 0.87, 0.89, 0.89,
+)
+
+
+def rgb2id(rgb: np.ndarray) -> np.ndarray:
+    """COCO panoptic PNG ``uint8 [H, W, 3]`` -> ``int64 [H, W]`` ids (``R + 256 G + 256^2 B``)."""
+    rgb = np.asarray(rgb)
+    if rgb.ndim == 3 and rgb.shape[2] >= 3:
+        rgb = rgb[..., :3].astype(np.int64)
+        return rgb[..., 0] + 256 * rgb[..., 1] + 256 * 256 * rgb[..., 2]
+    raise ValueError(f"panoptic PNG must be [H, W, 3], got shape {rgb.shape}")
+
+
+def id2rgb(ids: np.ndarray) -> np.ndarray:
+    """``int [H, W]`` ids -> ``uint8 [H, W, 3]`` COCO panoptic encoding."""
+    ids = np.asarray(ids).astype(np.int64)
+    if ids.min(initial=0) < 0 or ids.max(initial=0) >= 256 ** 3:
+        raise ValueError("panoptic ids must lie in [0, 256**3)")
+    out = np.empty(ids.shape + (3,), dtype=np.uint8)
+    out[..., 0] = ids % 256
+    out[..., 1] = (ids // 256) % 256
+    out[..., 2] = ids // (256 * 256)
+    return out

@@ -30,14 +30,16 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import TYPE_CHECKING, Iterable, Mapping
 
 import numpy as np
-import torch
 
-from ..conventions import CategoryMap
+from ..conventions import CategoryMap, rgb2id
 from ..errors import DataError, FormatError, PredictionError, Problem
-from ..structures.segmaps import PanopticMap, SegmentInfo, rgb2id
+from ._torch import to_numpy
+
+if TYPE_CHECKING:
+    from ..structures.segmaps import PanopticMap, SegmentInfo
 
 #: ``gt_id * OFFSET + pred_id`` is unique for ids below ``256**3`` (the PNG encoding's range).
 OFFSET = 256 ** 3
@@ -193,9 +195,7 @@ class PanopticEvaluator:
         """Add one image: ``gt`` and ``pred`` are :class:`PanopticMap` of the same ``[H, W]`` size whose
         ``segments`` carry dataset ``category_id`` (ground truth also ``iscrowd``)."""
         where = f"image {image_id}" if image_id is not None else f"image #{self.num_images}"
-        gt_ids = gt.ids.cpu().numpy() if isinstance(gt.ids, torch.Tensor) else np.asarray(gt.ids)
-        pred_ids = pred.ids.cpu().numpy() if isinstance(pred.ids, torch.Tensor) else np.asarray(pred.ids)
-        self._update_arrays(gt_ids, gt.segments, pred_ids, pred.segments, where)
+        self._update_arrays(to_numpy(gt.ids), gt.segments, to_numpy(pred.ids), pred.segments, where)
 
     def _update_arrays(self, gt_ids: np.ndarray, gt_segments, pred_ids: np.ndarray, pred_segments,
                        where: str) -> None:

@@ -23,11 +23,10 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
-import torch
 
 from ..conventions import IGNORE_INDEX
 from ..errors import DataError, PredictionError, Problem
-from ..structures.segmaps import SemanticMap
+from ._torch import loaded_torch
 
 
 @dataclass
@@ -128,9 +127,13 @@ class SemanticEvaluator:
         """Add one image (or a batch). ``image`` (a name or id) only labels error messages."""
         where = f"image {image}" if image is not None else f"image #{self.num_images}"
         c = self.num_classes
-        pred_labels = pred_labels.labels if isinstance(pred_labels, SemanticMap) else pred_labels
-        gt_labels = gt_labels.labels if isinstance(gt_labels, SemanticMap) else gt_labels
-        if isinstance(pred_labels, torch.Tensor) or isinstance(gt_labels, torch.Tensor):
+        torch = loaded_torch()  # None: no argument can be a tensor or a SemanticMap
+        if torch is not None:
+            from ..structures.segmaps import SemanticMap  # torch is loaded already: cheap
+
+            pred_labels = pred_labels.labels if isinstance(pred_labels, SemanticMap) else pred_labels
+            gt_labels = gt_labels.labels if isinstance(gt_labels, SemanticMap) else gt_labels
+        if torch is not None and (isinstance(pred_labels, torch.Tensor) or isinstance(gt_labels, torch.Tensor)):
             pred = torch.as_tensor(pred_labels)
             gt = torch.as_tensor(gt_labels, device=pred.device)
             if pred.shape != gt.shape:

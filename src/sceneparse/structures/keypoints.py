@@ -1,4 +1,5 @@
 """Keypoint sets: COCO's 17 person keypoints (names, skeleton, flip pairs, OKS sigmas) and custom sets.
+(COCO's raw tables are plain data in :mod:`sceneparse.conventions`, re-exported here.)
 
 Keypoint arrays are ``float32 [N, K, 3]`` as ``(x, y, v)``: v = 0 unlabeled, 1 labeled but
 occluded, 2 visible. Results carry scores in a separate ``keypoint_scores [N, K]``.
@@ -10,23 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-COCO_KEYPOINT_NAMES: tuple[str, ...] = (
-    "nose", "left_eye", "right_eye", "left_ear", "right_ear",
-    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow",
-    "left_wrist", "right_wrist", "left_hip", "right_hip",
-    "left_knee", "right_knee", "left_ankle", "right_ankle",
-)
-
-#: COCO's skeleton, 1-based as written in person_keypoints JSON files.
-COCO_SKELETON: tuple[tuple[int, int], ...] = (
-    (16, 14), (14, 12), (17, 15), (15, 13), (12, 13), (6, 12), (7, 13), (6, 7), (6, 8),
-    (7, 9), (8, 10), (9, 11), (2, 3), (1, 2), (1, 3), (2, 4), (3, 5), (4, 6), (5, 7),
-)
-
-#: Per-keypoint OKS sigmas used by COCO's keypoint evaluation (pycocotools' values).
-COCO_OKS_SIGMAS: tuple[float, ...] = (
-    0.26, 0.25, 0.25, 0.35, 0.35, 0.79, 0.79, 0.72, 0.72, 0.62, 0.62, 1.07, 1.07, 0.87, 0.87, 0.89, 0.89,
-)
+from ..conventions import COCO_KEYPOINT_NAMES, COCO_OKS_SIGMAS, COCO_SKELETON
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Dense per-pixel results: :class:`SemanticMap` and :class:`PanopticMap`.
 
 COCO panoptic PNGs encode a segment id per pixel as ``id = R + 256 * G + 256**2 * B``;
-id 0 is void (unlabelled).
+id 0 is void (unlabelled). The codec (:func:`rgb2id` / :func:`id2rgb`) is plain numpy in
+:mod:`sceneparse.conventions`, re-exported here.
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from ..conventions import IGNORE_INDEX
+from ..conventions import IGNORE_INDEX, id2rgb, rgb2id  # noqa: F401  (codec re-exported)
 
 
 @dataclass
@@ -137,24 +138,3 @@ class PanopticMap:
         found = seg_ids[pos] == ids.flatten()
         out = torch.where(found, seg_labels[pos], torch.full_like(pos, num_void))
         return SemanticMap(out.view_as(ids))
-
-
-def rgb2id(rgb: np.ndarray) -> np.ndarray:
-    """COCO panoptic PNG ``uint8 [H, W, 3]`` -> ``int64 [H, W]`` ids (``R + 256 G + 256^2 B``)."""
-    rgb = np.asarray(rgb)
-    if rgb.ndim == 3 and rgb.shape[2] >= 3:
-        rgb = rgb[..., :3].astype(np.int64)
-        return rgb[..., 0] + 256 * rgb[..., 1] + 256 * 256 * rgb[..., 2]
-    raise ValueError(f"panoptic PNG must be [H, W, 3], got shape {rgb.shape}")
-
-
-def id2rgb(ids: np.ndarray) -> np.ndarray:
-    """``int [H, W]`` ids -> ``uint8 [H, W, 3]`` COCO panoptic encoding."""
-    ids = np.asarray(ids).astype(np.int64)
-    if ids.min(initial=0) < 0 or ids.max(initial=0) >= 256 ** 3:
-        raise ValueError("panoptic ids must lie in [0, 256**3)")
-    out = np.empty(ids.shape + (3,), dtype=np.uint8)
-    out[..., 0] = ids % 256
-    out[..., 1] = (ids // 256) % 256
-    out[..., 2] = ids // (256 * 256)
-    return out

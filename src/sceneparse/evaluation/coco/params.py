@@ -13,6 +13,8 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from ...conventions import COCO_OKS_SIGMAS
+
 IOU_TYPES = ("bbox", "segm", "keypoints")
 
 
@@ -163,8 +165,7 @@ def make_params(
     kpt_sigmas = None
     if iou_type == "keypoints":
         if sigmas is None:
-            # imported here: sceneparse.structures loads torch, which box / mask evaluation never needs
-            from ...structures.keypoints import COCO_OKS_SIGMAS as sigmas
+            sigmas = COCO_OKS_SIGMAS
         kpt_sigmas = np.asarray(sigmas, dtype=np.float64).ravel() / 10.0
         if kpt_sigmas.size == 0 or not np.all(np.isfinite(kpt_sigmas)) or (kpt_sigmas <= 0).any():
             raise ValueError(f"sigmas must be positive numbers, got {np.asarray(sigmas).tolist()}")
