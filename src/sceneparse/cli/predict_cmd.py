@@ -37,9 +37,9 @@ examples:
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "predict", help="run a checkpoint on images (COCO results JSON, label PNGs, drawings)",
-        description="Run a sceneparse checkpoint on an image file, a folder or a glob pattern. Detection models "
-                    "write COCO results (predictions.json); semantic models write label PNGs; both draw their "
-                    "results on the images.",
+        description="Run a sceneparse checkpoint on an image file, a folder or a glob pattern.\n"
+                    "Detection models write COCO results (predictions.json), semantic models label PNGs;\n"
+                    "both draw their results on the images.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, metavar="CKPT", help="sceneparse checkpoint (.pt) written by training")
     p.add_argument("--source", required=True, metavar="FILE|DIR|GLOB",
