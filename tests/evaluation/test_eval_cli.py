@@ -275,3 +275,36 @@ def test_vectorised_screening_finds_every_bad_record():
         validate_coco_results(gt, res, "keypoints")
     got = [(int(p.record.split()[1]), p.field) for p in e.value.problems]
     assert got == [(i, f) for i, (f, _) in sorted(broken.items())]
+
+
+def test_segm_results_use_mask_areas_like_detectron2():
+    """A combined record (bbox + segmentation) evaluated as segm: size ranges come from the mask, not the box."""
+    import copy
+
+    import numpy as np
+    from pycocotools import mask as mask_utils
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from sceneparse.evaluation import evaluate_coco
+    from sceneparse.evaluation.validate import results_for
+
+    # a thin diagonal-ish L shape: big box (100x100 = large), small mask area (< 32^2 = small)
+    m = np.zeros((128, 128), np.uint8, order="F")
+    m[10:110, 10:14] = 1
+    m[106:110, 10:110] = 1
+    rle = mask_utils.encode(np.asfortranarray(m))
+    rle["counts"] = rle["counts"].decode()
+    gt = {"images": [{"id": 1, "height": 128, "width": 128}], "categories": [{"id": 1, "name": "l"}],
+          "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "iscrowd": 0, "segmentation": rle,
+                           "area": float(mask_utils.area(rle)), "bbox": [10, 10, 100, 100]}]}
+    res = [{"image_id": 1, "category_id": 1, "score": 0.9, "bbox": [10, 10, 100, 100], "segmentation": rle}]
+    mine = evaluate_coco(gt, results_for(res, "segm"), "segm")
+    coco = COCO()
+    coco.dataset = copy.deepcopy(gt)
+    coco.createIndex()
+    ev = COCOeval(coco, coco.loadRes(copy.deepcopy(results_for(res, "segm"))), "segm")
+    ev.evaluate(), ev.accumulate(), ev.summarize()
+    np.testing.assert_allclose(mine.stats, ev.stats, atol=1e-12)
+    assert mine.stat("APs") == 1.0 and mine.stat("APl") == -1.0  # the mask is small; nothing is large
+    assert results_for(res, "bbox") == res and "bbox" not in results_for(res, "segm")[0]

@@ -176,8 +176,11 @@ def _evaluate_detection(gt_json: Path, results_json: Path, eval_dir: Path, model
     metrics: dict[str, float] = {}
     per_class: dict[str, dict[str, float]] = {}
     figures: list[tuple[str, str]] = []
+    from ..evaluation.validate import load_coco_results, results_for
+
+    results, _ = load_coco_results(results_json)
     for kind in kinds:
-        res = evaluate_coco(gt_json, results_json, kind)
+        res = evaluate_coco(gt_json, results_for(results, kind), kind)
         for stat, value in zip(res.stat_names, res.stats):
             metrics[f"{kind}_{stat}"] = float(value)
         for cat in res.per_category.values():

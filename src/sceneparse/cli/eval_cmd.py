@@ -83,10 +83,11 @@ def run(args: argparse.Namespace) -> int:
 # ---- COCO ---------------------------------------------------------------------------------
 def _run_coco(args) -> dict:
     from ..evaluation import evaluate_coco
-    from ..evaluation.validate import load_coco_gt, load_coco_results, validate_coco_results
+    from ..evaluation.validate import load_coco_gt, load_coco_results, results_for, validate_coco_results
 
     gt, _ = load_coco_gt(args.gt)
     results, res_file = load_coco_results(args.pred)
+    results = results_for(results, args.iou_type)  # segm: areas from masks, not from boxes
     validate_coco_results(gt, results, args.iou_type, file=res_file)
     result = evaluate_coco(gt, results, args.iou_type)
     print(f"{args.iou_type}: {len(results)} results on {len(gt['images'])} images, "

@@ -53,6 +53,20 @@ def load_coco_results(results: "str | os.PathLike | Sequence[dict]") -> tuple[li
     return list(results), None
 
 
+def results_for(results: Sequence[dict], iou_type: str) -> list[dict]:
+    """The records of a combined results file (``bbox`` + ``segmentation`` + ``keypoints`` in one
+    record, as sceneparse's predictor and detectron2 write them) as ``iou_type`` should see them.
+
+    For ``segm`` the ``bbox`` key is dropped: pycocotools' ``loadRes`` takes the first record's keys to
+    decide the result type, and with a ``bbox`` present it sets ``area`` to the *box* area, so masks
+    would be put in the small / medium / large ranges by their boxes. Without it, area and box come
+    from the mask, as detectron2's COCO evaluator does. Other types are returned unchanged.
+    """
+    if iou_type != "segm":
+        return list(results)
+    return [{k: v for k, v in r.items() if k != "bbox"} if "segmentation" in r else r for r in results]
+
+
 def _read_json(path: str, what: str, err) -> Any:
     try:
         with open(path) as f:
