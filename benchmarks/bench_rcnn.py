@@ -17,48 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
+import sys
 from pathlib import Path
 
 import torch
 
 TARGETS = {"fasterrcnn_resnet18_fpn": ("bbox_AP", 0.50), "maskrcnn_resnet18_fpn": ("segm_AP", 0.45),
            "keypointrcnn_resnet18_fpn": ("keypoints_AP", 0.40)}
-
-
-def _dataset(root: Path, images: int, val: int, size: int, seed: int) -> None:
-    from sceneparse.data.synthetic import SyntheticConfig, write_dataset
-
-    marker = root / "dataset.yaml"
-    if marker.is_file():
-        print(f"using the synthetic dataset in {root}")
-        return
-    write_dataset(root, SyntheticConfig(height=size, width=size, num_images=images, seed=seed,
-                                        val_fraction=val / images),
-                  splits={"train": images - val, "val": val}, workers=2, progress=True)
-
-
-def _config(name: str, root: Path, out: Path, args):
-    from sceneparse.config import Config
-
-    cfg = Config()
-    cfg.model.name = name
-    cfg.model.kwargs = {"min_size": args.size, "max_size": args.size}
-    cfg.data.root = str(root)
-    cfg.data.batch_size = args.batch
-    cfg.data.max_val_images = args.val_eval
-    cfg.optim.name = "sgd"
-    cfg.optim.lr = args.lr
-    cfg.optim.warmup_iters = 100
-    cfg.optim.schedule = "cosine"
-    cfg.train.out = str(out)
-    cfg.train.epochs = 1000  # the time budget decides
-    cfg.train.time_limit_min = args.minutes
-    cfg.train.eval_every = args.eval_every
-    cfg.train.threads = args.threads
-    cfg.train.seed = args.seed
-    cfg.train.exist_ok = True
-    return cfg
 
 
 def main(argv=None) -> int:
@@ -78,38 +43,22 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="runs/bench_rcnn", help="run folders go here")
     args = p.parse_args(argv)
 
-    from sceneparse.engine.trainer import Trainer
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _budget import budget_config, print_summary, synthetic_dataset, train_and_report
 
     torch.set_num_threads(args.threads)
     root, out = Path(args.data), Path(args.out)
-    print(f"torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} cpus, load {os.getloadavg()}")
-    _dataset(root, args.images, args.val, args.size, args.seed)
+    print(f"torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} cpus")
+    synthetic_dataset(root, args.images, args.val, args.size, args.seed)
+    optim = dict(name="sgd", lr=args.lr, momentum=0.9, weight_decay=1e-4, warmup_iters=100, schedule="cosine")
     summary = []
     for name in [m for m in args.models.split(",") if m]:
-        t0 = time.perf_counter()
-        print(f"\n=== {name}: {args.minutes:g} min budget ===", flush=True)
-        res = Trainer(_config(name, root, out / name, args)).fit()
-        metric, target = TARGETS.get(name, (res.primary_metric, float("nan")))
-        print(f"\n{name}: AP against training time (seconds since start, end of epoch)")
-        elapsed = 0.0
-        for row in res.history:
-            elapsed += row["seconds"]
-            m = row.get("metrics") or {}
-            shown = "  ".join(f"{k} {m[k]:.3f}" for k in ("bbox_AP", "segm_AP", "keypoints_AP", "bbox_AP50")
-                              if k in m)
-            print(f"  epoch {row['epoch']:3d}  iters {row['iterations']:6d}  {elapsed / 60:6.1f} min  "
-                  f"loss {row['loss']:.3f}  {shown}")
-        value = res.metrics.get(metric, float("nan"))
-        ok = value >= target
-        summary.append(dict(model=name, metric=metric, value=value, target=target, passed=ok,
-                            minutes=(time.perf_counter() - t0) / 60, epochs=res.epochs, iterations=res.iterations,
-                            metrics={k: v for k, v in res.metrics.items() if k.endswith(("_AP", "_AP50"))}))
-        print(f"{name}: {metric} {value:.3f} (target {target:.2f}: {'PASS' if ok else 'FAIL'}) after "
-              f"{res.iterations} iterations, {summary[-1]['minutes']:.1f} min", flush=True)
-    print("\nsummary")
-    for s in summary:
-        print(f"  {s['model']:28s} {s['metric']:13s} {s['value']:.3f}  target {s['target']:.2f}  "
-              f"{'PASS' if s['passed'] else 'FAIL'}  ({s['minutes']:.1f} min, {s['iterations']} it)")
+        metric, target = TARGETS[name]
+        cfg = budget_config(name, root, out / name, size=args.size, batch=args.batch, minutes=args.minutes,
+                            threads=args.threads, seed=args.seed, optim=optim, eval_every=args.eval_every,
+                            max_val_images=args.val_eval)
+        summary.append(train_and_report(cfg, metric, target, ("bbox_AP", "bbox_AP50", "segm_AP", "keypoints_AP")))
+    print_summary(summary)
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return 0

@@ -12,20 +12,21 @@ slower).
     python benchmarks/bench_semantic.py                          # 1 x 3 x 320 x 320, 2 threads
     python benchmarks/bench_semantic.py --size 520 --repeats 5 --models deeplabv3_mobilenet_v3_large
 
-(b) ``--train``: draws a small synthetic dataset (``sceneparse.data.synthetic``) to a temporary folder,
-reads it back with ``read_coco`` + ``SceneDataset(load_semantic=True)``, trains U-Net and DeepLabV3
-(ResNet-18, output stride 16) on the semantic maps with a minimal local loop (Adam, ``--iters`` steps,
-batch ``--batch``), and reports the loss curve, seconds per step and validation mIoU
-(``sceneparse.evaluation.semantic.SemanticEvaluator``). Kept short: the machine is shared.
+(b) ``--train``: accuracy within a training budget. Draws the synthetic scenes once (``--data``;
+``--images`` of ``--image-size`` px, ``--val`` held out) and trains U-Net (base 32) and DeepLabv3
+(ResNet-18, output stride 16, from scratch: no pretrained weights in this world) on their semantic
+maps (7 things + 5 stuff classes) through ``Trainer`` with ``train.time_limit_min = --minutes``
+(evaluations included), AdamW + warm-up + cosine. Prints held-out mIoU against training time and
+against the target (mIoU >= 0.75 within 20 minutes each on 2 cores).
 
-    python benchmarks/bench_semantic.py --train --iters 150 --images 96 --image-size 128
+    python benchmarks/bench_semantic.py --train                                # 2 x 20 min
+    python benchmarks/bench_semantic.py --train --train-models unet --minutes 5 --threads 1
 """
 from __future__ import annotations
 
 import argparse
-import statistics
+import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -79,81 +80,30 @@ def bench_speed(models, size: int, batch: int, repeats: int, tv_aux: bool, num_c
 
 
 # ------------------------------------------------------------------------------------------ (b) training
-def _synthetic_sets(root: Path, images: int, size: int):
-    from sceneparse.data.datasets import SceneDataset
-    from sceneparse.data.formats.coco import read_coco
-    from sceneparse.data.synthetic import SyntheticConfig, write_dataset
-
-    cfg = SyntheticConfig(height=size, width=size, num_images=images, val_fraction=0.25, seed=0)
-    ds = write_dataset(root, cfg, workers=1, progress=False)
-    out = {}
-    for split, paths in ds.splits.items():
-        aset = read_coco(paths.instances, paths.images)
-        aset.semantic_root = paths.semantic
-        out[split] = SceneDataset(aset, load_masks=False, load_keypoints=False, load_semantic=True)
-    return out, cfg
+SEMANTIC_TARGET = 0.75
+TRAIN_MODELS = {"unet": {"base_channels": 32}, "deeplabv3_resnet18": {"output_stride": 16}}
 
 
-def _train_one(name: str, model, train_ds, val_ds, iters: int, batch: int, lr: float) -> dict:
-    from sceneparse.data.datasets import collate
-    from sceneparse.evaluation.semantic import SemanticEvaluator
+def bench_train(args) -> list[dict]:
+    """Train each model with a wall-clock budget through ``Trainer`` on the synthetic scenes' semantic
+    maps (things + stuff) and report held-out mIoU against time and against the target."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _budget import budget_config, print_summary, synthetic_dataset, train_and_report
 
-    gen = torch.Generator().manual_seed(0)
-    loader = torch.utils.data.DataLoader(train_ds, batch_size=batch, shuffle=True, collate_fn=collate,
-                                         generator=gen, drop_last=True)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=iters, pct_start=0.1)
-    model.train()
-    losses, step, t0 = [], 0, time.perf_counter()
-    while step < iters:
-        for images, targets in loader:
-            loss = sum(model.training_losses(images, targets).values())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            losses.append(loss.item())
-            step += 1
-            if step % max(1, iters // 10) == 0:
-                print(f"  {name} step {step:4d}/{iters}  loss {statistics.mean(losses[-10:]):.3f}", flush=True)
-            if step >= iters:
-                break
-    train_s = time.perf_counter() - t0
-    ev = SemanticEvaluator(model.num_classes, class_names=train_ds.class_names)
-    t0 = time.perf_counter()
-    for i in range(len(val_ds)):
-        image, target = val_ds[i]
-        ev.update(model.predict([image])[0], target.semantic.labels, image=target.image_id)
-    res = ev.compute()
-    return dict(model=name, params=sum(p.numel() for p in model.parameters()), steps=iters,
-                s_per_step=train_s / iters, first_loss=statistics.mean(losses[:5]),
-                last_loss=statistics.mean(losses[-5:]), val_miou=res.miou, val_pixel_acc=res.pixel_accuracy,
-                val_images=len(val_ds), val_s=time.perf_counter() - t0, summary=res.summary())
-
-
-def bench_train(iters: int, images: int, size: int, batch: int, lr: float) -> list[dict]:
-    from sceneparse.models.preprocess import Preprocessor
-    from sceneparse.models.segmentation import deeplabv3_resnet18, unet
-
-    with tempfile.TemporaryDirectory(prefix="sceneparse_bench_semantic_") as tmp:
-        t0 = time.perf_counter()
-        sets, cfg = _synthetic_sets(Path(tmp) / "synth", images, size)
-        train_ds, val_ds = sets["train"], sets["val"]
-        nc = len(train_ds.class_names)
-        print(f"synthetic scenes: {len(train_ds)} train / {len(val_ds)} val images of {size}x{size}, {nc} classes "
-              f"(things + stuff), drawn and read in {time.perf_counter() - t0:.1f} s", flush=True)
-        pre = lambda: Preprocessor(min_size=size, max_size=size, size_divisible=16)  # native resolution
-        rows = []
-        for name, build in (("unet (base 16)", lambda: unet(nc, base_channels=16, depth=4, preprocessor=pre())),
-                            ("deeplabv3_resnet18 (os16)", lambda: deeplabv3_resnet18(nc, output_stride=16,
-                                                                                     preprocessor=pre()))):
-            torch.manual_seed(0)
-            row = _train_one(name, build(), train_ds, val_ds, iters, batch, lr)
-            rows.append(row)
-            print(f"{row['model']:28s} {row['params'] / 1e6:5.2f} M params  {row['s_per_step']:.2f} s/step  loss "
-                  f"{row['first_loss']:.3f} -> {row['last_loss']:.3f}  val mIoU {100 * row['val_miou']:.1f}  "
-                  f"pixel acc {100 * row['val_pixel_acc']:.1f}", flush=True)
-        return rows
+    root, out = Path(args.data), Path(args.out)
+    synthetic_dataset(root, args.images, args.val, args.image_size, args.seed)
+    optim = dict(name="adamw", lr=args.lr, weight_decay=1e-4, warmup_iters=50, schedule="cosine",
+                 clip_grad_norm=10.0)
+    rows = []
+    for name in [m for m in args.train_models.split(",") if m]:
+        cfg = budget_config(name, root, out / name, size=args.image_size, batch=args.batch or 8,
+                            minutes=args.minutes, threads=args.threads, seed=args.seed, optim=optim,
+                            eval_every=args.eval_every, model_kwargs=TRAIN_MODELS.get(name, {}))
+        rows.append(train_and_report(cfg, "miou", SEMANTIC_TARGET, ("miou", "pixel_acc", "mean_acc")))
+    print_summary(rows)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(rows, indent=1))
+    return rows
 
 
 def main(argv=None) -> int:
@@ -164,20 +114,22 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=None, help="images per batch (speed: 1, train: 4)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--tv-aux", action="store_true", help="time torchvision with its aux head (its eval default)")
-    p.add_argument("--train", action="store_true", help="run (b), the short training run, instead of (a)")
-    p.add_argument("--iters", type=int, default=150)
-    p.add_argument("--images", type=int, default=96)
-    p.add_argument("--image-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--show-classes", action="store_true", help="print the per-class table after training")
+    p.add_argument("--train", action="store_true", help="run (b), accuracy within a training budget, instead of (a)")
+    p.add_argument("--train-models", default=",".join(TRAIN_MODELS))
+    p.add_argument("--minutes", type=float, default=20.0, help="training budget per model (includes evaluations)")
+    p.add_argument("--images", type=int, default=1200, help="synthetic images, train + val")
+    p.add_argument("--val", type=int, default=200, help="held-out images")
+    p.add_argument("--image-size", type=int, default=256)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--eval-every", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data", default="runs/bench_semantic/data", help="dataset folder (drawn if missing)")
+    p.add_argument("--out", default="runs/bench_semantic")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
     if args.train:
-        rows = bench_train(args.iters, args.images, args.image_size, args.batch or 4, args.lr)
-        if args.show_classes:
-            for r in rows:
-                print(f"\n{r['model']}\n{r['summary']}")
+        bench_train(args)
         return 0
     unknown = [m for m in args.models.split(",") if m not in SPEED_MODELS]
     if unknown:
