@@ -19,7 +19,7 @@ from sceneparse.models.segmentation import (
     SemanticSegmentor,
     UNet,
 )
-from sceneparse.models.segmentation.backbones import ResNet
+from sceneparse.models.segmentation.backbones import build_trunk
 from sceneparse.structures import ImageBatch, Instances, SemanticMap, Target
 
 NC = 4
@@ -257,16 +257,34 @@ def test_segnet_decoder_unpools_at_the_encoder_argmax_positions():
 def test_dilated_resnet_output_strides_and_receptive_field():
     x = torch.randn(1, 3, 64, 64)
     for os_, strides in ((8, [4, 8, 8, 8]), (16, [4, 8, 16, 16]), (32, [4, 8, 16, 32])):
-        r = ResNet(18, os_).eval()
+        r = build_trunk("resnet18", os_).eval()
         assert r.strides == strides
         with torch.no_grad():
             feats = r(x)
         assert [f.shape[-1] for f in feats] == [64 // s for s in strides]
     # the dilated layer4 keeps the weights' shapes (checkpoints stay compatible) but dilates the convs
-    r8, r32 = ResNet(18, 8), ResNet(18, 32)
+    r8, r32 = build_trunk("resnet18", 8), build_trunk("resnet18", 32)
     assert [p.shape for p in r8.parameters()] == [p.shape for p in r32.parameters()]
-    assert r8.layer4[1].conv1.dilation == (4, 4) and r8.layer4[0].conv1.dilation == (2, 2)
-    assert r8.layer4[0].conv1.stride == (1, 1) and r32.layer4[0].conv1.stride == (2, 2)
+    assert r8.trunk.layer4[1].conv1.dilation == (4, 4) and r8.trunk.layer4[0].conv1.dilation == (2, 2)
+    assert r8.trunk.layer4[0].conv1.stride == (1, 1) and r32.trunk.layer4[0].conv1.stride == (2, 2)
+    assert r8.trunk.layer4[0].downsample[0].stride == (1, 1) and r8.trunk.layer3[0].conv1.dilation == (1, 1)
+
+
+def test_segmentation_trunks_are_the_shared_backbones_trainable_with_batchnorm():
+    from sceneparse.models.backbones import MobileNetV3Backbone, ResNetBackbone
+
+    r = build_trunk("resnet50", 8)
+    assert isinstance(r, ResNetBackbone) and r.out_channels == [256, 512, 1024, 2048]
+    mb = build_trunk("mobilenet_v3_large", 16)
+    assert isinstance(mb, MobileNetV3Backbone) and mb.out_channels == [40, 960] and mb.strides == [8, 16]
+    assert build_trunk("mobilenet_v3_large", 32).strides == [8, 32]
+    for trunk in (r, mb):
+        assert all(p.requires_grad for p in trunk.parameters())
+        bns = [m for m in trunk.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        assert bns and all(type(m) is torch.nn.BatchNorm2d for m in bns)
+    assert {(m.eps, m.momentum) for m in mb.modules() if isinstance(m, torch.nn.BatchNorm2d)} == {(1e-3, 0.01)}
+    with pytest.raises(ValueError, match="unknown trunk"):
+        build_trunk("vgg16")
 
 
 def test_aspp_branches_and_image_pooling():

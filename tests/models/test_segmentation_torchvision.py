@@ -149,7 +149,7 @@ def test_imagenet_trunks_load_into_the_backbones(tmp_path):
     r18 = resnet18(weights=None)
     torch.save(r18.state_dict(), tmp_path / "r18.pth")
     model = deeplabv3_resnet18(NC, weights_backbone=tmp_path / "r18.pth")
-    for k, v in model.backbone.state_dict().items():
+    for k, v in model.backbone.trunk.state_dict().items():  # torchvision's names under ``trunk.``
         assert torch.equal(v, r18.state_dict()[k])
     mb = mobilenet_v3_large(weights=None, dilated=True)
     torch.save(mb.state_dict(), tmp_path / "mb.pth")

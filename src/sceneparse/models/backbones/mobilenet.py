@@ -1,12 +1,16 @@
-"""MobileNetV3-Large trunk (Howard et al., 2019) returning the outputs of its last stages.
+"""MobileNetV3-Large trunk (Howard et al., 2019) returning the outputs of some of its stages, for
+detection (feature pyramid) and dense prediction (dilated, output stride 16).
 
 The layers are torchvision's ``mobilenet_v3_large(...).features`` (a sequence of inverted-residual
-blocks), so torchvision checkpoints fit by index. A *stage* ends before each strided block; stage
-``k`` is returned as the output of block ``stage_indices[k]`` (torchvision's detection convention:
-block 0, every block with stride > 1, and the last block).
+blocks), so torchvision checkpoints fit by index (``trunk.<i>``). A *stage* ends before each strided
+block; stage ``k`` is returned as the output of block ``stage_indices[k]`` (torchvision's convention:
+block 0, every block with stride > 1, and the last block). ``dilated=True`` is torchvision's
+``mobilenet_v3_large(dilated=True)``: the last strided block keeps stride 1 and the blocks from there
+on are dilated 2, so the last stages stay at stride 16.
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -20,17 +24,26 @@ class MobileNetV3Backbone(nn.Module):
     """MobileNetV3-Large trunk -> ``list[Tensor]`` of the returned stages, finest first.
 
     Args:
-        norm, bn_eps: see :func:`sceneparse.models.backbones.resnet.norm_layer`.
+        norm, bn_eps, bn_momentum: see :func:`sceneparse.models.backbones.resnet.norm_layer`
+            (torchvision's classification and segmentation MobileNets use BatchNorm with ``1e-3, 0.01``).
         trainable_layers: number of stages, counted from the top, that keep gradients (0..6).
         returned_stages: stage numbers (0..5); default the last two, as torchvision's
             ``fasterrcnn_mobilenet_v3_large_fpn``: the output of the last strided block (160 ch) and of
             the final 1x1 conv (960 ch), *both at stride 32* (a stage is returned at its first block).
+            torchvision's segmentation models use ``(2, 5)``: the first block at stride 8 (40 ch) and
+            the last conv.
+        dilated: output stride 16 instead of 32 (see the module docstring).
+
+    Attributes:
+        out_channels, strides: channels and strides (input pixels) of the returned maps.
     """
 
-    def __init__(self, *, norm: str = "frozen_bn", bn_eps: float = 1e-5, trainable_layers: int = 3,
-                 returned_stages: Sequence[int] | None = None):
+    def __init__(self, *, norm: str = "frozen_bn", bn_eps: float = 1e-5, bn_momentum: float = 0.1,
+                 trainable_layers: int = 3, returned_stages: Sequence[int] | None = None, dilated: bool = False):
         super().__init__()
-        self.trunk = tv_mobilenet.mobilenet_v3_large(weights=None, norm_layer=norm_layer(norm, bn_eps)).features
+        self.trunk = tv_mobilenet.mobilenet_v3_large(weights=None, norm_layer=norm_layer(norm, bn_eps, bn_momentum),
+                                                     dilated=dilated).features
+        self.dilated = dilated
         blocks = list(self.trunk)
         self.stage_indices = [0] + [i for i, b in enumerate(blocks) if getattr(b, "_is_cn", False)] + [len(blocks) - 1]
         n = len(self.stage_indices)
@@ -47,7 +60,7 @@ class MobileNetV3Backbone(nn.Module):
         self.out_channels = [blocks[i].out_channels for i in self._return_at]
         stride, strides = 1, []
         for i, b in enumerate(blocks):
-            stride *= 2 if (i == 0 or getattr(b, "_is_cn", False)) else 1
+            stride *= math.prod(m.stride[0] for m in b.modules() if isinstance(m, nn.Conv2d))
             if i in self._return_at:
                 strides.append(stride)
         self.strides = strides
@@ -66,6 +79,11 @@ class MobileNetV3Backbone(nn.Module):
             if i == last:
                 break
         return out
+
+    def torchvision_module_map(self) -> dict[str, str]:
+        """Module names here -> in ``torchvision.models.mobilenet_v3_large().features`` (``trunk.<i>...``
+        -> ``<i>...``)."""
+        return {f"trunk.{n}": n for n, m in self.trunk.named_modules() if n and not list(m.children())}
 
 
 __all__ = ["MobileNetV3Backbone"]

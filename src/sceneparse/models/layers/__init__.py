@@ -1,4 +1,5 @@
-"""Reusable layers without a task of their own (in-network upsampling)."""
+"""Reusable layers without a task of their own (conv-BN-activation, in-network upsampling)."""
+from .conv import ConvNormAct
 from .upsampling import (
     BedOfNailsUnpool,
     Interpolate,
@@ -18,6 +19,7 @@ from .upsampling import (
 
 __all__ = [
     "BedOfNailsUnpool",
+    "ConvNormAct",
     "Interpolate",
     "MaxPoolWithIndices",
     "MaxUnpool",

@@ -19,7 +19,7 @@ from torch import nn
 
 from ...errors import CheckpointError
 from ..zoo import load_torchvision_checkpoint
-from .backbones import MobileNetV3Large
+from ..backbones import MobileNetV3Backbone
 
 __all__ = ["load_imagenet_trunk", "module_map_rules", "prefixed"]
 
@@ -63,7 +63,7 @@ def load_imagenet_trunk(trunk: nn.Module, source: str | os.PathLike | Mapping[st
             raise CheckpointError(f"cannot read backbone checkpoint ({type(e).__name__}: {e})", path=path) from e
         if not isinstance(state, Mapping):
             raise CheckpointError(f"expected a state dict, got {type(state).__name__}", path=path)
-    if isinstance(trunk, MobileNetV3Large):
+    if isinstance(trunk, MobileNetV3Backbone):
         module_map = prefixed(trunk.torchvision_module_map(), "", "features")
         head = "classifier."
     else:

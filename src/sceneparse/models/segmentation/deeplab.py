@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbones import ConvNormAct, ResNet, build_trunk
+from ..layers.conv import ConvNormAct
+from .backbones import build_trunk
 from .base import SemanticSegmentor
 from ..zoo import load_checkpoint, register
 from .checkpoints import load_imagenet_trunk, prefixed
@@ -172,7 +173,7 @@ class DeepLabV3Plus(SemanticSegmentor):
                  atrous_rates: Sequence[int] | None = None, low_level_channels: int = 48, channels: int = 256,
                  **kwargs):
         super().__init__(num_classes, **kwargs)
-        self.backbone = ResNet(depth, output_stride)
+        self.backbone = build_trunk(f"resnet{depth}", output_stride)
         c2, _, _, c5 = self.backbone.out_channels
         self.aspp = ASPP(c5, atrous_rates or default_atrous_rates(output_stride), channels)
         self.low_proj = ConvNormAct(c2, low_level_channels, 1)

@@ -19,8 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..layers.conv import ConvNormAct
 from ..layers.upsampling import TransposedConv2d
-from .backbones import ConvNormAct, ResNet, build_trunk
+from .backbones import build_trunk
 from .base import SemanticSegmentor
 from ..zoo import load_checkpoint, register
 from .checkpoints import load_imagenet_trunk, prefixed
@@ -106,7 +107,7 @@ class FCNSkip(SemanticSegmentor):
         if variant not in (8, 16, 32):
             raise ValueError(f"FCN variant must be 8, 16 or 32, got {variant}")
         self.variant = variant
-        self.backbone = ResNet(depth, output_stride=32)
+        self.backbone = build_trunk(f"resnet{depth}", output_stride=32)
         _, c3, c4, c5 = self.backbone.out_channels
         self.score32 = nn.Conv2d(c5, num_classes, 1)
         if variant <= 16:

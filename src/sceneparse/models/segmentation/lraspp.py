@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbones import ConvNormAct, MobileNetV3Large
+from ..layers.conv import ConvNormAct
+from .backbones import build_trunk
 from .base import SemanticSegmentor
 from ..zoo import load_checkpoint, register
 from .checkpoints import load_imagenet_trunk, prefixed
@@ -54,7 +55,7 @@ class LRASPP(SemanticSegmentor):
 
     def __init__(self, num_classes: int, *, inter_channels: int = 128, **kwargs):
         super().__init__(num_classes, **kwargs)
-        self.backbone = MobileNetV3Large(dilated=True, taps=(4, 16))
+        self.backbone = build_trunk("mobilenet_v3_large", output_stride=16)
         low, high = self.backbone.out_channels
         self.head = LRASPPHead(low, high, num_classes, inter_channels)
 

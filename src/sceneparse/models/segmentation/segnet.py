@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..layers.upsampling import max_pool_with_indices, max_unpool
-from .backbones import ConvNormAct
+from ..layers.conv import ConvNormAct
 from ..zoo import register
 from .base import SemanticSegmentor
 

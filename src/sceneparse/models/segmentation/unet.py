@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..layers.upsampling import Interpolate, TransposedConv2d
-from .backbones import ConvNormAct
+from ..layers.conv import ConvNormAct
 from ..zoo import register
 from .base import SemanticSegmentor
 
