@@ -170,3 +170,47 @@ def test_sceneparse_checkpoints_round_trip(tmp_path):
     again = zoo.build("deeplabv3_resnet18", num_classes=3, weights=tmp_path / "sp.pth")
     for (k, v), (k2, v2) in zip(model.state_dict().items(), again.state_dict().items()):
         assert k == k2 and torch.equal(v, v2)
+
+
+#: MobileNetV3-Large blocks (Howard et al. 2019, Table 1) with a squeeze-excitation; block 0 has no expansion
+_SE_BLOCKS = {3, 4, 5, 10, 11, 12, 13, 14}
+
+
+def _legacy_key(key: str) -> str:
+    """The name a parameter had before the segmentation trunks were the shared backbones: ResNets under
+    ``backbone.`` with torchvision's names; MobileNetV3 as ``stem`` / ``blocks.<i>.<part>`` / ``last``."""
+    if not key.startswith("backbone.trunk."):
+        return key
+    rest = key[len("backbone.trunk."):]
+    if rest.split(".")[0] in ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4"):
+        return "backbone." + rest
+    pos, *tail = rest.split(".")
+    pos = int(pos)
+    if pos in (0, 16):
+        part, tensor = tail
+        return f"backbone.{'stem' if pos == 0 else 'last'}.{'conv' if part == '0' else 'bn'}.{tensor}"
+    i = pos - 1
+    parts = (["expand"] if i > 0 else []) + ["depthwise"] + (["se"] if i in _SE_BLOCKS else []) + ["project"]
+    _, j, sub, tensor = tail  # block.<j>.<sub>.<tensor>
+    name = parts[int(j)]
+    inner = sub if name == "se" else ("conv" if sub == "0" else "bn")
+    return f"backbone.blocks.{i}.{name}.{inner}.{tensor}"
+
+
+@pytest.mark.parametrize("name", ["deeplabv3_resnet18", "lraspp_mobilenet_v3_large"])
+def test_sceneparse_checkpoints_with_the_older_trunk_keys_still_load(name, tmp_path):
+    model = zoo.build(name, num_classes=3)
+    _randomise_bn(model, run=model.segment)
+    legacy = {_legacy_key(k): v for k, v in model.state_dict().items()}
+    assert "backbone.trunk.0.0.weight" not in legacy and len(legacy) == len(model.state_dict())
+    if "mobilenet" in name:
+        assert {"backbone.stem.conv.weight", "backbone.blocks.0.depthwise.bn.running_var",
+                "backbone.blocks.3.se.fc1.weight", "backbone.blocks.14.project.conv.weight",
+                "backbone.last.bn.bias"} <= set(legacy)
+    else:
+        assert {"backbone.conv1.weight", "backbone.layer4.1.bn2.running_mean"} <= set(legacy)
+    ckpt = {"model": legacy, "config": {}, "categories": [], "sceneparse_version": "0.1.0"}
+    torch.save(ckpt, tmp_path / "old.pth")
+    again = zoo.build(name, num_classes=3, weights=tmp_path / "old.pth")
+    for (k, v), (k2, v2) in zip(model.state_dict().items(), again.state_dict().items()):
+        assert k == k2 and torch.equal(v, v2)

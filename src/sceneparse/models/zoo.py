@@ -6,7 +6,8 @@
   ``maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth``) into a sceneparse model through a key-mapping table
   (:data:`TORCHVISION_RCNN_KEY_RULES` for the R-CNN family; other models may define
   ``torchvision_key_rules()``). Both the current and the legacy torchvision key names are accepted.
-* sceneparse's own checkpoints (``{model, config, categories, sceneparse_version}``) load as they are.
+* sceneparse's own checkpoints (``{model, config, categories, sceneparse_version}``) load as they are
+  (a model may rename keys of an older layout of its own: ``upgrade_state_dict(state) -> state``).
 
 A checkpoint that does not fit raises :class:`~sceneparse.errors.CheckpointError` listing the
 missing, unexpected and shape-mismatched keys. Files are read with ``torch.load(...,
@@ -113,7 +114,9 @@ def load_checkpoint(model: nn.Module, source, *, strict: bool = True) -> LoadRes
     """Load a sceneparse checkpoint (``{model, ...}``) or, failing that, a torchvision state dict."""
     obj, path = _read(source, "model")
     if _is_sceneparse_checkpoint(obj):
-        return _load_mapped(model, dict(obj["model"]), path, strict, "sceneparse")
+        state = dict(obj["model"])
+        upgrade = getattr(model, "upgrade_state_dict", None)  # keys of older sceneparse layouts
+        return _load_mapped(model, upgrade(state) if callable(upgrade) else state, path, strict, "sceneparse")
     return load_torchvision_checkpoint(model, obj if path is None else path, strict=strict)
 
 

@@ -27,7 +27,7 @@ from ...structures.batch import ImageBatch
 from ...structures.segmaps import SemanticMap
 from ...structures.target import Target
 from ..preprocess import Preprocessor
-from .checkpoints import module_map_rules
+from .checkpoints import module_map_rules, upgrade_trunk_keys
 from .losses import pixel_cross_entropy, soft_dice_loss
 
 __all__ = ["SemanticRaw", "SemanticSegmentor"]
@@ -211,3 +211,12 @@ class SemanticSegmentor(nn.Module):
         without a torchvision twin: keys are then taken as they are)."""
         module_map = self.torchvision_module_map()
         return () if module_map is None else module_map_rules(module_map)
+
+    def upgrade_state_dict(self, state: dict) -> dict:
+        """A sceneparse checkpoint's state dict in today's key layout: checkpoints written before the
+        trunks were the shared backbones name them ``backbone.conv1`` / ``backbone.stem.conv`` ...
+        instead of ``backbone.trunk.*`` (:func:`.checkpoints.legacy_trunk_module_map`)."""
+        trunk = getattr(self, "backbone", None)
+        if trunk is None or not hasattr(trunk, "trunk") or any(k.startswith("backbone.trunk.") for k in state):
+            return state
+        return upgrade_trunk_keys(state, trunk)

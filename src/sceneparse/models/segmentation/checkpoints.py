@@ -16,12 +16,13 @@ from typing import Callable, Mapping
 
 import torch
 from torch import nn
+from torchvision.ops.misc import SqueezeExcitation
 
 from ...errors import CheckpointError
-from ..zoo import load_torchvision_checkpoint
 from ..backbones import MobileNetV3Backbone
+from ..zoo import load_torchvision_checkpoint, map_torchvision_keys
 
-__all__ = ["load_imagenet_trunk", "module_map_rules", "prefixed"]
+__all__ = ["legacy_trunk_module_map", "load_imagenet_trunk", "module_map_rules", "prefixed", "upgrade_trunk_keys"]
 
 Rule = tuple[str, Callable[[re.Match], str]]
 
@@ -77,3 +78,36 @@ def load_imagenet_trunk(trunk: nn.Module, source: str | os.PathLike | Mapping[st
             raise
         raise CheckpointError(f"backbone checkpoint does not fit {type(trunk).__name__}", missing=e.missing,
                               unexpected=e.unexpected, mismatched=e.mismatched, path=path) from None
+
+
+def legacy_trunk_module_map(trunk: nn.Module) -> dict[str, str]:
+    """Module names of a trunk (``trunk.*``) -> the names sceneparse's segmentation trunks had before
+    they were the shared backbones: torchvision's own names for the ResNets (``conv1``, ``layer1.0.conv1``,
+    ...); for MobileNetV3-Large ``stem``, ``blocks.<i>.{expand,depthwise,se,project}``, ``last`` with
+    ``conv`` / ``bn`` (or ``fc1`` / ``fc2`` in ``se``) inside."""
+    if not isinstance(trunk, MobileNetV3Backbone):
+        return {ours: theirs for ours, theirs in trunk.torchvision_module_map().items()}
+    blocks = list(trunk.trunk)
+    out = {}
+    for i, block in enumerate(blocks):
+        if i in (0, len(blocks) - 1):  # the first and the last conv: Conv2dNormActivation
+            name = "stem" if i == 0 else "last"
+            out.update({f"trunk.{i}.0": f"{name}.conv", f"trunk.{i}.1": f"{name}.bn"})
+            continue
+        parts = list(block.block)
+        for j, part in enumerate(parts):
+            if isinstance(part, SqueezeExcitation):
+                out.update({f"trunk.{i}.block.{j}.fc1": f"blocks.{i - 1}.se.fc1",
+                            f"trunk.{i}.block.{j}.fc2": f"blocks.{i - 1}.se.fc2"})
+                continue
+            name = "project" if j == len(parts) - 1 else "depthwise" if part[0].groups > 1 else "expand"
+            out.update({f"trunk.{i}.block.{j}.0": f"blocks.{i - 1}.{name}.conv",
+                        f"trunk.{i}.block.{j}.1": f"blocks.{i - 1}.{name}.bn"})
+    return out
+
+
+def upgrade_trunk_keys(state: Mapping[str, torch.Tensor], trunk: nn.Module) -> dict[str, torch.Tensor]:
+    """Rename the ``backbone.*`` keys of an older sceneparse segmentation checkpoint to ``backbone.trunk.*``
+    (:func:`legacy_trunk_module_map`); other keys pass unchanged."""
+    rules = module_map_rules(prefixed(legacy_trunk_module_map(trunk), "backbone", "backbone"))
+    return map_torchvision_keys(state, rules)[0]
