@@ -13,7 +13,7 @@ slower).
     python benchmarks/bench_semantic.py --size 520 --repeats 5 --models deeplabv3_mobilenet_v3_large
 
 (b) ``--train``: accuracy within a training budget. Draws the synthetic scenes once (``--data``;
-``--images`` of ``--image-size`` px, ``--val`` held out) and trains U-Net (base 32) and DeepLabv3
+``--images`` of ``--image-size`` px, ``--val`` held out) and trains U-Net (base 16) and DeepLabv3
 (ResNet-18, output stride 16, from scratch: no pretrained weights in this world) on their semantic
 maps (7 things + 5 stuff classes) through ``Trainer`` with ``train.time_limit_min = --minutes``
 (evaluations included), AdamW + warm-up + cosine. Prints held-out mIoU against training time and
@@ -81,7 +81,7 @@ def bench_speed(models, size: int, batch: int, repeats: int, tv_aux: bool, num_c
 
 # ------------------------------------------------------------------------------------------ (b) training
 SEMANTIC_TARGET = 0.75
-TRAIN_MODELS = {"unet": {"base_channels": 32}, "deeplabv3_resnet18": {"output_stride": 16}}
+TRAIN_MODELS = {"unet": {"base_channels": 16}, "deeplabv3_resnet18": {"output_stride": 16}}
 
 
 def bench_train(args) -> list[dict]:
