@@ -20,9 +20,10 @@ from torchvision.ops.misc import SqueezeExcitation
 
 from ...errors import CheckpointError
 from ..backbones import MobileNetV3Backbone
-from ..zoo import load_torchvision_checkpoint, map_torchvision_keys
+from ..zoo import load_checkpoint, load_torchvision_checkpoint, map_torchvision_keys
 
-__all__ = ["legacy_trunk_module_map", "load_imagenet_trunk", "module_map_rules", "prefixed", "upgrade_trunk_keys"]
+__all__ = ["legacy_trunk_module_map", "load_imagenet_trunk", "load_weights", "module_map_rules", "prefixed",
+           "upgrade_trunk_keys"]
 
 Rule = tuple[str, Callable[[re.Match], str]]
 
@@ -78,6 +79,18 @@ def load_imagenet_trunk(trunk: nn.Module, source: str | os.PathLike | Mapping[st
             raise
         raise CheckpointError(f"backbone checkpoint does not fit {type(trunk).__name__}", missing=e.missing,
                               unexpected=e.unexpected, mismatched=e.mismatched, path=path) from None
+
+
+def load_weights(model: nn.Module, weights=None, weights_backbone=None) -> nn.Module:
+    """What the builders' ``weights=`` / ``weights_backbone=`` do: ``weights``, a whole-model checkpoint
+    (torchvision or sceneparse, :func:`~sceneparse.models.zoo.load_checkpoint`); else
+    ``weights_backbone``, a torchvision ImageNet classifier for ``model.backbone``
+    (:func:`load_imagenet_trunk`). Returns ``model``."""
+    if weights is not None:
+        load_checkpoint(model, weights)
+    elif weights_backbone is not None:
+        load_imagenet_trunk(model.backbone, weights_backbone)
+    return model
 
 
 def legacy_trunk_module_map(trunk: nn.Module) -> dict[str, str]:

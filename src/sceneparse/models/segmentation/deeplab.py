@@ -26,9 +26,9 @@ from torch import nn
 from ..layers.conv import ConvNormAct
 from .backbones import build_trunk
 from .base import SemanticSegmentor
-from ..zoo import load_checkpoint, register
-from .checkpoints import load_imagenet_trunk, prefixed
-from .fcn import FCNHead
+from ..zoo import register
+from .checkpoints import load_weights, prefixed
+from .fcn import TrunkHeadSegmentor, _resize_to
 
 __all__ = [
     "ASPP",
@@ -112,11 +112,7 @@ class DeepLabHead(nn.Module):
         return m
 
 
-def _resize_to(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-    return F.interpolate(x, size=ref.shape[-2:], mode="bilinear", align_corners=False)
-
-
-class DeepLabV3(SemanticSegmentor):
+class DeepLabV3(TrunkHeadSegmentor):
     """DeepLabv3: dilated trunk -> :class:`DeepLabHead` -> bilinear upsampling to the input.
 
     Args:
@@ -132,25 +128,10 @@ class DeepLabV3(SemanticSegmentor):
 
     def __init__(self, num_classes: int, *, backbone: str = "resnet50", output_stride: int = 8,
                  atrous_rates: Sequence[int] | None = None, aux: bool = False, **kwargs):
-        super().__init__(num_classes, **kwargs)
-        self.backbone = build_trunk(backbone, output_stride)
         if atrous_rates is None:
             atrous_rates = (12, 24, 36) if backbone == "mobilenet_v3_large" else default_atrous_rates(output_stride)
-        self.head = DeepLabHead(self.backbone.out_channels[-1], num_classes, atrous_rates)
-        self.aux_head = FCNHead(self.backbone.out_channels[-2], num_classes) if aux else None
-
-    def segment(self, x: torch.Tensor, with_aux: bool = False):
-        feats = self.backbone(x)
-        logits = _resize_to(self.head(feats[-1]), x)
-        aux = _resize_to(self.aux_head(feats[-2]), x) if with_aux and self.aux_head is not None else None
-        return logits, aux
-
-    def torchvision_module_map(self) -> dict[str, str]:
-        m = prefixed(self.backbone.torchvision_module_map(), "backbone", "backbone")
-        m.update(prefixed(self.head.torchvision_module_map(), "head", "classifier"))
-        if self.aux_head is not None:
-            m.update(prefixed(self.aux_head.torchvision_module_map(), "aux_head", "aux_classifier"))
-        return m
+        super().__init__(num_classes, lambda c: DeepLabHead(c, num_classes, atrous_rates), backbone=backbone,
+                         output_stride=output_stride, aux=aux, **kwargs)
 
 
 class DeepLabV3Plus(SemanticSegmentor):
@@ -189,15 +170,6 @@ class DeepLabV3Plus(SemanticSegmentor):
 
 
 # ---- builders ------------------------------------------------------------------------------------
-def _load(model: SemanticSegmentor, weights, weights_backbone) -> SemanticSegmentor:
-    """``weights``: whole-model checkpoint (torchvision or sceneparse); else ``weights_backbone``: ImageNet trunk."""
-    if weights is not None:
-        load_checkpoint(model, weights)
-    elif weights_backbone is not None:
-        load_imagenet_trunk(model.backbone, weights_backbone)
-    return model
-
-
 @register("deeplabv3_resnet50")
 def deeplabv3_resnet50(num_classes: int = 21, *, aux_loss: bool = True, weights: str | Path | None = None,
                        weights_backbone: str | Path | None = None, **kwargs) -> DeepLabV3:
@@ -205,7 +177,7 @@ def deeplabv3_resnet50(num_classes: int = 21, *, aux_loss: bool = True, weights:
     ``aux_loss`` on by default as in torchvision's checkpoints (the aux head only runs in training);
     ``weights``: a torchvision state-dict file or a sceneparse checkpoint."""
     model = DeepLabV3(num_classes, backbone="resnet50", output_stride=8, aux=aux_loss, **kwargs)
-    return _load(model, weights, weights_backbone)
+    return load_weights(model, weights, weights_backbone)
 
 
 @register("deeplabv3_mobilenet_v3_large")
@@ -215,7 +187,7 @@ def deeplabv3_mobilenet_v3_large(num_classes: int = 21, *, aux_loss: bool = True
     """torchvision's ``deeplabv3_mobilenet_v3_large``: dilated MobileNetV3-Large (output stride 16),
     ASPP rates (12, 24, 36), aux head on the stride-8 features (on by default, as in torchvision's checkpoint)."""
     model = DeepLabV3(num_classes, backbone="mobilenet_v3_large", output_stride=16, aux=aux_loss, **kwargs)
-    return _load(model, weights, weights_backbone)
+    return load_weights(model, weights, weights_backbone)
 
 
 @register("deeplabv3_resnet18")
@@ -224,7 +196,7 @@ def deeplabv3_resnet18(num_classes: int = 21, *, output_stride: int = 16, aux_lo
                        **kwargs) -> DeepLabV3:
     """DeepLabv3 on a dilated ResNet-18 (CPU-trainable; rates by ``output_stride``)."""
     model = DeepLabV3(num_classes, backbone="resnet18", output_stride=output_stride, aux=aux_loss, **kwargs)
-    return _load(model, weights, weights_backbone)
+    return load_weights(model, weights, weights_backbone)
 
 
 @register("deeplabv3plus_resnet18")
@@ -232,7 +204,7 @@ def deeplabv3plus_resnet18(num_classes: int = 21, *, output_stride: int = 16, we
                            weights_backbone: str | Path | None = None, **kwargs) -> DeepLabV3Plus:
     """DeepLabv3+ on ResNet-18."""
     model = DeepLabV3Plus(num_classes, depth=18, output_stride=output_stride, **kwargs)
-    return _load(model, weights, weights_backbone)
+    return load_weights(model, weights, weights_backbone)
 
 
 @register("deeplabv3plus_resnet50")
@@ -240,4 +212,4 @@ def deeplabv3plus_resnet50(num_classes: int = 21, *, output_stride: int = 16, we
                            weights_backbone: str | Path | None = None, **kwargs) -> DeepLabV3Plus:
     """DeepLabv3+ on ResNet-50."""
     model = DeepLabV3Plus(num_classes, depth=50, output_stride=output_stride, **kwargs)
-    return _load(model, weights, weights_backbone)
+    return load_weights(model, weights, weights_backbone)

@@ -14,6 +14,7 @@ its last map is 32x coarser than the image. Two answers live here:
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -23,10 +24,11 @@ from ..layers.conv import ConvNormAct
 from ..layers.upsampling import TransposedConv2d
 from .backbones import build_trunk
 from .base import SemanticSegmentor
-from ..zoo import load_checkpoint, register
-from .checkpoints import load_imagenet_trunk, prefixed
+from ..zoo import register
+from .checkpoints import load_weights, prefixed
 
-__all__ = ["FCN", "FCNHead", "FCNSkip", "fcn_resnet50", "fcn8s_resnet18", "fcn16s_resnet18", "fcn32s_resnet18"]
+__all__ = ["FCN", "FCNHead", "FCNSkip", "TrunkHeadSegmentor", "fcn_resnet50", "fcn8s_resnet18", "fcn16s_resnet18",
+           "fcn32s_resnet18"]
 
 
 class FCNHead(nn.Module):
@@ -50,22 +52,24 @@ def _resize_to(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     return F.interpolate(x, size=ref.shape[-2:], mode="bilinear", align_corners=False)
 
 
-class FCN(SemanticSegmentor):
-    """Dilated-trunk FCN with an :class:`FCNHead` (and an auxiliary one on the stage before).
+class TrunkHeadSegmentor(SemanticSegmentor):
+    """Trunk -> a head on its last map (+ an auxiliary :class:`FCNHead` on the map before) -> bilinear
+    upsampling to the input: torchvision's ``_SimpleSegmentationModel``, the shape of :class:`FCN` and
+    :class:`~.deeplab.DeepLabV3` (their torchvision names: ``backbone``, ``classifier``, ``aux_classifier``).
 
     Args:
         num_classes: number of labels.
-        backbone: a :data:`~sceneparse.models.segmentation.backbones.TRUNKS` name.
-        output_stride: 8 (torchvision's ``fcn_resnet50``), 16 or 32.
-        aux: add the auxiliary head on ``features[-2]`` (``layer3``), used for the training loss only.
+        head: ``in_channels -> module`` building the main head on the trunk's last map.
+        backbone, output_stride: the trunk (:func:`~.backbones.build_trunk`).
+        aux: add the auxiliary head on ``features[-2]``, used for the training loss only.
         **kwargs: :class:`SemanticSegmentor` options (preprocessor, aux_weight, dice_weight, ...).
     """
 
-    def __init__(self, num_classes: int, *, backbone: str = "resnet50", output_stride: int = 8, aux: bool = False,
-                 **kwargs):
+    def __init__(self, num_classes: int, head: Callable[[int], nn.Module], *, backbone: str, output_stride: int,
+                 aux: bool = False, **kwargs):
         super().__init__(num_classes, **kwargs)
         self.backbone = build_trunk(backbone, output_stride)
-        self.head = FCNHead(self.backbone.out_channels[-1], num_classes)
+        self.head = head(self.backbone.out_channels[-1])
         self.aux_head = FCNHead(self.backbone.out_channels[-2], num_classes) if aux else None
 
     def segment(self, x: torch.Tensor, with_aux: bool = False):
@@ -80,6 +84,23 @@ class FCN(SemanticSegmentor):
         if self.aux_head is not None:
             m.update(prefixed(self.aux_head.torchvision_module_map(), "aux_head", "aux_classifier"))
         return m
+
+
+class FCN(TrunkHeadSegmentor):
+    """Dilated-trunk FCN with an :class:`FCNHead` (and an auxiliary one on the stage before).
+
+    Args:
+        num_classes: number of labels.
+        backbone: a :data:`~sceneparse.models.segmentation.backbones.TRUNKS` name.
+        output_stride: 8 (torchvision's ``fcn_resnet50``), 16 or 32.
+        aux: add the auxiliary head on ``features[-2]`` (``layer3``), used for the training loss only.
+        **kwargs: :class:`SemanticSegmentor` options (preprocessor, aux_weight, dice_weight, ...).
+    """
+
+    def __init__(self, num_classes: int, *, backbone: str = "resnet50", output_stride: int = 8, aux: bool = False,
+                 **kwargs):
+        super().__init__(num_classes, lambda c: FCNHead(c, num_classes), backbone=backbone,
+                         output_stride=output_stride, aux=aux, **kwargs)
 
 
 def _crop(x: torch.Tensor, size) -> torch.Tensor:
@@ -133,15 +154,6 @@ class FCNSkip(SemanticSegmentor):
 
 
 # ---- builders ------------------------------------------------------------------------------------
-def _load(model: SemanticSegmentor, weights, weights_backbone) -> SemanticSegmentor:
-    """``weights``: whole-model checkpoint (torchvision or sceneparse); else ``weights_backbone``: ImageNet trunk."""
-    if weights is not None:
-        load_checkpoint(model, weights)
-    elif weights_backbone is not None:
-        load_imagenet_trunk(model.backbone, weights_backbone)
-    return model
-
-
 @register("fcn_resnet50")
 def fcn_resnet50(num_classes: int = 21, *, aux_loss: bool = True, weights: str | Path | None = None,
                  weights_backbone: str | Path | None = None, **kwargs) -> FCN:
@@ -152,11 +164,11 @@ def fcn_resnet50(num_classes: int = 21, *, aux_loss: bool = True, weights: str |
     ``weights_backbone``: a torchvision ImageNet ``resnet50`` file for the trunk.
     """
     model = FCN(num_classes, backbone="resnet50", output_stride=8, aux=aux_loss, **kwargs)
-    return _load(model, weights, weights_backbone)
+    return load_weights(model, weights, weights_backbone)
 
 
 def _fcn_skip(variant: int, num_classes: int, weights, weights_backbone, kwargs) -> FCNSkip:
-    return _load(FCNSkip(num_classes, variant=variant, depth=18, **kwargs), weights, weights_backbone)
+    return load_weights(FCNSkip(num_classes, variant=variant, depth=18, **kwargs), weights, weights_backbone)
 
 
 @register("fcn8s_resnet18")

@@ -17,8 +17,8 @@ from torch import nn
 from ..layers.conv import ConvNormAct
 from .backbones import build_trunk
 from .base import SemanticSegmentor
-from ..zoo import load_checkpoint, register
-from .checkpoints import load_imagenet_trunk, prefixed
+from ..zoo import register
+from .checkpoints import load_weights, prefixed
 
 __all__ = ["LRASPP", "LRASPPHead", "lraspp_mobilenet_v3_large"]
 
@@ -75,9 +75,4 @@ def lraspp_mobilenet_v3_large(num_classes: int = 21, *, weights: str | Path | No
                               weights_backbone: str | Path | None = None, **kwargs) -> LRASPP:
     """torchvision's ``lraspp_mobilenet_v3_large``; ``weights``: a torchvision state-dict file or a
     sceneparse checkpoint."""
-    model = LRASPP(num_classes, **kwargs)
-    if weights is not None:
-        load_checkpoint(model, weights)
-    elif weights_backbone is not None:
-        load_imagenet_trunk(model.backbone, weights_backbone)
-    return model
+    return load_weights(LRASPP(num_classes, **kwargs), weights, weights_backbone)
