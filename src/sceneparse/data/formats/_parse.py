@@ -12,12 +12,18 @@ def fail(file: str | None, record: str | None, field: str | None, message: str, 
     raise FormatError([Problem(file, record, field, message, value)])
 
 
+def _absent(file: str, record: str, key: str, default: Any) -> Any:
+    """What a getter returns for a missing ``key``: ``default``, or a :class:`FormatError` naming the
+    field when there is none (``default=...``: the field is required)."""
+    if default is ...:
+        fail(file, record, key, "missing required field")
+    return default
+
+
 def get_int(obj: dict, key: str, file: str, record: str, *, default: Any = ..., ) -> int:
     """``obj[key]`` as an int (JSON ints, or floats with an integral value such as ``3.0``)."""
     if key not in obj:
-        if default is ...:
-            fail(file, record, key, "missing required field")
-        return default
+        return _absent(file, record, key, default)
     v = obj[key]
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         fail(file, record, key, f"expected an integer, got {type(v).__name__}", v)
@@ -30,9 +36,7 @@ def get_int(obj: dict, key: str, file: str, record: str, *, default: Any = ..., 
 
 def get_number(obj: dict, key: str, file: str, record: str, *, default: Any = ...) -> float:
     if key not in obj:
-        if default is ...:
-            fail(file, record, key, "missing required field")
-        return default
+        return _absent(file, record, key, default)
     v = obj[key]
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         fail(file, record, key, f"expected a number, got {type(v).__name__}", v)
@@ -41,9 +45,7 @@ def get_number(obj: dict, key: str, file: str, record: str, *, default: Any = ..
 
 def get_str(obj: dict, key: str, file: str, record: str, *, default: Any = ...) -> str:
     if key not in obj:
-        if default is ...:
-            fail(file, record, key, "missing required field")
-        return default
+        return _absent(file, record, key, default)
     v = obj[key]
     if not isinstance(v, str):
         fail(file, record, key, f"expected a string, got {type(v).__name__}", v)
@@ -52,9 +54,7 @@ def get_str(obj: dict, key: str, file: str, record: str, *, default: Any = ...) 
 
 def get_list(obj: dict, key: str, file: str, record: str, *, default: Any = ...) -> list:
     if key not in obj:
-        if default is ...:
-            fail(file, record, key, "missing required field")
-        return default
+        return _absent(file, record, key, default)
     v = obj[key]
     if not isinstance(v, list):
         fail(file, record, key, f"expected a list, got {type(v).__name__}", v)
