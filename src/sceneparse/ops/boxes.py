@@ -79,6 +79,16 @@ def box_iou(a: Tensor, b: Tensor) -> Tensor:
     return inter / union
 
 
+def _pairwise_iou_enclosing(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """IoU, union and the enclosing box's width and height of every pair, all ``[..., N, M]``, for
+    boxes already checked and upcast."""
+    inter, union = _pairwise_inter_union(a, b)
+    lt = torch.minimum(a[..., :, None, :2], b[..., None, :, :2])
+    rb = torch.maximum(a[..., :, None, 2:], b[..., None, :, 2:])
+    wh = (rb - lt).clamp(min=0)
+    return inter / union, union, wh[..., 0], wh[..., 1]
+
+
 def generalized_box_iou(a: Tensor, b: Tensor) -> Tensor:
     """Pairwise GIoU ``[..., N, M]`` in ``[-1, 1]``: ``IoU - (C - U) / C``.
 
@@ -87,13 +97,8 @@ def generalized_box_iou(a: Tensor, b: Tensor) -> Tensor:
     """
     _check(a, "a")
     _check(b, "b")
-    a, b = _upcast(a), _upcast(b)
-    inter, union = _pairwise_inter_union(a, b)
-    iou = inter / union
-    lt = torch.minimum(a[..., :, None, :2], b[..., None, :, :2])
-    rb = torch.maximum(a[..., :, None, 2:], b[..., None, :, 2:])
-    wh = (rb - lt).clamp(min=0)
-    enclosing = wh[..., 0] * wh[..., 1]
+    iou, union, ew, eh = _pairwise_iou_enclosing(_upcast(a), _upcast(b))
+    enclosing = ew * eh
     return iou - (enclosing - union) / enclosing
 
 
@@ -110,12 +115,8 @@ def distance_box_iou(a: Tensor, b: Tensor, eps: float = 1e-7) -> Tensor:
     _check(a, "a")
     _check(b, "b")
     a, b = _upcast(a), _upcast(b)
-    inter, union = _pairwise_inter_union(a, b)
-    iou = inter / union
-    lt = torch.minimum(a[..., :, None, :2], b[..., None, :, :2])
-    rb = torch.maximum(a[..., :, None, 2:], b[..., None, :, 2:])
-    wh = (rb - lt).clamp(min=0)
-    diag2 = wh[..., 0] ** 2 + wh[..., 1] ** 2 + eps
+    iou, _, ew, eh = _pairwise_iou_enclosing(a, b)
+    diag2 = ew**2 + eh**2 + eps
     ax, ay = _centres(a)
     bx, by = _centres(b)
     rho2 = (ax[..., :, None] - bx[..., None, :]) ** 2 + (ay[..., :, None] - by[..., None, :]) ** 2
