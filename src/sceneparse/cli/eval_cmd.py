@@ -4,9 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -193,15 +191,7 @@ def _finite(obj: Any) -> Any:
 
 
 def _write_json(path: str, report: dict) -> None:
-    """Atomic: a temporary file in the target folder, then ``os.replace``."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(_finite(report), indent=2, allow_nan=False) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, p)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """Atomic (:func:`~sceneparse.data.formats._io.atomic_write_text`): readers never see half a report."""
+    from ..data.formats._io import atomic_write_text
+
+    atomic_write_text(path, json.dumps(_finite(report), indent=2, allow_nan=False) + "\n")
