@@ -3,51 +3,20 @@ of the precision / recall / scores arrays, plus every per-image match, on random
 seeds) and hand-made edge cases, for bbox, segm and keypoints."""
 from __future__ import annotations
 
-import contextlib
 import copy
-import io
 
 import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
-from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from pycoco_reference import pycoco_eval  # noqa: F401  (also the reference of test_coco_api / _cases)
 from sceneparse.evaluation.coco import evaluate_coco
 
 TOL = 1e-12
 
 
 # ----------------------------------------------------------------------------- reference
-
-def pycoco_eval(gt: dict, results: list, iou_type: str, *, max_dets=None, area_rng=None, iou_thrs=None,
-                img_ids=None, cat_ids=None, use_cats=True, sigmas=None) -> COCOeval:
-    """pycocotools on deep copies (it writes into its inputs), silenced."""
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = COCO()
-        coco_gt.dataset = copy.deepcopy(gt)
-        coco_gt.createIndex()
-        coco_dt = coco_gt.loadRes(copy.deepcopy(results))
-        ev = COCOeval(coco_gt, coco_dt, iou_type)
-        if max_dets is not None:
-            ev.params.maxDets = list(max_dets)
-        if area_rng is not None:
-            ev.params.areaRng = [list(v) for v in area_rng.values()]
-            ev.params.areaRngLbl = list(area_rng)
-        if iou_thrs is not None:
-            ev.params.iouThrs = np.asarray(iou_thrs, dtype=np.float64)
-        if img_ids is not None:
-            ev.params.imgIds = list(img_ids)
-        if cat_ids is not None:
-            ev.params.catIds = list(cat_ids)
-        ev.params.useCats = int(use_cats)
-        if sigmas is not None:
-            ev.params.kpt_oks_sigmas = np.asarray(sigmas, dtype=np.float64) / 10.0
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    return ev
-
 
 def assert_same(ours, ref: COCOeval, check_matches: bool = True) -> None:
     """All numbers equal: stats, precision, recall, scores, and pycocotools' evalImgs entries."""

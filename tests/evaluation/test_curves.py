@@ -1,11 +1,6 @@
-import contextlib
-import copy
-import io
-
 import numpy as np
 import pytest
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
+from pycoco_reference import pycoco_eval
 
 from sceneparse.evaluation import evaluate_coco
 from sceneparse.evaluation.curves import precision_recall_curves
@@ -34,15 +29,7 @@ def _case():
 
 
 def _pycoco(gt, res):
-    with contextlib.redirect_stdout(io.StringIO()):
-        g = COCO()
-        g.dataset = copy.deepcopy(gt)
-        g.createIndex()
-        e = COCOeval(g, g.loadRes(copy.deepcopy(res)), "bbox")
-        e.evaluate()
-        e.accumulate()
-        e.summarize()
-    return e
+    return pycoco_eval(gt, res, "bbox")
 
 
 @pytest.mark.parametrize("source", ["pycocotools", "sceneparse"])

@@ -1,26 +1,16 @@
-import contextlib
 import copy
-import io
 
 import numpy as np
 import pytest
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
+from pycoco_reference import pycoco_eval
 
 from sceneparse.evaluation.errors import ErrorType, average_precision, tide_errors
 
 
 def pycoco_ap50(gt, results, iou_type="bbox", max_dets=100):
     """AP@50 (area all, the given maxDets) from pycocotools, overall and per category."""
-    with contextlib.redirect_stdout(io.StringIO()):
-        g = COCO()
-        g.dataset = copy.deepcopy(gt)
-        g.createIndex()
-        d = g.loadRes(copy.deepcopy(results))
-        e = COCOeval(g, d, iou_type)
-        e.params.maxDets = [1, 10, max_dets] if max_dets > 10 else [max_dets]
-        e.evaluate()
-        e.accumulate()
+    e = pycoco_eval(gt, results, iou_type, max_dets=[1, 10, max_dets] if max_dets > 10 else [max_dets],
+                    summarize=False)
     p = e.eval["precision"][0, :, :, 0, -1]
     per = {c: p[:, k].mean() for k, c in enumerate(e.params.catIds) if (p[:, k] > -1).all()}
     return float(p[p > -1].mean()), per
