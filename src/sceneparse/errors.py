@@ -75,6 +75,19 @@ class ConfigError(SceneparseError, ValueError):
     """Unknown or invalid configuration keys/values."""
 
 
+class ExportError(SceneparseError, RuntimeError):
+    """A model that cannot be exported (to ONNX / TorchScript), or whose exported graph does not
+    reproduce the eager model: says which model, which operator or construct, and why."""
+
+    def __init__(self, message: str, *, model: str | None = None, construct: str | None = None):
+        self.model = model
+        self.construct = construct
+        parts = [f"{model}: {message}" if model else message]
+        if construct:
+            parts.append(f"construct: {construct}")
+        super().__init__("\n".join(parts))
+
+
 @dataclass
 class Report:
     """Collects problems without stopping (lenient mode) or stops at the first (strict mode)."""

@@ -111,6 +111,8 @@ class Preprocessor:
         """Returns the batch and, if given, the targets moved into the batch (resized) frame."""
         if len(images) == 0:
             raise DataError("Preprocessor: empty list of images")
+        if torch.jit.is_tracing():
+            return self._traced(images, targets)
         if targets is not None and len(targets) != len(images):
             raise DataError(f"Preprocessor: {len(images)} images but {len(targets)} targets")
         dtype, device = images[0].dtype, images[0].device
@@ -133,6 +135,45 @@ class Preprocessor:
         if targets is None:
             return batch, None
         return batch, [resize_target(t, o, s) for t, o, s in zip(targets, originals, sizes)]
+
+    # ---- graph export (ONNX / TorchScript tracing) ------------------------------------------
+    def _traced(self, images: Sequence[torch.Tensor], targets) -> tuple[ImageBatch, None]:
+        """The eager rule as tensor arithmetic, so that a traced graph resizes and pads any input size.
+
+        One image per graph (the sizes of several images would have to be traced separately). The
+        sizes in the returned :class:`ImageBatch` are 0-dim ``int64`` tensors instead of ints, and the
+        output size is ``floor(side * s)`` computed in float64, as ``F.interpolate`` does eagerly.
+        """
+        if len(images) != 1 or targets is not None:
+            raise ValueError(f"a traced Preprocessor takes exactly one image and no targets, got {len(images)} "
+                             f"image(s){' and targets' if targets is not None else ''}")
+        image = images[0]
+        h, w = image.shape[-2], image.shape[-1]  # 0-dim tensors while tracing
+        x = self.normalize(image[None])
+        if self.fixed_size is not None:
+            nh = torch.full_like(h, self.fixed_size[0])
+            nw = torch.full_like(w, self.fixed_size[1])
+        else:
+            hd, wd = h.to(torch.float64), w.to(torch.float64)
+            s = torch.minimum(self.min_sizes[-1] / torch.minimum(hd, wd), self.max_size / torch.maximum(hd, wd))
+            nh, nw = torch.floor(hd * s).to(torch.int64), torch.floor(wd * s).to(torch.int64)
+        x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False)
+        x = self.pad(x)
+        scale = (nh.to(torch.float32) / h.to(torch.float32), nw.to(torch.float32) / w.to(torch.float32))
+        return ImageBatch(x, [(nh, nw)], [(h, w)], [scale]), None
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """``(images - mean) / std`` per channel for a ``[B, 3, H, W]`` tensor (traceable)."""
+        mean = torch.tensor(self.mean, dtype=images.dtype, device=images.device)[:, None, None]
+        std = torch.tensor(self.std, dtype=images.dtype, device=images.device)[:, None, None]
+        return (images - mean) / std
+
+    def pad(self, images: torch.Tensor) -> torch.Tensor:
+        """Zero-pad ``[B, C, H, W]`` at the bottom/right to multiples of ``size_divisible`` (traceable:
+        with traced sizes the padding amounts are computed in the graph)."""
+        h, w = images.shape[-2], images.shape[-1]
+        d = self.size_divisible
+        return F.pad(images, (0, (d - w % d) % d, 0, (d - h % d) % d))
 
 
 def _ratios(old: tuple[int, int], new: tuple[int, int], device) -> tuple[torch.Tensor, torch.Tensor]:

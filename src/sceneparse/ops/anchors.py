@@ -99,8 +99,8 @@ class AnchorGenerator:
         out = []
         for level, ((h, w), (sy, sx)) in enumerate(zip(feature_sizes, strides)):
             cell = self.cell_anchors(level, dtype=dtype, device=device)
-            shift_x = _shifts(int(w), sx, device, dtype)
-            shift_y = _shifts(int(h), sy, device, dtype)
+            shift_x = _shifts(w, sx, device, dtype)
+            shift_y = _shifts(h, sy, device, dtype)
             yy, xx = torch.meshgrid(shift_y, shift_x, indexing="ij")
             xx, yy = xx.reshape(-1), yy.reshape(-1)
             shifts = torch.stack((xx, yy, xx, yy), dim=1)
@@ -112,8 +112,13 @@ class AnchorGenerator:
         """Anchors per level for a padded batch of ``(H, W)`` pixels and feature maps of ``(h, w)``.
 
         The stride of a level is ``(H // h, W // w)`` (integer division, as torchvision). Every image
-        of the padded batch shares these anchors.
+        of the padded batch shares these anchors. While tracing (graph export) the sizes are 0-dim
+        int64 tensors and strides and grids are computed in the graph, so it holds for any input size.
         """
+        if torch.jit.is_tracing():
+            H, W = image_size_padded
+            strides = [(H // h, W // w) for h, w in feature_sizes]
+            return self.grid_anchors(feature_sizes, strides, device=device, dtype=dtype)
         H, W = (int(v) for v in image_size_padded)
         strides = []
         for h, w in feature_sizes:
@@ -124,7 +129,11 @@ class AnchorGenerator:
 
 
 def _shifts(n: int, stride: int | float, device, dtype: torch.dtype) -> Tensor:
-    """``arange(n) * stride``; exact integer arithmetic for integer strides (as torchvision)."""
+    """``arange(n) * stride``; exact integer arithmetic for integer strides (as torchvision).
+    ``n`` and ``stride`` may be traced 0-dim int64 tensors (graph export)."""
+    if isinstance(stride, Tensor) and not stride.is_floating_point():
+        return (torch.arange(n, dtype=torch.int64, device=device) * stride).to(dtype)
+    n = int(n)
     if float(stride).is_integer():
         return (torch.arange(n, dtype=torch.int64, device=device) * int(stride)).to(dtype)
     return torch.arange(n, dtype=dtype, device=device) * float(stride)

@@ -72,7 +72,9 @@ def heatmaps_to_keypoints(maps: Tensor, rois: Tensor) -> tuple[Tensor, Tensor]:
     x_int = torch.zeros((N, K), dtype=torch.int64, device=device)
     y_int = torch.zeros((N, K), dtype=torch.int64, device=device)
     scores = torch.zeros((N, K), dtype=torch.float32, device=device)
-    if N > 0:
+    if torch.jit.is_tracing():  # graph export: one resize per RoI in a graph loop
+        x_int, y_int, scores = _argmax_per_roi(maps, h_ceil, w_ceil)
+    elif N > 0:
         sizes = torch.stack([h_ceil, w_ceil], dim=1).long()
         unique_sizes, group = torch.unique(sizes, dim=0, return_inverse=True)
         for g, (rh, rw) in enumerate(unique_sizes.tolist()):  # one batched resize per distinct RoI size
@@ -87,6 +89,30 @@ def heatmaps_to_keypoints(maps: Tensor, rois: Tensor) -> tuple[Tensor, Tensor]:
     y = (y_int.float() + 0.5) * (heights / h_ceil)[:, None] + rois[:, 1:2]
     keypoints = torch.stack([x, y, torch.ones_like(x)], dim=2).float()
     return keypoints, scores
+
+
+@torch.jit._script_if_tracing
+def _argmax_per_roi(maps: Tensor, h_ceil: Tensor, w_ceil: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The argmax cells ``(x_int, y_int)`` and values of each RoI's maps resized bicubically to
+    ``h_ceil[i] x w_ceil[i]``, one RoI at a time. Scripted when traced, so that an exported graph
+    holds a loop (the output sizes depend on the data); :func:`heatmaps_to_keypoints` uses it only
+    then and batches RoIs of equal size eagerly."""
+    n, k = maps.shape[0], maps.shape[1]
+    # carried through the graph loop as float32 (exact below 2^24; ONNX loops need one type per value)
+    x_int = torch.zeros((0, k), dtype=torch.float32, device=maps.device)
+    y_int = torch.zeros((0, k), dtype=torch.float32, device=maps.device)
+    scores = torch.zeros((0, k), dtype=torch.float32, device=maps.device)
+    for i in range(n):
+        up = F.interpolate(maps[i:i + 1], size=(int(h_ceil[i]), int(w_ceil[i])), mode="bicubic",
+                           align_corners=False)[0]
+        width = torch.scalar_tensor(up.size(2), dtype=torch.int64, device=maps.device)  # int64 arithmetic in ONNX
+        flat = up.reshape(k, -1)
+        pos = flat.argmax(dim=1)
+        x = pos % width
+        x_int = torch.cat([x_int, x.to(torch.float32)[None]])
+        y_int = torch.cat([y_int, ((pos - x) // width).to(torch.float32)[None]])
+        scores = torch.cat([scores, torch.gather(flat, 1, pos[:, None])[:, 0].to(torch.float32)[None]])
+    return x_int.to(torch.int64), y_int.to(torch.int64), scores
 
 
 def gaussian_heatmaps(keypoints: Tensor, size: Sequence[int], stride: float, sigma: float) -> tuple[Tensor, Tensor]:

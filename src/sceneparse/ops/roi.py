@@ -40,10 +40,8 @@ def rois_from_boxes(boxes: Sequence[Tensor]) -> Tensor:
     for i, b in enumerate(boxes):
         if b.ndim != 2 or b.shape[1] != 4:
             raise ValueError(f"boxes[{i}] must have shape [K, 4], got {tuple(b.shape)}")
-    cat = torch.cat(list(boxes), dim=0)
-    counts = torch.as_tensor([b.shape[0] for b in boxes], device=cat.device)
-    idx = torch.repeat_interleave(torch.arange(len(boxes), device=cat.device), counts).to(cat.dtype)
-    return torch.cat([idx[:, None], cat], dim=1)
+    # full_like instead of repeat_interleave over a list of counts: a traced graph keeps the counts dynamic
+    return torch.cat([torch.cat([torch.full_like(b[:, :1], i), b], dim=1) for i, b in enumerate(boxes)], dim=0)
 
 
 def _as_rois(rois: Tensor | Sequence[Tensor]) -> Tensor:
@@ -139,6 +137,11 @@ def multiscale_roi_align(features: Sequence[Tensor], boxes: Sequence[Tensor],
     out = torch.zeros((rois.shape[0], first.shape[1], oh, ow), dtype=first.dtype, device=first.device)
     for level, (feat, scale) in enumerate(zip(features, scales)):  # one kernel call per level
         idx = torch.where(levels == level)[0]
-        if idx.numel():
+        if torch.jit.is_tracing():
+            # graph export: every level's branch is kept, and a scatter instead of ``out[idx] = ...``, whose
+            # ONNX form is specialised to the example's count when a level gets a single RoI
+            pooled = roi_align(feat, rois[idx], (oh, ow), scale, sampling_ratio).to(out.dtype)
+            out = out.scatter(0, idx.view(-1, 1, 1, 1).expand_as(pooled), pooled)
+        elif idx.numel():
             out[idx] = roi_align(feat, rois[idx], (oh, ow), scale, sampling_ratio).to(out.dtype)
     return out

@@ -21,8 +21,12 @@ from ..structures.instances import Instances
 
 
 def _ratios(src: tuple[int, int], dst: tuple[int, int], device) -> tuple[Tensor, Tensor]:
-    """``dst / src`` per axis ``(rh, rw)``, float32 scalars."""
-    f = lambda v: torch.tensor(v, dtype=torch.float32, device=device)  # noqa: E731
+    """``dst / src`` per axis ``(rh, rw)``, float32 scalars (sizes may be traced 0-dim tensors)."""
+    def f(v) -> Tensor:
+        if isinstance(v, Tensor):
+            return v.to(device=device, dtype=torch.float32)
+        return torch.tensor(v, dtype=torch.float32, device=device)
+
     return f(dst[0]) / f(src[0]), f(dst[1]) / f(src[1])
 
 
@@ -66,16 +70,20 @@ def paste_masks(masks: Tensor, boxes: Tensor, image_size: tuple[int, int], *, pa
     Returns ``float32 [N, H, W]`` probabilities, or ``bool [N, H, W]`` = ``prob > threshold`` if a
     threshold is given. ``chunk`` masks (in order of their top edge) are resized at a time, over the
     smallest image rectangle that holds all their boxes (so the float intermediate stays small).
+    While tracing (graph export) all masks are resized at once over the whole image, whose size may
+    then be a pair of traced 0-dim tensors: the same products without data-dependent rectangles.
     """
-    h_img, w_img = int(image_size[0]), int(image_size[1])
+    tracing = torch.jit.is_tracing()
+    h_img, w_img = (image_size[0], image_size[1]) if tracing else (int(image_size[0]), int(image_size[1]))
     n = masks.shape[0]
     if masks.ndim != 3 or boxes.shape != (n, 4):
         raise ValueError(f"paste_masks needs masks [N, M, M] and boxes [N, 4], got {tuple(masks.shape)} "
                          f"and {tuple(boxes.shape)}")
-    out = torch.zeros((n, h_img, w_img), dtype=torch.bool if threshold is not None else torch.float32,
-                      device=masks.device)
-    if n == 0:
-        return out
+    if not tracing:
+        out = torch.zeros((n, h_img, w_img), dtype=torch.bool if threshold is not None else torch.float32,
+                          device=masks.device)
+        if n == 0:
+            return out
     m = masks.shape[-1]
     padded = torch.nn.functional.pad(masks.to(torch.float32), (padding,) * 4)
     s = m + 2 * padding
@@ -87,6 +95,11 @@ def paste_masks(masks: Tensor, boxes: Tensor, image_size: tuple[int, int], *, pa
     ib = torch.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], dim=1).to(torch.int64)  # truncation
     width = (ib[:, 2] - ib[:, 0] + 1).clamp(min=1)
     height = (ib[:, 3] - ib[:, 1] + 1).clamp(min=1)
+    if tracing:
+        wy = _interp_matrix(ib[:, 1], height, 0, h_img, s)  # [N, H, s]
+        wx = _interp_matrix(ib[:, 0], width, 0, w_img, s)  # [N, W, s]
+        res = wy @ padded @ wx.transpose(1, 2)  # [N, H, W], zero outside each box
+        return res > threshold if threshold is not None else res
     # the part of the image each mask covers: [y0, y1) x [x0, x1)
     x0, y0 = ib[:, 0].clamp(0, w_img), ib[:, 1].clamp(0, h_img)
     x1, y1 = (ib[:, 2] + 1).clamp(0, w_img), (ib[:, 3] + 1).clamp(0, h_img)
@@ -103,23 +116,36 @@ def paste_masks(masks: Tensor, boxes: Tensor, image_size: tuple[int, int], *, pa
     return out
 
 
-def detections_to_instances(boxes: Tensor, scores: Tensor, labels: Tensor, resized_size: tuple[int, int],
-                            original_size: tuple[int, int], *, mask_probs: Tensor | None = None,
-                            keypoint_heatmaps: Tensor | None = None, mask_threshold: float = 0.5,
-                            label_offset: int = 1) -> Instances:
-    """One image's detections (boxes in the ``resized_size`` frame, labels ``1..C``) -> :class:`Instances`
-    of ``original_size`` with labels ``labels - label_offset`` and, if given, RoI masks ``[N, M, M]``
-    pasted and thresholded (``prob > mask_threshold``) and keypoint heatmaps ``[N, K, S, S]`` decoded
-    in their boxes (:func:`~sceneparse.ops.heatmaps.heatmaps_to_keypoints`) and rescaled."""
+def detections_in_original(boxes: Tensor, scores: Tensor, labels: Tensor, resized_size: tuple[int, int],
+                           original_size: tuple[int, int], *, mask_probs: Tensor | None = None,
+                           keypoint_heatmaps: Tensor | None = None, mask_threshold: float | None = 0.5,
+                           label_offset: int = 1) -> dict[str, Tensor]:
+    """One image's detections (boxes in the ``resized_size`` frame, labels ``1..C``) mapped to
+    ``original_size``: the :class:`Instances` fields as tensors, ``labels - label_offset``, RoI masks
+    ``[N, M, M]`` pasted (``bool`` = ``prob > mask_threshold``, or the ``float32`` probabilities when
+    ``mask_threshold is None``), keypoint heatmaps ``[N, K, S, S]`` decoded in their boxes
+    (:func:`~sceneparse.ops.heatmaps.heatmaps_to_keypoints`) and rescaled. The sizes may be traced
+    0-dim tensors (the exported detector graphs call this)."""
     out_boxes = rescale_boxes(boxes, resized_size, original_size)
-    fields = dict(boxes=out_boxes, labels=labels.to(torch.int64) - label_offset, scores=scores)
+    fields = dict(boxes=out_boxes, scores=scores, labels=labels.to(torch.int64) - label_offset)
     if mask_probs is not None:
         fields["masks"] = paste_masks(mask_probs, out_boxes, original_size, threshold=mask_threshold)
     if keypoint_heatmaps is not None:
         keypoints, keypoint_scores = heatmaps_to_keypoints(keypoint_heatmaps, boxes)
         fields["keypoints"] = rescale_keypoints(keypoints, resized_size, original_size)
         fields["keypoint_scores"] = keypoint_scores
-    return Instances(tuple(original_size), **fields)
+    return fields
 
 
-__all__ = ["paste_masks", "rescale_boxes", "rescale_keypoints", "detections_to_instances"]
+def detections_to_instances(boxes: Tensor, scores: Tensor, labels: Tensor, resized_size: tuple[int, int],
+                            original_size: tuple[int, int], *, mask_probs: Tensor | None = None,
+                            keypoint_heatmaps: Tensor | None = None, mask_threshold: float = 0.5,
+                            label_offset: int = 1) -> Instances:
+    """:func:`detections_in_original` as :class:`Instances` of ``original_size`` (masks thresholded)."""
+    return Instances(tuple(original_size), **detections_in_original(
+        boxes, scores, labels, resized_size, original_size, mask_probs=mask_probs,
+        keypoint_heatmaps=keypoint_heatmaps, mask_threshold=mask_threshold, label_offset=label_offset))
+
+
+__all__ = ["paste_masks", "rescale_boxes", "rescale_keypoints", "detections_in_original",
+           "detections_to_instances"]

@@ -80,6 +80,8 @@ def clip(boxes: ArrayT, image_size: tuple[int, int]) -> ArrayT:
     _check(boxes)
     h, w = image_size
     if isinstance(boxes, torch.Tensor):
+        if isinstance(w, torch.Tensor):  # traced sizes (graph export)
+            h, w = h.to(boxes.dtype), w.to(boxes.dtype)
         x = boxes[..., 0::2].clamp(0, w)
         y = boxes[..., 1::2].clamp(0, h)
         return torch.stack([x[..., 0], y[..., 0], x[..., 1], y[..., 1]], dim=-1)

@@ -121,7 +121,7 @@ class TwoStageDetector(nn.Module):
     def _detect(self, feats: list[Tensor], proposals: list[Tensor], sizes: list[tuple[int, int]]) -> list[Detections]:
         logits, deltas = self.roi_box(feats, proposals, sizes)
         dets = self.roi_box.detect(logits, deltas, proposals, sizes)
-        counts = [len(d.labels) for d in dets]
+        counts = [d.labels.shape[0] for d in dets]  # not len(): a traced graph keeps shape[0] dynamic
         boxes = [d.boxes for d in dets]
         if self.roi_mask is not None:
             logits = self.roi_mask(feats, boxes, sizes)

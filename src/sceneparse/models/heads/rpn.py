@@ -132,7 +132,9 @@ class RegionProposalNetwork(nn.Module):
         f0 = features[0]
         anchors = torch.cat(self.anchor_generator(padded_size, [tuple(f.shape[-2:]) for f in features],
                                                   device=f0.device, dtype=f0.dtype))
-        per_level = [int(l.shape[1] * l.shape[2] * l.shape[3]) for l in logits]
+        per_level = [l.shape[1] * l.shape[2] * l.shape[3] for l in logits]  # traced sizes in graph export
+        if not torch.jit.is_tracing():
+            per_level = [int(n) for n in per_level]
         objectness = flatten_levels(logits, 1)[..., 0]
         deltas = flatten_levels(deltas, 4)
         proposals, scores = self._proposals(objectness.detach(), deltas.detach(), anchors, per_level, image_sizes)
@@ -146,7 +148,8 @@ class RegionProposalNetwork(nn.Module):
         # top-k per level (a level is a contiguous block of anchors), indices into all anchors
         top_idx, top_lvl, offset = [], [], 0
         for lvl, (ob, n) in enumerate(zip(objectness.split(per_level, dim=1), per_level)):
-            idx = ob.topk(min(pre_n, n), dim=1).indices + offset
+            k = torch.clamp(n, max=pre_n) if isinstance(n, Tensor) else min(pre_n, n)  # n traced: k in the graph
+            idx = ob.topk(k, dim=1).indices + offset
             top_idx.append(idx)
             top_lvl.append(torch.full_like(idx, lvl))
             offset += n

@@ -120,8 +120,11 @@ def max_unpool(x: torch.Tensor, indices: torch.Tensor, output_size: Sequence[int
     """
     if indices.shape != x.shape:
         raise ValueError(f"indices {tuple(indices.shape)} must have the shape of x {tuple(x.shape)}")
-    oh, ow = int(output_size[-2]), int(output_size[-1])
-    if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= oh * ow):
+    if torch.jit.is_tracing():  # graph export: sizes stay traced, no data-dependent check
+        oh, ow = output_size[-2], output_size[-1]
+    else:
+        oh, ow = int(output_size[-2]), int(output_size[-1])
+    if not torch.jit.is_tracing() and indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= oh * ow):
         raise ValueError(f"pooling indices out of range for output size {(oh, ow)}")
     flat = x.new_zeros(*x.shape[:-2], oh * ow)
     flat = flat.scatter(-1, indices.flatten(-2), x.flatten(-2))

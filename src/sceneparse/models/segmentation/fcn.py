@@ -105,7 +105,7 @@ class FCN(TrunkHeadSegmentor):
 
 def _crop(x: torch.Tensor, size) -> torch.Tensor:
     """Top-left crop to ``size`` (the upsamplers are centre-aligned, so the excess is at the bottom/right)."""
-    return x[..., : int(size[-2]), : int(size[-1])]
+    return x[..., : size[-2], : size[-1]]  # no int(): traced sizes stay dynamic in an exported graph
 
 
 class FCNSkip(SemanticSegmentor):

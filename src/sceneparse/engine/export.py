@@ -1,0 +1,803 @@
+"""Export models to ONNX (or TorchScript) as self-contained inference graphs, verified against eager PyTorch.
+
+What the graphs take and return
+-------------------------------
+**Semantic segmentors** (``task = "semantic"``: U-Net, SegNet, FCN, DeepLabV3/V3+, LR-ASPP)::
+
+    images   float32 [N, 3, H, W]   RGB in [0, 1]                     (N, H, W dynamic)
+    ->
+    logits   float32 [N, C, H, W]   class scores (pre-softmax) at the input resolution
+    labels   int64   [N, H, W]      argmax over the C classes
+
+Normalisation (the model's mean / std) and the zero padding to a multiple of the model's
+``size_divisible`` happen inside the graph, and the output is cropped back to ``H x W``. Resizing
+does not: the network runs at the resolution it is given (``model.predict`` first resizes the short
+side to ``preprocess.min_size``, recorded in the metadata; feed images of about that size to get the
+accuracy the model was trained for). For an image whose short side already is ``min_size``,
+``labels[i]`` equals ``model.predict([image])[0].labels``.
+
+**Two-stage detectors** (``task = "detection"``: Faster / Mask / Keypoint R-CNN)::
+
+    image            float32 [3, H, W]   RGB in [0, 1], one image          (H, W dynamic)
+    ->
+    boxes            float32 [D, 4]      XYXY in input-image pixels, best first
+    scores           float32 [D]         class probabilities
+    labels           int64   [D]         0..C-1 (``class_names[label]``)
+    masks            float32 [D, H, W]   Mask R-CNN: mask probabilities pasted into the image
+                                         (``model.predict`` keeps ``> mask_threshold``, in the metadata)
+    keypoints        float32 [D, K, 3]   Keypoint R-CNN: ``(x, y, 1)`` in input-image pixels
+    keypoint_scores  float32 [D, K]      Keypoint R-CNN: heatmap value at each keypoint
+
+All of ``model.predict`` is inside the graph: normalise, resize (short side to ``min_size``, long
+side at most ``max_size``), pad, backbone, FPN, RPN, RoI heads, class-wise NMS, mask pasting and
+keypoint decoding, and the mapping back to input pixels. These are the outputs of torchvision's
+exported detectors, except that torchvision gives masks as ``[D, 1, H, W]`` and labels ``1..C``.
+
+Metadata (``onnx`` ``metadata_props``; TorchScript: the extra file ``sceneparse.json``), all strings:
+``sceneparse_version``, ``task``, ``model``, ``class_names`` (JSON list), ``categories`` (JSON,
+COCO-style, when known), ``inputs`` / ``outputs`` (JSON lists of ``{name, shape, dtype, description}``),
+``preprocess`` (JSON: mean, std, min_size, max_size, size_divisible, resize_in_graph), ``imgsz``,
+``mask_threshold`` (Mask R-CNN), ``num_keypoints`` (Keypoint R-CNN).
+
+Verification (``verify=True``): onnxruntime (CPU) runs the exported graph and eager PyTorch the
+same code path untraced on the same inputs -- synthetic scenes at ``imgsz`` and, with
+``dynamic=True``, at a second size of another aspect ratio (and a batch of 2 for segmentors). The
+report lists the max abs difference of every output; outside the tolerance (see
+:data:`TOLERANCES`) or with another number of detections or other labels, :class:`ExportError`
+is raised and no file is written. The ONNX model also passes ``onnx.checker.check_model(full_check=True)``.
+Files are written atomically (temp file in the same folder, fsync, ``os.replace``).
+
+Why tracing (``torch.onnx.export(..., dynamo=False)``, deprecated but supported in torch 2.14): the
+default torch.export-based exporter needs ``onnxscript``, which sceneparse does not depend on, and
+the detectors' outputs have data-dependent sizes everywhere (proposals, NMS, the keypoint loop). The
+legacy exporter traces the code that runs eagerly; where an eager shortcut would freeze a size or a
+count into the graph, the model code takes a tracing branch (``torch.jit.is_tracing()``: the
+preprocessor's resize / pad, anchors, RPN top-k, class-wise NMS, RoI levels, mask pasting, keypoint
+decoding as an ONNX Loop). The eager paths are unchanged.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .. import __version__
+from ..errors import ExportError
+from ..postprocess.detection import detections_in_original
+
+__all__ = ["export_onnx", "export_torchscript", "export_model", "ExportReport", "VerifyCase", "TensorSpec",
+           "FORMATS", "TOLERANCES", "sample_images", "DetectorGraph", "SegmentorGraph", "graph_module",
+           "read_onnx_metadata"]
+
+#: Export formats: file suffix of each.
+FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript"}
+
+#: Verification tolerance per output: ``max |exported - eager| <= atol + rtol * max |eager|``. The
+#: differences come from onnxruntime's kernels (convolutions, resampling) summing in another order
+#: than PyTorch's: ~1e-7 on logits of the small models, ~1e-5 .. 1e-4 px on boxes of the ResNet-18
+#: detectors at 64 .. 320 px, up to ~8e-3 px for randomly initialised ResNet-50 detectors at 800 px
+#: (boxes amplify feature differences through ``exp`` of the size deltas) -- hence 5e-5 of the
+#: coordinates (0.05 px at 1000 px): a size or scale frozen by the trace is off by pixels.
+#: Segmentation labels may differ only where the two best logits are tied within tolerance.
+#: Keypoints sit on the argmax cell of a bicubic upsampling: should two cells be within ~1e-6 of
+#: each other, onnxruntime may pick the other one (a few px away), and the verification fails
+#: rather than hide it.
+TOLERANCES: dict[str, tuple[float, float]] = {
+    "logits": (1e-4, 1e-4),
+    "boxes": (1e-3, 5e-5),
+    "scores": (1e-4, 0.0),
+    "masks": (1e-3, 0.0),
+    "keypoints": (1e-3, 5e-5),
+    "keypoint_scores": (1e-3, 1e-4),
+}
+
+
+def _min_opset(model: nn.Module, task: str) -> tuple[int, str]:
+    """The lowest opset whose graph onnxruntime runs correctly, and why (measured with torch 2.14 /
+    onnxruntime 1.32; the upper end is whatever the installed onnxruntime implements)."""
+    if task == "semantic":
+        return 11, "Resize and Pad with sizes computed in the graph need opset 11"
+    if model.roi_keypoint is not None:
+        return 16, ("the keypoint decoding loop (one bicubic Resize per detection inside an ONNX Loop) does not "
+                    "load in onnxruntime below opset 16")
+    if model.roi_mask is not None:
+        return 16, ("mask pasting sums bilinear weights with ScatterElements(reduction='add'), opset 16 (below it "
+                    "the exporter writes a plain scatter, which overwrites instead of adding)")
+    return 11, "NonMaxSuppression and RoiAlign need opset 11"
+
+
+# ---- the graphs ---------------------------------------------------------------------------------
+
+class SegmentorGraph(nn.Module):
+    """``images [N, 3, H, W]`` in [0, 1] -> ``(logits [N, C, H, W], labels [N, H, W])``: normalise,
+    pad to the model's size multiple, :meth:`SemanticSegmentor.segment`, crop, argmax."""
+
+    output_names = ("logits", "labels")
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        h, w = images.shape[-2], images.shape[-1]
+        pre = self.model.preprocessor
+        logits, _ = self.model.segment(pre.pad(pre.normalize(images)))
+        logits = logits[:, :, :h, :w]
+        return logits, logits.argmax(dim=1)
+
+
+class DetectorGraph(nn.Module):
+    """``image [3, H, W]`` in [0, 1] -> ``(boxes, scores, labels[, masks][, keypoints, keypoint_scores])``
+    in input-image pixels: ``model.prepare`` + ``model.forward`` + the mapping of ``model.postprocess``
+    with mask probabilities instead of thresholded masks."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        names = ["boxes", "scores", "labels"]
+        if model.roi_mask is not None:
+            names.append("masks")
+        if model.roi_keypoint is not None:
+            names += ["keypoints", "keypoint_scores"]
+        self.output_names = tuple(names)
+
+    def forward(self, image: Tensor) -> tuple[Tensor, ...]:
+        batch, _ = self.model.prepare([image])
+        d = self.model(batch).detections[0]
+        out = detections_in_original(d.boxes, d.scores, d.labels, batch.image_sizes[0], batch.original_sizes[0],
+                                     mask_probs=d.mask_probs, keypoint_heatmaps=d.keypoint_logits,
+                                     mask_threshold=None)
+        return tuple(out[name] for name in self.output_names)
+
+
+def _task_of(model: nn.Module) -> str:
+    from ..models.detectors.two_stage import TwoStageDetector
+    from ..models.segmentation.base import SemanticSegmentor
+
+    if isinstance(model, TwoStageDetector):
+        return "detection"
+    if isinstance(model, SemanticSegmentor):
+        return "semantic"
+    raise ExportError(f"no export graph for {type(model).__module__}.{type(model).__name__}: exportable are the "
+                      "two-stage detectors (TwoStageDetector: Faster / Mask / Keypoint R-CNN) and the semantic "
+                      "segmentors (SemanticSegmentor)", model=type(model).__name__)
+
+
+def graph_module(model: nn.Module) -> nn.Module:
+    """The exportable wrapper of ``model``: :class:`DetectorGraph` or :class:`SegmentorGraph`."""
+    return DetectorGraph(model) if _task_of(model) == "detection" else SegmentorGraph(model)
+
+
+# ---- report ---------------------------------------------------------------------------------------
+
+@dataclass
+class TensorSpec:
+    """One graph input or output; ``shape`` entries are ints or names of dynamic axes."""
+
+    name: str
+    shape: list
+    dtype: str
+    description: str
+
+
+@dataclass
+class VerifyCase:
+    """One verification input: its size, what was compared and how far apart the outputs were.
+
+    ``max_abs_diff`` / ``allowed``: per float output; ``detections``: ``(eager, exported)`` counts for
+    detectors; ``label_flips``: segmentation pixels whose label differs where the two best logits
+    are tied within the tolerance (allowed); ``failures``: why the case failed (empty when it passed)."""
+
+    input_shape: list[int]
+    max_abs_diff: dict[str, float] = field(default_factory=dict)
+    allowed: dict[str, float] = field(default_factory=dict)
+    detections: tuple[int, int] | None = None
+    label_flips: int = 0
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+@dataclass
+class ExportReport:
+    """What :func:`export_onnx` / :func:`export_torchscript` wrote and how it was checked."""
+
+    path: str
+    format: str
+    model: str
+    task: str
+    class_names: list[str]
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    metadata: dict[str, str]
+    dynamic: bool
+    opset: int | None = None
+    checker: str = "not run"
+    verified: bool = False
+    cases: list[VerifyCase] = field(default_factory=list)
+    trace_warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    file_bytes: int = 0
+    export_seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for c, case in zip(d["cases"], self.cases):
+            c["ok"] = case.ok
+        return d
+
+    def save_json(self, path: str | os.PathLike) -> None:
+        """Write :meth:`to_dict` as JSON, atomically."""
+        text = json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
+        _atomic_write_bytes(Path(path), text.encode())
+
+    def summary(self) -> str:
+        lines = [f"{self.format} export of {self.model} ({self.task}, {len(self.class_names)} classes) -> {self.path} "
+                 f"({self.file_bytes / 1e6:.1f} MB, {self.export_seconds:.1f} s"
+                 + (f", opset {self.opset}" if self.opset else "") + ")"]
+        for spec in self.inputs:
+            lines.append(f"  input   {spec.name:16s} {spec.dtype:8s} {spec.shape}  {spec.description}")
+        for spec in self.outputs:
+            lines.append(f"  output  {spec.name:16s} {spec.dtype:8s} {spec.shape}  {spec.description}")
+        if self.format == "onnx":
+            lines.append(f"  onnx.checker: {self.checker}")
+        if not self.cases:
+            lines.append("  verification: not run")
+        for case in self.cases:
+            diffs = ", ".join(f"{k} {v:.2e}" for k, v in case.max_abs_diff.items())
+            dets = f", detections {case.detections[0]} eager / {case.detections[1]} exported" if case.detections else ""
+            flips = f", {case.label_flips} tied-logit pixel labels differ" if case.label_flips else ""
+            status = "ok" if case.ok else "FAILED: " + "; ".join(case.failures)
+            lines.append(f"  verified on {case.input_shape}{dets}: max abs diff {diffs or '-'}{flips} [{status}]")
+        for note in self.notes:
+            lines.append(f"  note: {note}")
+        if self.trace_warnings:
+            lines.append(f"  {len(self.trace_warnings)} tracer warnings (Python values the trace froze, mostly shape "
+                         "checks; the check that matters is verification at a second size): report.trace_warnings")
+        return "\n".join(lines)
+
+
+# ---- inputs, specs, metadata ------------------------------------------------------------------------
+
+def _pair(imgsz) -> tuple[int, int]:
+    if isinstance(imgsz, (int, np.integer)):
+        return int(imgsz), int(imgsz)
+    h, w = (int(v) for v in imgsz)
+    return h, w
+
+
+def _default_imgsz(model: nn.Module) -> tuple[int, int]:
+    s = model.preprocessor.min_sizes[-1]
+    return s, s
+
+
+def _second_size(size: tuple[int, int], model: nn.Module, task: str) -> tuple[int, int]:
+    """A second verification size that changes what the graph computes with: another aspect ratio,
+    sides not multiples of the size divisor (the padding in the graph is exercised) and, for
+    detectors, another padded network input after the in-graph resize (so that frozen anchors,
+    strides or clipping sizes would show)."""
+    pre = model.preprocessor
+    d = pre.size_divisible
+
+    def odd(v: int) -> int:
+        return v + 1 if v % d == 0 else v
+
+    def padded(hw: tuple[int, int]) -> tuple[int, int]:
+        rh, rw = pre.resized_size(hw)
+        return -(-rh // d) * d, -(-rw // d) * d
+
+    h, w = size
+    candidates = [(odd(max(16, (5 * w) // 4)), odd(max(16, (3 * h) // 4))),
+                  (odd(max(16, (3 * h) // 4)), odd(max(16, (5 * w) // 4))),
+                  (odd(max(16, 2 * h)), odd(max(16, w // 2)))]
+    if task == "semantic":
+        return candidates[0]
+    first = padded(size)
+    return next((c for c in candidates if padded(c) != first), candidates[0])
+
+
+def sample_images(size: tuple[int, int], count: int = 1, seed: int = 0) -> list[Tensor]:
+    """Synthetic scenes (``float32 [3, H, W]`` in [0, 1]): textured stuff, shapes and people, so that
+    a trained detector finds something to compare."""
+    from ..data.synthetic import SyntheticConfig, generate_scene, image_rng
+
+    cfg = SyntheticConfig(height=int(size[0]), width=int(size[1]))
+    out = []
+    for i in range(count):
+        scene = generate_scene(image_rng(seed, i), cfg)
+        out.append(torch.from_numpy(np.ascontiguousarray(scene.image)).permute(2, 0, 1).float().div(255.0))
+    return out
+
+
+def _specs(task: str, graph: nn.Module, num_classes: int, dynamic: bool, imgsz: tuple[int, int]
+           ) -> tuple[list[TensorSpec], list[TensorSpec], dict[str, dict[int, str]]]:
+    H, W = ("height", "width") if dynamic else imgsz
+    if task == "semantic":
+        N = "batch" if dynamic else 1
+        inputs = [TensorSpec("images", [N, 3, H, W], "float32", "RGB in [0, 1]")]
+        outputs = [TensorSpec("logits", [N, num_classes, H, W], "float32", "class scores (pre-softmax)"),
+                   TensorSpec("labels", [N, H, W], "int64", "argmax of logits over classes")]
+        axes = {"images": {0: "batch", 2: "height", 3: "width"}, "logits": {0: "batch", 2: "height", 3: "width"},
+                "labels": {0: "batch", 1: "height", 2: "width"}} if dynamic else {}
+        return inputs, outputs, axes
+    model = graph.model
+    inputs = [TensorSpec("image", [3, H, W], "float32", "one RGB image in [0, 1]")]
+    desc = {
+        "boxes": ([4], "float32", "XYXY in input-image pixels, best first"),
+        "scores": ([], "float32", "class probability"),
+        "labels": ([], "int64", f"class 0..{num_classes - 1}"),
+        "masks": ([H, W], "float32", f"mask probabilities in the image (predict keeps > {model.mask_threshold})"),
+        "keypoints": ([model.roi_keypoint.num_keypoints if model.roi_keypoint is not None else 0, 3], "float32",
+                      "(x, y, 1) in input-image pixels"),
+        "keypoint_scores": ([model.roi_keypoint.num_keypoints if model.roi_keypoint is not None else 0], "float32",
+                            "heatmap value at the keypoint"),
+    }
+    outputs = [TensorSpec(n, ["detections", *desc[n][0]], desc[n][1], desc[n][2]) for n in graph.output_names]
+    axes = {n: {0: "detections"} for n in graph.output_names}
+    if "masks" in axes and dynamic:
+        axes["masks"] = {0: "detections", 1: "height", 2: "width"}
+    if dynamic:
+        axes["image"] = {1: "height", 2: "width"}
+    return inputs, outputs, axes
+
+
+def _metadata(task: str, name: str, model: nn.Module, class_names: list[str], categories: list[dict] | None,
+              inputs: list[TensorSpec], outputs: list[TensorSpec], imgsz: tuple[int, int]) -> dict[str, str]:
+    pre = model.preprocessor
+    meta = {
+        "sceneparse_version": __version__,
+        "task": task,
+        "model": name,
+        "class_names": json.dumps(class_names),
+        "inputs": json.dumps([asdict(s) for s in inputs]),
+        "outputs": json.dumps([asdict(s) for s in outputs]),
+        "preprocess": json.dumps({"mean": list(pre.mean), "std": list(pre.std), "min_size": pre.min_sizes[-1],
+                                  "max_size": pre.max_size, "size_divisible": pre.size_divisible,
+                                  "fixed_size": list(pre.fixed_size) if pre.fixed_size else None,
+                                  "normalize_in_graph": True, "resize_in_graph": task == "detection"}),
+        "imgsz": json.dumps(list(imgsz)),
+    }
+    if categories:
+        meta["categories"] = json.dumps(categories)
+    if task == "detection":
+        if model.roi_mask is not None:
+            meta["mask_threshold"] = repr(float(model.mask_threshold))
+        if model.roi_keypoint is not None:
+            meta["num_keypoints"] = str(model.roi_keypoint.num_keypoints)
+    return meta
+
+
+def read_onnx_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The sceneparse metadata of an exported ONNX file, JSON values decoded."""
+    import onnx
+
+    m = onnx.load(os.fspath(path), load_external_data=False)
+    out: dict[str, Any] = {}
+    for prop in m.metadata_props:
+        try:
+            out[prop.key] = json.loads(prop.value)
+        except ValueError:
+            out[prop.key] = prop.value
+    return out
+
+
+# ---- resolving the model -----------------------------------------------------------------------------
+
+def _resolve(model, class_names, name) -> tuple[nn.Module, str, list[str], list[dict] | None]:
+    """``model``: an ``nn.Module``, a :class:`LoadedModel` or a checkpoint path."""
+    from .checkpoint import LoadedModel, model_from_checkpoint
+
+    categories = None
+    if isinstance(model, (str, os.PathLike)):
+        model = model_from_checkpoint(model)
+    if isinstance(model, LoadedModel):
+        categories = [dict(c) for c in model.categories]
+        class_names = class_names or model.class_names
+        name = name or (model.config.get("model") or {}).get("name")
+        model = model.model
+    if not isinstance(model, nn.Module):
+        raise ExportError(f"expected an nn.Module, a LoadedModel or a checkpoint path, got {type(model).__name__}")
+    name = name or type(model).__name__
+    task = _task_of(model)
+    num_classes = int(model.num_classes)
+    if class_names is None:
+        class_names = [f"class_{i}" for i in range(num_classes)]
+    class_names = [str(c) for c in class_names]
+    if len(class_names) != num_classes:
+        raise ExportError(f"{len(class_names)} class names for a model with {num_classes} classes", model=name)
+    return model, name, class_names, categories
+
+
+# ---- tracing ------------------------------------------------------------------------------------------
+
+class _CaptureTraceWarnings(warnings.catch_warnings):
+    """Record ``TracerWarning``s as ``file:line: message`` (each names a construct that the trace froze
+    into a constant); other warnings of the exporter are silenced."""
+
+    def __init__(self):
+        super().__init__(record=True)
+        self.found: list[str] = []
+
+    def __enter__(self):
+        log = super().__enter__()
+        warnings.simplefilter("ignore")
+        warnings.simplefilter("always", torch.jit.TracerWarning)
+        self._log = log
+        return self
+
+    def __exit__(self, *exc):
+        super().__exit__(*exc)
+        seen = set()
+        for w in self._log:
+            if issubclass(w.category, torch.jit.TracerWarning):
+                msg = f"{w.filename}:{w.lineno}: {str(w.message).splitlines()[0].split('. ')[0]}"
+                if msg not in seen:
+                    seen.add(msg)
+                    self.found.append(msg)
+        return False
+
+
+def _describe_export_failure(e: BaseException) -> tuple[str, str | None]:
+    """(message, construct) from an exporter exception: the unsupported operator when it names one."""
+    import re
+
+    text = str(e)
+    first = next((line.strip() for line in text.splitlines() if line.strip()), type(e).__name__)
+    first = first.split("  [Caused by")[0].replace(" Please feel free to request support or submit a pull request "
+                                                    "on PyTorch GitHub: https://github.com/pytorch/pytorch/issues", "")
+    m = (re.search(r"export of operator '?([\w:.]+)'?", text) or re.search(r"operator '([\w:.]+)'", text)
+         or re.search(r"(aten::\w+|torchvision::\w+)", text))
+    construct = f"operator {m.group(1)}" if m else None
+    return f"torch.onnx.export failed ({type(e).__name__}): {first[:400]}", construct
+
+
+class _QuietOutput:
+    """Send file descriptors 1 and 2 to a temporary file while the exporter runs: on failure the
+    legacy exporter logs the whole TorchScript graph (megabytes for a detector), which the
+    :class:`ExportError` replaces. Whatever was written is passed on (to stderr) when it succeeds."""
+
+    def __enter__(self):
+        import sys
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self._tmp = tempfile.TemporaryFile()
+        self._saved = [(fd, os.dup(fd)) for fd in (1, 2)]
+        for fd, _ in self._saved:
+            os.dup2(self._tmp.fileno(), fd)
+        return self
+
+    def __exit__(self, exc_type, *exc):
+        import sys
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, saved in self._saved:
+            os.dup2(saved, fd)
+            os.close(saved)
+        if exc_type is None:
+            self._tmp.seek(0)
+            text = self._tmp.read().decode(errors="replace")
+            if text.strip():
+                sys.stderr.write(text)
+        self._tmp.close()
+        return False
+
+
+def _ordered_warnings(found: Sequence[str], limit: int = 12) -> list[str]:
+    """Tracer warnings most likely to break a trace first: Python int / float conversions, then
+    booleans (mostly shape checks), then constants."""
+    rank = lambda w: 0 if ("Python integer" in w or "Python float" in w or "Python index" in w) else (  # noqa: E731
+        1 if "Python boolean" in w else 2)
+    out = sorted(found, key=rank)
+    return out[:limit] + ([f"... and {len(out) - limit} more (report.trace_warnings)"] if len(out) > limit else [])
+
+
+def _example(task: str, size: tuple[int, int], batch: int = 1, seed: int = 0) -> Tensor:
+    imgs = sample_images(size, batch, seed)
+    return imgs[0] if task == "detection" else torch.stack(imgs)
+
+
+def _verify_inputs(task: str, imgsz: tuple[int, int], dynamic: bool, model: nn.Module,
+                   images: Sequence[Tensor] | None) -> list[Tensor]:
+    if images is not None:
+        imgs = [im.float() for im in images]
+        return imgs if task == "detection" else [im[None] for im in imgs]
+    cases = [_example(task, imgsz, 1, seed=1)]
+    if dynamic:
+        cases.append(_example(task, _second_size(imgsz, model, task), 2 if task == "semantic" else 1, seed=2))
+    return cases
+
+
+def _compare(names: Sequence[str], eager: Sequence[Tensor], exported: Sequence[np.ndarray], task: str,
+             shape: list[int]) -> VerifyCase:
+    case = VerifyCase(shape)
+    ref = {n: t.detach().cpu().numpy() for n, t in zip(names, eager)}
+    got = dict(zip(names, exported))
+    if task == "detection":
+        case.detections = (int(ref["boxes"].shape[0]), int(got["boxes"].shape[0]))
+        if case.detections[0] != case.detections[1]:
+            case.failures.append(f"{case.detections[0]} detections eagerly, {case.detections[1]} exported")
+            return case
+        if case.detections[0] == 0:
+            return case
+        order = _match_detections(ref, got)
+        got = {n: v[order] for n, v in got.items()}
+    for n in names:
+        a, b = ref[n], got[n]
+        if a.shape != b.shape:
+            case.failures.append(f"{n}: shape {list(b.shape)} exported vs {list(a.shape)} eager")
+            continue
+        if a.dtype.kind in "iub":
+            differ = a != b
+            if task == "semantic" and n == "labels" and differ.any():
+                # argmax of logits that agree within tolerance: a pixel may flip where the two best
+                # eager logits are closer than the logits' tolerance (twice the allowed difference)
+                top2 = -np.sort(-ref["logits"], axis=1)[:, :2]
+                margin = (top2[:, 0] - top2[:, 1])[differ]
+                atol, rtol = TOLERANCES["logits"]
+                close = margin <= 2 * (atol + rtol * float(np.abs(ref["logits"]).max()))
+                case.label_flips = int(differ.sum())
+                differ = differ.copy()
+                differ[differ] = ~close
+            bad = int(differ.sum())
+            if bad:
+                case.failures.append(f"{n}: {bad} of {a.size} values differ")
+            continue
+        if a.size == 0:
+            continue
+        diff = float(np.abs(a.astype(np.float64) - b.astype(np.float64)).max())
+        atol, rtol = TOLERANCES.get(n, (1e-4, 1e-4))
+        allowed = atol + rtol * float(np.abs(a).max())
+        case.max_abs_diff[n], case.allowed[n] = diff, allowed
+        if not diff <= allowed:
+            case.failures.append(f"{n}: max abs diff {diff:.3g} > allowed {allowed:.3g}")
+    return case
+
+
+def _match_detections(ref: dict[str, np.ndarray], got: dict[str, np.ndarray]) -> np.ndarray:
+    """Permutation of the exported detections that pairs each with an eager one (same label, closest
+    box and score; Hungarian matching). Both lists are best first, but detections of equal score
+    may come in either order, so they are compared as sets."""
+    from scipy.optimize import linear_sum_assignment
+
+    a_box, b_box = ref["boxes"].astype(np.float64), got["boxes"].astype(np.float64)
+    cost = np.abs(a_box[:, None, :] - b_box[None, :, :]).max(axis=2)
+    cost += np.abs(ref["scores"].astype(np.float64)[:, None] - got["scores"].astype(np.float64)[None, :])
+    cost[ref["labels"][:, None] != got["labels"][None, :]] = 1e12
+    rows, cols = linear_sum_assignment(cost)
+    order = np.empty(len(cols), dtype=np.int64)
+    order[rows] = cols
+    return order
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+class _EvalCPU:
+    """Run with the model in eval mode on the CPU, restoring its mode (and device) afterwards."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+
+    def __enter__(self) -> nn.Module:
+        self.was_training = self.model.training
+        p = next(self.model.parameters(), None)
+        self.device = p.device if p is not None else torch.device("cpu")
+        self.model.eval().cpu()
+        return self.model
+
+    def __exit__(self, *exc):
+        self.model.to(self.device).train(self.was_training)
+        return False
+
+
+def _ort_session(data: bytes, name: str):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = max(1, torch.get_num_threads())
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    try:
+        return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # an op onnxruntime lacks, or an invalid graph
+        raise ExportError(f"onnxruntime cannot load the exported graph (an operator of this opset it does not "
+                          f"implement? 17 is tested): {str(e).splitlines()[0][:400]}", model=name) from None
+
+
+# ---- the exporters ----------------------------------------------------------------------------------------
+
+def export_onnx(model: nn.Module | str | os.PathLike, out_path: str | os.PathLike, *,
+                imgsz: int | tuple[int, int] | None = None, opset: int = 17, dynamic: bool = True,
+                verify: bool = True, class_names: Sequence[str] | None = None, name: str | None = None,
+                images: Sequence[Tensor] | None = None) -> ExportReport:
+    """Export ``model`` (a detector or segmentor, a :class:`LoadedModel`, or a sceneparse checkpoint
+    path) to an ONNX file; see the module docstring for the graph's inputs, outputs and metadata.
+
+    Args:
+        imgsz: ``H`` or ``(H, W)`` of the example image traced and verified (default: the model's
+            preprocessing ``min_size``, square); with ``dynamic=False`` the only size the graph takes.
+        opset: ONNX opset: >= 11 (segmentors, Faster R-CNN), >= 16 (Mask / Keypoint R-CNN); at most what
+            torch's exporter and the installed onnxruntime implement (17 is the tested default).
+        dynamic: dynamic image sizes (and batch size for segmentors).
+        verify: compare onnxruntime with eager PyTorch (on ``images`` if given, else synthetic scenes at
+            ``imgsz`` and a second size) and raise :class:`ExportError` outside :data:`TOLERANCES`.
+        class_names: label names (default: from the checkpoint, else ``class_0 ...``).
+        name: model name for the metadata (default: the checkpoint's ``config.model.name``).
+    Raises:
+        ExportError: unsupported model type or opset, an operator the exporter / onnxruntime cannot
+            handle (named), a checker failure, or a verification mismatch.
+    """
+    import onnx
+
+    t0 = time.perf_counter()
+    model, name, class_names, categories = _resolve(model, class_names, name)
+    task = _task_of(model)
+    lowest, why = _min_opset(model, task)
+    if not (lowest <= int(opset) <= _max_opset()):
+        raise ExportError(f"opset {opset} is not supported for {type(model).__name__}: use {lowest}..{_max_opset()} "
+                          f"({why})", model=name)
+    out_path = Path(out_path)
+    with _EvalCPU(model), torch.no_grad():
+        graph = graph_module(model).eval()
+        imgsz = _pair(imgsz) if imgsz is not None else _default_imgsz(model)
+        inputs, outputs, axes = _specs(task, graph, len(class_names), dynamic, imgsz)
+        output_names = [s.name for s in outputs]
+        example = _example(task, imgsz)
+        buf = io.BytesIO()
+        with _CaptureTraceWarnings() as cap:
+            try:
+                with _QuietOutput():
+                    torch.onnx.export(graph, (example,), buf, dynamo=False, opset_version=int(opset),
+                                      input_names=[inputs[0].name], output_names=output_names,
+                                      dynamic_axes=axes or None, do_constant_folding=True)
+            except Exception as e:
+                msg, construct = _describe_export_failure(e)
+                raise ExportError(msg, model=name, construct=construct) from e
+        proto = onnx.load_from_string(buf.getvalue())
+        meta = _metadata(task, name, model, class_names, categories, inputs, outputs, imgsz)
+        del proto.metadata_props[:]
+        for k, v in meta.items():
+            proto.metadata_props.add(key=k, value=v)
+        proto.producer_name, proto.producer_version = "sceneparse", __version__
+        proto.doc_string = f"sceneparse {task} model {name}; inputs/outputs: see metadata_props"
+        try:
+            onnx.checker.check_model(proto, full_check=True)
+        except Exception as e:
+            raise ExportError(f"onnx.checker rejects the exported graph: {str(e).splitlines()[0][:400]}",
+                              model=name) from None
+        data = proto.SerializeToString()
+        report = ExportReport(str(out_path), "onnx", name, task, class_names, inputs, outputs, meta, dynamic,
+                              opset=int(opset), checker="passed", trace_warnings=cap.found)
+        if verify:
+            session = _ort_session(data, name)
+            for x in _verify_inputs(task, imgsz, dynamic, model, images):
+                eager = graph(x)
+                try:
+                    got = session.run(output_names, {inputs[0].name: x.numpy()})
+                except Exception as e:  # e.g. a size the trace froze that does not fit this input
+                    report.cases.append(VerifyCase(list(x.shape), failures=[
+                        f"onnxruntime failed: {str(e).splitlines()[0][:300]}"]))
+                    continue
+                report.cases.append(_compare(output_names, eager, got, task, list(x.shape)))
+            _raise_if_failed(report, name)
+    _atomic_write_bytes(out_path, data)
+    report.file_bytes = len(data)
+    report.export_seconds = time.perf_counter() - t0
+    return report
+
+
+def export_torchscript(model: nn.Module | str | os.PathLike, out_path: str | os.PathLike, *,
+                       imgsz: int | tuple[int, int] | None = None, dynamic: bool = True, verify: bool = True,
+                       class_names: Sequence[str] | None = None, name: str | None = None,
+                       images: Sequence[Tensor] | None = None) -> ExportReport:
+    """Export the same graph as :func:`export_onnx` as a traced TorchScript module (``torch.jit.load``;
+    the metadata is the extra file ``sceneparse.json``). Verified against eager PyTorch likewise.
+    PyTorch has deprecated TorchScript (``torch.jit.save`` / ``load`` warn) in favour of ``torch.export``;
+    it still works with torch 2.14, and ONNX is the format to prefer for deployment.
+    ``dynamic=False`` only records that the graph was checked at ``imgsz`` alone: a trace is not
+    specialised to its example size here (the sizes are computed in the graph)."""
+    t0 = time.perf_counter()
+    model, name, class_names, categories = _resolve(model, class_names, name)
+    task = _task_of(model)
+    out_path = Path(out_path)
+    with _EvalCPU(model), torch.no_grad():
+        graph = graph_module(model).eval()
+        imgsz = _pair(imgsz) if imgsz is not None else _default_imgsz(model)
+        inputs, outputs, _ = _specs(task, graph, len(class_names), dynamic, imgsz)
+        example = _example(task, imgsz)
+        with _CaptureTraceWarnings() as cap:
+            try:
+                traced = torch.jit.trace(graph, (example,), check_trace=False, strict=False)
+            except Exception as e:
+                raise ExportError(f"torch.jit.trace failed ({type(e).__name__}): {str(e).splitlines()[0][:400]}",
+                                  model=name) from e
+        meta = _metadata(task, name, model, class_names, categories, inputs, outputs, imgsz)
+        buf = io.BytesIO()
+        with warnings.catch_warnings():  # TorchScript is deprecated (FutureWarning) but still saves and loads
+            warnings.simplefilter("ignore", FutureWarning)
+            torch.jit.save(traced, buf, _extra_files={"sceneparse.json": json.dumps(meta)})
+        data = buf.getvalue()
+        report = ExportReport(str(out_path), "torchscript", name, task, class_names, inputs, outputs, meta, dynamic,
+                              trace_warnings=cap.found)
+        if verify:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                loaded = torch.jit.load(io.BytesIO(data))
+            for x in _verify_inputs(task, imgsz, dynamic, model, images):
+                eager = graph(x)
+                try:
+                    got = [t.numpy() for t in loaded(x)]
+                except Exception as e:
+                    report.cases.append(VerifyCase(list(x.shape), failures=[
+                        f"the traced module failed: {str(e).splitlines()[0][:300]}"]))
+                    continue
+                report.cases.append(_compare([s.name for s in outputs], eager, got, task, list(x.shape)))
+            _raise_if_failed(report, name)
+    _atomic_write_bytes(out_path, data)
+    report.file_bytes = len(data)
+    report.export_seconds = time.perf_counter() - t0
+    return report
+
+
+def export_model(model, out_path, *, format: str = "onnx", **kwargs) -> ExportReport:
+    """:func:`export_onnx` or :func:`export_torchscript` by ``format`` (one of :data:`FORMATS`)."""
+    if format == "onnx":
+        return export_onnx(model, out_path, **kwargs)
+    if format == "torchscript":
+        kwargs.pop("opset", None)
+        return export_torchscript(model, out_path, **kwargs)
+    raise ExportError(f"unknown export format {format!r}; formats: {', '.join(FORMATS)}")
+
+
+def _raise_if_failed(report: ExportReport, name: str) -> None:
+    if report.task == "detection" and report.cases and all(c.detections == (0, 0) for c in report.cases):
+        report.notes.append("verification compared no detections (the model found nothing in the "
+                                     "verification images): boxes, scores and labels were not compared")
+    failed = [c for c in report.cases if not c.ok]
+    if not failed:
+        report.verified = bool(report.cases)
+        return
+    lines = [f"{c.input_shape}: " + "; ".join(c.failures) for c in failed]
+    construct = None
+    if report.trace_warnings:
+        construct = ("values the trace froze into constants (a size or a data-dependent value computed in Python "
+                     "instead of in the graph):\n    " + "\n    ".join(_ordered_warnings(report.trace_warnings)))
+    raise ExportError(f"the exported {report.format} graph does not reproduce the eager model (nothing written):\n  "
+                      + "\n  ".join(lines), model=name, construct=construct)
+
+
+def _max_opset() -> int:
+    try:
+        from torch.onnx._constants import ONNX_MAX_OPSET
+
+        return int(ONNX_MAX_OPSET)
+    except ImportError:  # pragma: no cover - older / newer torch layouts
+        return 20
+
+
