@@ -14,6 +14,14 @@ import torch
 from ..conventions import IGNORE_INDEX, id2rgb, rgb2id  # noqa: F401  (codec re-exported)
 
 
+def _int64_map(x, what: str) -> torch.Tensor:
+    """A tensor or array-like as an ``int64 [H, W]`` tensor; ``ValueError`` naming ``what`` otherwise."""
+    x = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+    if x.ndim != 2:
+        raise ValueError(f"{what} must be [H, W], got {tuple(x.shape)}")
+    return x.long()
+
+
 @dataclass
 class SemanticMap:
     """``labels``: ``int64 [H, W]`` contiguous labels; ``ignore_index`` marks void pixels.
@@ -24,11 +32,7 @@ class SemanticMap:
     scores: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.labels, torch.Tensor):
-            self.labels = torch.as_tensor(np.asarray(self.labels))
-        if self.labels.ndim != 2:
-            raise ValueError(f"SemanticMap labels must be [H, W], got {tuple(self.labels.shape)}")
-        self.labels = self.labels.long()
+        self.labels = _int64_map(self.labels, "SemanticMap labels")
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -68,11 +72,7 @@ class PanopticMap:
     segments: list[SegmentInfo] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.ids, torch.Tensor):
-            self.ids = torch.as_tensor(np.asarray(self.ids))
-        if self.ids.ndim != 2:
-            raise ValueError(f"PanopticMap ids must be [H, W], got {tuple(self.ids.shape)}")
-        self.ids = self.ids.long()
+        self.ids = _int64_map(self.ids, "PanopticMap ids")
         seen = [s.id for s in self.segments]
         if len(set(seen)) != len(seen):
             raise ValueError("PanopticMap has duplicate segment ids")
