@@ -73,3 +73,13 @@ def test_panoptic_to_semantic():
     assert sem.labels.tolist() == [[255, 1, 1], [2, 2, 1]]
     with pytest.raises(ValueError, match="void"):
         PanopticMap(ids, [SegmentInfo(0, 1)])
+
+
+def test_dense_maps_become_int64_hw_tensors():
+    sem = SemanticMap(np.array([[0, 1], [255, 2]], dtype=np.uint8))
+    pan = PanopticMap([[0, 5], [5, 5]], [SegmentInfo(id=5, category_id=1)])
+    assert sem.labels.dtype == pan.ids.dtype == torch.int64 and sem.image_size == pan.image_size == (2, 2)
+    with pytest.raises(ValueError, match=r"SemanticMap labels must be \[H, W\], got \(1, 2, 2\)"):
+        SemanticMap(torch.zeros(1, 2, 2))
+    with pytest.raises(ValueError, match=r"PanopticMap ids must be \[H, W\], got \(4,\)"):
+        PanopticMap(np.zeros(4))
