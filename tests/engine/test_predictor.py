@@ -310,3 +310,24 @@ def test_import_sceneparse_stays_light_and_exports_predictor():
 
     with pytest.raises(AttributeError, match="no attribute 'Nope'"):
         sceneparse.Nope
+
+
+def test_semantic_tiled_prediction_equals_model_sliding_window(ckpts, image_dir):
+    from sceneparse.errors import ConfigError
+
+    p = Predictor(ckpts["unet"], device="cpu", batch_size=2, imgsz=64, workers=0, tile=32, tile_overlap=0.25)
+    files = sorted(f for f in image_dir.iterdir() if f.suffix in (".png", ".jpg") and not f.name.startswith("."))
+    images = [load_image(f) for f in files[:2]]
+    seen = []
+    real = p.model.predict
+    p.model.predict = lambda ims, **kw: (seen.append(kw), real(ims, **kw))[1]
+    got = p(images)
+    assert seen == [{"tile": 32, "tile_overlap": 0.25}]
+    model = model_from_checkpoint(ckpts["unet"]).model
+    model.preprocessor.min_sizes, model.preprocessor.max_size = (64,), round(64 * 2080 / 520)
+    tiled = model.predict(images, tile=32, tile_overlap=0.25)
+    for g, t in zip(got, tiled):
+        assert torch.equal(g.labels, t.labels)
+    assert [tuple(g.labels.shape) for g in got] == [tuple(im.shape[1:]) for im in images]
+    with pytest.raises(ConfigError, match="semantic"):
+        Predictor(ckpts["mask"], device="cpu", tile=64)

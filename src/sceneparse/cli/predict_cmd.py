@@ -48,6 +48,10 @@ def register(subparsers) -> None:
     p.add_argument("--batch", type=int, default=4, metavar="N", help="images per forward pass (default 4)")
     p.add_argument("--conf", type=float, default=None, metavar="X",
                    help="detection score threshold: keep score > X (default: the model's, 0.05)")
+    p.add_argument("--tile", type=int, default=None, metavar="PX",
+                   help="semantic models: sliding-window inference on PX x PX windows (large images)")
+    p.add_argument("--tile-overlap", type=float, default=1 / 3, metavar="F",
+                   help="overlap of neighbouring windows, fraction of --tile (default 1/3)")
     p.add_argument("--imgsz", type=int, default=None, metavar="PX",
                    help="short side the network sees (default: the model's); results stay in image pixels")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, ... (default auto)")
@@ -69,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     from ..engine.predictor import Predictor
 
     predictor = Predictor(args.model, device=args.device, batch_size=args.batch, conf=args.conf, imgsz=args.imgsz,
-                          workers=args.workers)
+                          workers=args.workers, tile=args.tile, tile_overlap=args.tile_overlap)
     print(f"{predictor}", file=sys.stderr)
     summary = predictor.run(args.source, args.out, save_json=args.save_json, save_images=args.save_images,
                             ann=args.ann, recursive=args.recursive, image_format=args.image_format,

@@ -444,11 +444,15 @@ class Predictor:
             keeps the model's. Results are always in original-image pixels.
         workers: background processes decoding files ahead of the model (0: decode in this process).
         task: ``"detection"`` or ``"semantic"``; inferred from the checkpoint or the module's class.
+        tile, tile_overlap: semantic models only: sliding-window inference on ``tile x tile`` windows
+            (of the preprocessed image) overlapping by ``tile_overlap``, logits averaged where they
+            overlap -- for images larger than the training size, with bounded memory.
     """
 
     def __init__(self, model: "str | os.PathLike | LoadedModel | nn.Module", *, device: str | torch.device = "auto",
                  batch_size: int = 4, conf: float | None = None, categories: Sequence[dict] | None = None,
-                 imgsz: int | tuple[int, int] | None = None, workers: int = 2, task: str | None = None):
+                 imgsz: int | tuple[int, int] | None = None, workers: int = 2, task: str | None = None,
+                 tile: int | None = None, tile_overlap: float = 1 / 3):
         self.device = _pick_device(device)
         if int(batch_size) < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
@@ -492,6 +496,14 @@ class Predictor:
         if self.conf is not None and self.task == "semantic":
             warnings.warn("conf applies to detection models; ignored for a semantic model", stacklevel=2)
         self.imgsz = self._check_imgsz(imgsz)
+        if tile is not None and self.task != "semantic":
+            raise ConfigError("tile applies to semantic models (sliding-window inference); this is a detector")
+        if tile is not None and int(tile) < 16:
+            raise ConfigError(f"tile must be at least 16 px, got {tile}")
+        if not 0.0 <= float(tile_overlap) < 1.0:
+            raise ConfigError(f"tile_overlap must lie in [0, 1), got {tile_overlap}")
+        self.tile = None if tile is None else int(tile)
+        self.tile_overlap = float(tile_overlap)
         self.model.eval()
 
     # ---- properties -------------------------------------------------------------------------
@@ -560,7 +572,8 @@ class Predictor:
             for s in range(0, len(images), self.batch_size):
                 chunk = [im.to(self.device, non_blocking=True) for im in images[s:s + self.batch_size]]
                 with torch.no_grad():
-                    res = self.model.predict(chunk)
+                    res = self.model.predict(chunk) if self.tile is None else \
+                        self.model.predict(chunk, tile=self.tile, tile_overlap=self.tile_overlap)
                 out += [self._filter_conf(r.to("cpu")) for r in res]
         return out
 
