@@ -1,8 +1,9 @@
-"""Pieces of the trainer with exact numbers: data order, parameter groups, the time-budget plan,
-results.csv, and what a model's task / metric are."""
+"""Pieces of the trainer with exact numbers: data order, parameter groups, the time-budget plan and
+the re-anchored cosine, results.csv, and what a model's task / metric are."""
 from __future__ import annotations
 
 import csv
+import math
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ from sceneparse.engine.budget import TimePlan, must_stop, plan_time_budget
 from sceneparse.engine.data_order import epoch_batches, epoch_order, iters_per_epoch, sample_seed
 from sceneparse.engine.optim import build_optimizer, param_groups
 from sceneparse.engine.run_log import csv_columns, plot_loss_curve, plot_metrics, write_results_csv
+from sceneparse.engine.schedule import lr_factor
 from sceneparse.engine.tasks import data_kind, iou_types, model_task, primary_metric
 from sceneparse.errors import ConfigError
 
@@ -123,6 +125,26 @@ def test_plan_cuts_the_current_epoch_when_it_does_not_fit():
     assert must_stop(10, spent_s=7.5, sec_per_iter=1, eval_s=1, save_s=1) is True
 
 
+def test_reanchored_cosine_is_continuous_and_ends_at_zero():
+    # the default anchor (1 at iteration 0) is the plain cosine over [0, total]
+    assert lr_factor(25, total_iters=100) == 0.5 * (1 + math.cos(math.pi * 25 / 100))
+    # a 100-iteration run re-planned at iteration 40: from its factor there to 0 at the new end
+    f40 = lr_factor(40, total_iters=100)
+    for new_total in (60, 100, 250):  # shortened, unchanged, extended
+        kw = {"total_iters": new_total, "anchor_iter": 40, "anchor_factor": f40}
+        seq = [lr_factor(i, **kw) for i in range(40, new_total + 1)]
+        assert seq[0] == f40 and seq[-1] == 0.0  # continuous at the anchor, the end value at the end
+        assert all(b < a for a, b in zip(seq, seq[1:]))
+        assert lr_factor(new_total + 5, **kw) == 0.0 and lr_factor(30, **kw) == f40
+        # the half cosine over the remaining iterations
+        assert lr_factor(40 + (new_total - 40) // 2, **kw) == pytest.approx(f40 / 2, rel=0.05)
+    # warm-up multiplies the anchored cosine; step and constant ignore the anchor
+    assert lr_factor(5, total_iters=50, warmup_iters=10, warmup_factor=0.1, anchor_iter=4,
+                     anchor_factor=0.8) == pytest.approx(0.8 * 0.5 * (1 + math.cos(math.pi / 46)) * 0.55)
+    assert lr_factor(20, total_iters=50, schedule="step", steps=(1,), iters_per_epoch=10, anchor_iter=15,
+                     anchor_factor=0.3) == pytest.approx(0.1)
+
+
 # ---- results.csv and plots -------------------------------------------------------------------------
 def test_results_csv_columns_and_cells(tmp_path):
     history = [
@@ -137,6 +159,11 @@ def test_results_csv_columns_and_cells(tmp_path):
     rows = list(csv.reader(open(tmp_path / "results.csv")))
     assert rows[1] == ["1", "4", "0.01", "1.5", "0.25", "1.75", "", "", "2"]
     assert rows[2] == ["2", "8", "0.005", "1", "0.125", "1.125", "0.5", "nan", "3.5"]
+    # time-budget runs add the epochs planned after each epoch as the last column
+    budget = [{**r, "planned_epochs": p} for r, p in zip(history, (5, 7))]
+    assert csv_columns(budget)[-2:] == ["seconds", "planned_epochs"]
+    write_results_csv(tmp_path / "budget.csv", budget)
+    assert [r["planned_epochs"] for r in csv.DictReader(open(tmp_path / "budget.csv"))] == ["5", "7"]
     assert plot_metrics(history, tmp_path / "m.png").stat().st_size > 1000
     assert plot_metrics(history[:1], tmp_path / "none.png") is None
     log = [{"iteration": i, "lr": 0.01 / i, "losses": {"loss": 1.0 / i}} for i in range(1, 5)]

@@ -1,10 +1,12 @@
 """Trainer: run folder and checkpoint contract, LR per iteration, EMA, best selection, repeatability,
-resume from a mid-epoch checkpoint, the time budget, and clear errors."""
+resume from a mid-epoch checkpoint, the time budget (plan, re-plans, continuous LR, resume), and
+clear errors."""
 from __future__ import annotations
 
 import copy
 import csv
 import json
+import math
 import shutil
 
 import pytest
@@ -46,7 +48,7 @@ def test_run_folder_checkpoints_csv_and_lr_per_iteration(synth, tmp_path):
     last = load_checkpoint(out / "last.pt")
     assert (last["epoch"], last["epoch_iter"], last["iteration"], last["task"]) == (2, 0, 8, "semantic")
     assert {"optimizer", "scaler", "rng", "history", "plan", "config", "categories"} <= set(last)
-    assert last["plan"] == {"epochs": 2, "total_iters": 8, "iters_per_epoch": 4}
+    assert last["plan"] == {"epochs": 2, "total_iters": 8, "iters_per_epoch": 4, "lr_anchor": [0, 1.0]}
     loaded = model_from_checkpoint(out / "last.pt")
     assert loaded.task == "semantic" and loaded.class_names == load_split(synth, "val", "semantic").categories.names
     again = evaluate_model(loaded.model, load_split(synth, "val", "semantic"), progress=False)
@@ -144,37 +146,162 @@ def test_best_checkpoint_follows_the_primary_metric(synth, tmp_path, monkeypatch
 
 
 class _FakeClock:
-    """Time = 2 s per training iteration done: makes the budget arithmetic exact."""
+    """Time = the sum of ``seconds(k)`` over the iterations k = 1, 2, ... the trainer has done:
+    evaluations, saves and everything else take no time, which makes the budget arithmetic exact.
+    ``start``: the iteration a resumed run starts from (its clock reads 0 there; the checkpoint
+    carries the time spent before)."""
 
-    def __init__(self):
-        self.trainer = None
+    def __init__(self, seconds=lambda k: 2.0, start: int = 0):
+        self.trainer, self.seconds, self.start = None, seconds, start
+
+    def _at(self, n: int) -> float:
+        return sum(self.seconds(k) for k in range(1, n + 1))
 
     def __call__(self) -> float:
-        return 2.0 * self.trainer.iteration if self.trainer is not None else 0.0
+        n = self.trainer.iteration if self.trainer is not None else 0
+        return self._at(max(n, self.start)) - self._at(self.start)
+
+
+def _fit_on_clock(cfg, clock: _FakeClock, **kwargs):
+    """``Trainer(cfg).fit()`` on ``clock``; returns (result, trainer, messages it logged)."""
+    t = Trainer(cfg, progress=False, clock=clock, **kwargs)
+    clock.trainer = t
+    said = []
+    t.log = said.append
+    return t.fit(), t, said
+
+
+def _lrs(run) -> list[float]:
+    return [e["lr"] for e in load_checkpoint(run / "last.pt")["iteration_log"]]
+
+
+def _cosine(i: int, a: int, f: float, total: int) -> float:
+    """The re-anchored cosine written out: ``f`` at iteration ``a`` down to 0 at ``total``."""
+    return f * 0.5 * (1 + math.cos(math.pi * (i - a) / (total - a)))
 
 
 def test_time_limit_sets_the_epochs_and_the_lr_schedule_follows(synth, tmp_path):
     clock = _FakeClock()
     cfg = tiny_config(synth, tmp_path / "run", "unet", None, "train.time_limit_min=1", "train.epochs=2")
-    t = Trainer(cfg, progress=False, clock=clock)
-    clock.trainer = t
-    res = t.fit()
+    res, _, said = _fit_on_clock(cfg, clock)
     # planned after 1 + 3 iterations (8 s spent): 2 s/iteration, free evaluations and saves on this
-    # clock, 4 iterations/epoch: E epochs cost 8 E - 8 <= 60 - 8 -> 7 epochs, 28 iterations, 56 s
+    # clock, 4 iterations/epoch: E epochs cost 8 E - 8 <= 60 - 8 -> 7 epochs, 28 iterations, 56 s;
+    # the steady speed keeps the plan through every re-plan
     assert (res.epochs, res.iterations, res.stopped_by_time_limit) == (7, 28, False)
-    lrs = [e["lr"] for e in load_checkpoint(tmp_path / "run" / "last.pt")["iteration_log"]]
-    before = [0.02 * lr_factor(i, total_iters=8, warmup_iters=2, warmup_factor=0.001) for i in range(4)]
-    after = [0.02 * lr_factor(i, total_iters=28, warmup_iters=2, warmup_factor=0.001) for i in range(4, 28)]
-    assert lrs == pytest.approx(before + after, rel=1e-12)
-    assert len(list(csv.DictReader(open(tmp_path / "run" / "results.csv")))) == 7
+    assert [m for m in said if "->" in m] == [  # one plan, no changes
+        "time budget: 2 epochs -> 7 epochs (2 s/it measured); 1 min, evaluation ~0.0 s"]
+    # LR: warm-up with the cosine held at 1 until the plan (train.epochs is only a placeholder with a
+    # budget), then the cosine from 1 at iteration 4 to 0 at iteration 28
+    before = [0.02 * 0.001, 0.02 * 0.5005, 0.02, 0.02]
+    after = [0.02 * _cosine(i, 4, 1.0, 28) for i in range(4, 28)]
+    assert _lrs(tmp_path / "run") == pytest.approx(before + after, rel=1e-12)
+    rows = list(csv.DictReader(open(tmp_path / "run" / "results.csv")))
+    assert [r["planned_epochs"] for r in rows] == ["7"] * 7
     # a budget shorter than one epoch: stop when one more iteration would not fit (6 s: after 3)
-    clock2 = _FakeClock()
-    t2 = Trainer(tiny_config(synth, tmp_path / "short", "unet", None, "train.time_limit_min=0.1"), progress=False,
-                 clock=clock2)
-    clock2.trainer = t2
-    res2 = t2.fit()
+    res2, _, _ = _fit_on_clock(tiny_config(synth, tmp_path / "short", "unet", None, "train.time_limit_min=0.1"),
+                               _FakeClock())
     assert (res2.epochs, res2.iterations, res2.stopped_by_time_limit) == (1, 3, True)
     assert res2.metrics  # the final evaluation ran
+
+
+def _slow_then_fast(k: int) -> float:
+    return 4.0 if k <= 8 else 1.0  # e.g. other processes on the machine for the first two epochs
+
+
+def test_time_limit_extends_the_run_when_the_machine_gets_faster(synth, tmp_path):
+    """4 s/iteration for 8 iterations, then 1 s; 60 s budget, 4 iterations/epoch, free evaluations.
+    The first plan (after iteration 4, 16 s spent) fits 3 epochs; a plan that is never extended
+    would end after 36 s. The quarter-epoch re-plan at iteration 11 measures 1 s/iteration in
+    epoch 3 (35 s spent): 4 E - 11 <= 25 -> 9 epochs, 36 iterations, exactly 60 s."""
+    cfg = tiny_config(synth, tmp_path / "run", "unet", None, "train.time_limit_min=1")
+    res, t, said = _fit_on_clock(cfg, _FakeClock(_slow_then_fast))
+    assert (res.epochs, res.iterations, res.stopped_by_time_limit) == (9, 36, False)
+    assert res.seconds == 60.0  # within the budget, and no whole epoch of it left
+    assert [m for m in said if "->" in m] == [
+        "time budget: 2 epochs -> 3 epochs (4 s/it measured); 1 min, evaluation ~0.0 s",
+        "time budget: 3 epochs -> 9 epochs (1 s/it measured)"]
+    assert [r["planned_epochs"] for r in res.history] == [3, 3, 9, 9, 9, 9, 9, 9, 9]
+    rows = list(csv.DictReader(open(tmp_path / "run" / "results.csv")))
+    assert [int(r["planned_epochs"]) for r in rows] == [3, 3, 9, 9, 9, 9, 9, 9, 9]
+    # the LR is continuous: the cosine re-anchored at iteration 11 decays from its value there
+    # (on the 3-epoch plan) to 0 at iteration 36 instead of jumping up to the 9-epoch cosine
+    f11 = _cosine(11, 4, 1.0, 12)
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["plan"]["lr_anchor"] == [11, f11]
+    lrs = _lrs(tmp_path / "run")
+    expected = ([0.02 * 0.001, 0.02 * 0.5005, 0.02, 0.02] + [0.02 * _cosine(i, 4, 1.0, 12) for i in range(4, 11)]
+                + [0.02 * _cosine(i, 11, f11, 36) for i in range(11, 36)])
+    assert lrs == pytest.approx(expected, rel=1e-12)
+    after_warmup = lrs[2:]
+    assert all(b <= a for a, b in zip(after_warmup, after_warmup[1:]))  # no upward jump anywhere
+    assert lrs[-1] == pytest.approx(0.02 * f11 * 0.5 * (1 - math.cos(math.pi / 25)), rel=1e-12)
+    assert t._lr() == 0.0  # the schedule is at its end value (0) where the run ended
+
+
+def test_time_limit_extends_at_epoch_ends(synth, tmp_path):
+    """3 iterations/epoch: the quarter-epoch points fall on epoch ends, so only epoch-end re-plans
+    run. 4 s/iteration for 6 iterations, then 1 s; the first plan at the end of epoch 1 (12 s
+    spent) fits 5 epochs; epoch 3 is measured at 1 s/iteration (27 s spent at its end):
+    3 E - 9 <= 33 -> 14 epochs, 42 iterations, 60 s."""
+    cfg = tiny_config(synth, tmp_path / "run", "unet", None, "train.time_limit_min=1", "train.max_iters_per_epoch=3")
+    res, _, said = _fit_on_clock(cfg, _FakeClock(lambda k: 4.0 if k <= 6 else 1.0))
+    assert (res.epochs, res.iterations, res.seconds, res.stopped_by_time_limit) == (14, 42, 60.0, False)
+    assert [r["planned_epochs"] for r in res.history] == [5, 5] + [14] * 12
+    assert "time budget: 5 epochs -> 14 epochs (1 s/it measured)" in said
+    lrs = _lrs(tmp_path / "run")
+    f9 = _cosine(9, 3, 1.0, 15)  # first plan at iteration 3 (end of epoch 1), re-anchored at 9
+    assert lrs[3:] == pytest.approx([0.02 * _cosine(i, 3, 1.0, 15) for i in range(3, 9)]
+                                    + [0.02 * _cosine(i, 9, f9, 42) for i in range(9, 42)], rel=1e-12)
+
+
+def test_time_limit_shortens_the_run_when_the_machine_gets_slower(synth, tmp_path):
+    """1 s/iteration for 8 iterations, then 3 s; 60 s budget. The first plan fits 15 epochs; the
+    re-plan at iteration 11 (17 s spent, 3 s/iteration) cuts it to 6 (4 E - 11 <= 43 / 3), which
+    end at 8 + 16 * 3 = 56 s: the re-plan, not the per-iteration guard, ends the run, with the
+    cosine annealed to its end."""
+    cfg = tiny_config(synth, tmp_path / "run", "unet", None, "train.time_limit_min=1")
+    res, t, said = _fit_on_clock(cfg, _FakeClock(lambda k: 1.0 if k <= 8 else 3.0))
+    assert (res.epochs, res.iterations, res.seconds, res.stopped_by_time_limit) == (6, 24, 56.0, False)
+    assert [r["planned_epochs"] for r in res.history] == [15, 15, 6, 6, 6, 6]
+    assert "time budget: 15 epochs -> 6 epochs (3 s/it measured)" in said
+    lrs = _lrs(tmp_path / "run")
+    f11 = _cosine(11, 4, 1.0, 60)
+    assert lrs[11:] == pytest.approx([0.02 * _cosine(i, 11, f11, 24) for i in range(11, 24)], rel=1e-12)
+    assert lrs[10] == pytest.approx(0.02 * _cosine(10, 4, 1.0, 60), rel=1e-12)
+    assert all(b <= a for a, b in zip(lrs[2:], lrs[3:])) and t._lr() == 0.0
+
+
+def test_resume_after_a_replan_continues_exactly(synth, tmp_path, monkeypatch):
+    """The run of the speed-up test, with a checkpoint every 2 iterations: resumed from the one
+    written at iteration 14 (after the re-plan at 11), it ends with the weights, losses, LRs and
+    plans of the uninterrupted run; the cosine anchor comes from the checkpoint."""
+    snap = tmp_path / "snapshot"
+    save = Trainer._save_last
+
+    def save_and_snapshot(self):
+        save(self)
+        if self.iteration == 14 and not snap.exists():
+            snap.mkdir()
+            shutil.copy(self.out / "last.pt", snap / "last.pt")
+
+    monkeypatch.setattr(Trainer, "_save_last", save_and_snapshot)
+    args = ("train.time_limit_min=1", "train.checkpoint_every=2", "train.ema=true", "train.ema_decay=0.9",
+            "data.hflip=0.5")
+    full, _, _ = _fit_on_clock(tiny_config(synth, tmp_path / "full", "unet", None, *args),
+                               _FakeClock(_slow_then_fast))
+    monkeypatch.setattr(Trainer, "_save_last", save)
+    mid = load_checkpoint(snap / "last.pt")
+    assert (mid["epoch"], mid["epoch_iter"], mid["iteration"]) == (3, 2, 14)
+    assert mid["plan"]["epochs"] == 9 and mid["plan"]["lr_anchor"][0] == 11
+    resumed, _, _ = _fit_on_clock(tiny_config(synth, tmp_path / "other", "unet", None, *args),
+                                  _FakeClock(_slow_then_fast, start=14), resume=snap / "last.pt")
+    assert (full.epochs, full.iterations, full.seconds) == (9, 36, 60.0)
+    assert (resumed.epochs, resumed.iterations, resumed.seconds) == (9, 36, 60.0)
+    a, b = load_checkpoint(tmp_path / "full" / "last.pt"), load_checkpoint(snap / "last.pt")
+    assert _weights_equal(a["model"], b["model"]) and _weights_equal(a["train_model"], b["train_model"])
+    strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
+    assert strip(a["history"]) == strip(b["history"])  # same losses, metrics and planned epochs
+    assert a["iteration_log"] == b["iteration_log"]  # same LR at every iteration
+    assert a["plan"] == b["plan"]
 
 
 def test_time_limit_on_the_wall_clock(synth, tmp_path):

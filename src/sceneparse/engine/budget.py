@@ -1,11 +1,32 @@
 """Fitting a training run into a wall-clock budget (``train.time_limit_min``, like ultralytics' ``time=``).
 
-After a few iterations the trainer knows the seconds per iteration, an evaluation's and a
-checkpoint's cost; :func:`plan_time_budget` then picks the number of epochs (more or fewer than
-``train.epochs``) so that training, the evaluations it runs and the final one end within the budget.
-When not even the current epoch fits, that epoch is cut short. The LR schedule follows the planned
-total. The plan is refined at every epoch end with the measured times, and
-:func:`must_stop` guards each iteration in case the estimates were too optimistic.
+The rule (carried out by :class:`~sceneparse.engine.trainer.Trainer`):
+
+* **first plan** after :data:`~sceneparse.engine.trainer.PLAN_AFTER_ITERS` timed iterations (the
+  run's first iteration carries one-off costs and is not timed): :func:`plan_time_budget` picks
+  the number of epochs (more or fewer than ``train.epochs``) so that training, the evaluations it
+  runs and the final one end within the budget. When not even the current epoch fits, that epoch
+  is cut short;
+* **re-plans** at every epoch end and at every quarter of an epoch (every
+  ``max(PLAN_AFTER_ITERS, ceil(iters_per_epoch / 4))`` iterations), with the *recent* speed: the
+  seconds per iteration of the current epoch once it has ``PLAN_AFTER_ITERS`` timed iterations
+  (at an epoch end: the epoch just finished), else of the previous epoch, else of the run so far;
+  and the last measured evaluation and epoch-end save. Each change prints one line
+  ``time budget: N epochs -> M epochs (x s/it measured)``. The plan is extended when the machine
+  got faster (a slow start on a shared machine no longer ends the run early) and shortened when it
+  got slower. The quarter-epoch re-plans matter because a speed-up that only shows in the last
+  planned epoch would otherwise come too late: once the planned end is reached the run is over
+  (the schedule has decayed to its end value);
+* the learning rate stays continuous: the cosine is re-anchored at every change of plan (from the
+  re-plan iteration on it decays from its current value to 0 at the new end, see
+  :func:`~sceneparse.engine.schedule.lr_factor`); before the first plan its cosine part holds at 1
+  (warm-up still applies); step schedules keep their epoch milestones;
+* :func:`must_stop` guards every iteration in case the estimates were too optimistic, so a run
+  never overshoots its budget (it then ends after the current iteration, the final evaluation
+  and the save).
+
+A plan counts whole epochs only (plus, when nothing more fits, a cut current epoch), so a run may
+leave up to about one epoch (plus an evaluation) of its budget unused.
 """
 from __future__ import annotations
 

@@ -3,7 +3,8 @@ and the plots ``loss_curve.png`` (losses and learning rate over iterations) and 
 (validation metrics over epochs). Files are written atomically.
 
 An epoch row (as kept in ``TrainResult.history`` and in checkpoints) is a dict
-``{"epoch", "iterations", "lr", "losses": {name: mean}, "loss", "metrics": {name: value}, "seconds"}``;
+``{"epoch", "iterations", "lr", "losses": {name: mean}, "loss", "metrics": {name: value}, "seconds"}``,
+plus ``"planned_epochs"`` (the plan after that epoch's re-plan) in runs with a time budget;
 an iteration-log entry is ``{"iteration", "lr", "losses": {name: mean over the logging window}}``.
 """
 from __future__ import annotations
@@ -40,9 +41,11 @@ def _ordered(rows: Sequence[dict], key: str) -> list[str]:
 
 
 def csv_columns(history: Sequence[dict]) -> list[str]:
-    """``epoch, iterations, lr, <losses...>, loss, <metrics...>, seconds``."""
+    """``epoch, iterations, lr, <losses...>, loss, <metrics...>, seconds`` and, when the rows have
+    it (time-budget runs), ``planned_epochs``."""
+    planned = ["planned_epochs"] if any("planned_epochs" in r for r in history) else []
     return ["epoch", "iterations", "lr", *_ordered(history, "losses"), "loss", *_ordered(history, "metrics"),
-            "seconds"]
+            "seconds", *planned]
 
 
 def _cell(v) -> str:
@@ -60,7 +63,7 @@ def write_results_csv(path: str | os.PathLike, history: Sequence[dict]) -> Path:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(cols)
     for r in history:
-        flat = {**{k: r.get(k) for k in ("epoch", "iterations", "lr", "loss", "seconds")},
+        flat = {**{k: r.get(k) for k in ("epoch", "iterations", "lr", "loss", "seconds", "planned_epochs")},
                 **(r.get("losses") or {}), **(r.get("metrics") or {})}
         w.writerow([_cell(flat.get(c)) for c in cols])
     return _atomic_bytes(Path(path), buf.getvalue().encode())

@@ -1,4 +1,13 @@
-"""Learning-rate schedules with linear warm-up, as one pure function of the iteration."""
+"""Learning-rate schedules with linear warm-up, as one pure function of the iteration.
+
+Re-anchored cosine: when a time budget re-plans a run (:mod:`.budget`), the total length changes
+mid-run. Recomputing the cosine for the new total would make the LR jump (up when the run is
+extended); instead the trainer *re-anchors* the cosine: from the re-plan iteration ``anchor_iter``
+on, the factor decays from its value there, ``anchor_factor``, to 0 at the new ``total_iters``.
+The LR is then continuous at every re-plan and still reaches 0 at the end of the run. The default
+anchor ``(0, 1.0)`` is the plain cosine over ``[0, total_iters]``. Step schedules keep their epoch
+milestones and are not affected by re-plans; the warm-up ramp multiplies every schedule.
+"""
 from __future__ import annotations
 
 import math
@@ -7,14 +16,18 @@ from typing import Sequence
 
 def lr_factor(iteration: int, *, total_iters: int, schedule: str = "cosine", warmup_iters: int = 0,
               warmup_factor: float = 0.001, steps: Sequence[int] = (), gamma: float = 0.1,
-              iters_per_epoch: int = 1) -> float:
+              iters_per_epoch: int = 1, anchor_iter: int = 0, anchor_factor: float = 1.0) -> float:
     """Multiplier of the base learning rate at ``iteration`` (0-based).
 
     Warm-up ramps linearly from ``warmup_factor`` to 1 over ``warmup_iters``; then ``cosine`` decays
-    to 0 at ``total_iters``, ``step`` multiplies by ``gamma`` at each epoch in ``steps``, ``constant`` keeps 1.
+    from ``anchor_factor`` at ``anchor_iter`` (default: 1 at iteration 0) to 0 at ``total_iters``
+    (half a cosine period over ``total_iters - anchor_iter``; ``anchor_factor`` before the anchor),
+    ``step`` multiplies by ``gamma`` at each epoch in ``steps``, ``constant`` keeps 1.
     """
     if schedule == "cosine":
-        f = 0.5 * (1.0 + math.cos(math.pi * min(iteration, total_iters) / max(1, total_iters)))
+        span = total_iters - anchor_iter
+        done = min(max(iteration - anchor_iter, 0), max(span, 0))
+        f = anchor_factor * 0.5 * (1.0 + math.cos(math.pi * done / max(1, span)))
     elif schedule == "step":
         epoch = iteration // max(1, iters_per_epoch)
         f = gamma ** sum(1 for s in steps if epoch >= s)

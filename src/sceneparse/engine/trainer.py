@@ -19,7 +19,12 @@ What one run does (everything under ``cfg.train.out``, written by rank 0, atomic
   states of every process, history); ``results.csv`` per epoch; ``loss_curve.png`` and
   ``metrics.png`` at the end; ``config.yaml``;
 * ``train.time_limit_min``: the number of epochs is planned from measured speeds so that the run,
-  its evaluations and the final one end within the budget (:mod:`.budget`);
+  its evaluations and the final one end within the budget, and re-planned from the recent speed at
+  every epoch end and quarter epoch (extended when the machine got faster, shortened when it got
+  slower; one line ``time budget: N epochs -> M epochs (x s/it measured)`` per change). The cosine
+  LR is re-anchored at each change so it stays continuous and still ends at 0 (:mod:`.budget`,
+  :mod:`.schedule`); the anchor is in ``last.pt`` so a resumed run continues exactly. Each
+  ``results.csv`` row then also holds ``planned_epochs``;
 * data-parallel under ``torchrun`` (DistributedDataParallel; gloo on CPU, NCCL on CUDA):
   ``data.batch_size`` is the *global* batch, split evenly over the processes.
 
@@ -61,8 +66,11 @@ from .run_log import plot_loss_curve, plot_metrics, write_results_csv
 from .schedule import lr_factor
 from .tasks import data_kind, has_keypoints, has_masks, model_task, primary_metric
 
-#: iterations timed (after the first, which carries one-off costs) before the time budget is planned
+#: iterations timed (after the first, which carries one-off costs) before the time budget is planned;
+#: also the fewest timed iterations of an epoch its own speed is trusted from
 PLAN_AFTER_ITERS = 3
+#: with a time budget, re-plan at every epoch end and every 1/REPLANS_PER_EPOCH of an epoch
+REPLANS_PER_EPOCH = 4
 #: configuration keys that may differ when a run is resumed (they do not change the numbers)
 RUNTIME_KEYS = (("train", "device"), ("train", "threads"), ("data", "workers"))
 
@@ -79,7 +87,8 @@ class TrainResult:
         history: one row per epoch (see :mod:`sceneparse.engine.run_log`).
         epochs, iterations: epochs and iterations run in all (including before a resume).
         seconds: wall time of the whole run (including before a resume).
-        stopped_by_time_limit: the time budget ended the run before the configured epochs.
+        stopped_by_time_limit: the time budget ended the run where it stood, not at a planned end: the
+            per-iteration guard fired, or a re-plan found that no further iteration fits.
     """
 
     out: Path
@@ -231,14 +240,23 @@ class Trainer:
         self.best: dict[str, Any] = {"metric": None, "value": None, "epoch": None}
         self.stopped_by_time_limit = False
         self._running = self._fresh_running()
-        self._time = {"spent": 0.0, "iter_seconds": 0.0, "iter_count": 0, "eval_s": None, "save_s": 0.0}
+        self._time = self._fresh_time()
         self._planned = False
+        # cosine re-anchor (iteration, factor) of the LR schedule; None: hold at 1 until the first plan
+        self._lr_anchor: tuple[int, float] | None = (0, 1.0)
         self._eval_estimate: float | None = None
         self._run_iters_seen = 0  # iterations run by this process (the first one is not timed)
         self._last_lr: float | None = None
         self.last_report: EvalReport | None = None
 
     # ------------------------------------------------------------------------------------------
+    @staticmethod
+    def _fresh_time() -> dict:
+        """Timing state (saved in ``last.pt``): the run's timed iterations, the current epoch's
+        (``epoch_iter_*``), the previous epoch's seconds per iteration, the last evaluation / save."""
+        return {"spent": 0.0, "iter_seconds": 0.0, "iter_count": 0, "epoch_iter_seconds": 0.0, "epoch_iter_count": 0,
+                "last_epoch_spi": None, "eval_s": None, "save_s": 0.0}
+
     @staticmethod
     def _fresh_running() -> dict:
         return {"epoch_sums": {}, "epoch_count": 0, "win_sums": {}, "win_count": 0, "epoch_seconds": 0.0}
@@ -296,6 +314,8 @@ class Trainer:
             self.iters_per_epoch = min(self.iters_per_epoch, int(cfg.train.max_iters_per_epoch))
         self.plan_epochs = cfg.train.epochs
         self.total_iters = self.plan_epochs * self.iters_per_epoch
+        # with a time budget train.epochs is only a placeholder: the cosine waits for the first plan
+        self._lr_anchor = None if cfg.train.time_limit_min else (0, 1.0)
         self._time_before = 0.0
         if ckpt is not None:
             self._load_training_state(ckpt)
@@ -423,7 +443,8 @@ class Trainer:
             extra.update(
                 epoch_iter=self.epoch_iter,
                 plan={"epochs": self.plan_epochs, "total_iters": self.total_iters,
-                      "iters_per_epoch": self.iters_per_epoch},
+                      "iters_per_epoch": self.iters_per_epoch,
+                      "lr_anchor": list(self._lr_anchor) if self._lr_anchor is not None else None},
                 optimizer=self.optimizer.state_dict(), scaler=self.scaler.state_dict(),
                 history=copy.deepcopy(self.history), iteration_log=copy.deepcopy(self.iteration_log),
                 running=copy.deepcopy(self._running), time={**self._time, "spent": self._spent()},
@@ -452,6 +473,8 @@ class Trainer:
             raise CheckpointError(f"the run had {plan['iters_per_epoch']} iterations per epoch, the data now give "
                                   f"{self.iters_per_epoch}; resume on the same data", path=str(self._resume_from))
         self.plan_epochs, self.total_iters = int(plan["epochs"]), int(plan["total_iters"])
+        anchor = plan.get("lr_anchor", [0, 1.0])  # checkpoints before re-anchoring: the plain cosine
+        self._lr_anchor = (int(anchor[0]), float(anchor[1])) if anchor is not None else None
         if self.iteration >= self.total_iters:
             raise ConfigError(f"{self._resume_from}: the run finished ({self.iteration} of {self.total_iters} "
                               "iterations); nothing to resume")
@@ -459,7 +482,7 @@ class Trainer:
         self.history = list(ckpt["history"])
         self.iteration_log = list(ckpt["iteration_log"])
         self._running = dict(ckpt["running"])
-        self._time = dict(ckpt["time"])
+        self._time = {**self._fresh_time(), **ckpt["time"]}
         self._time_before = float(self._time["spent"])
         self._planned = bool(ckpt.get("planned", False))
         self.stopped_by_time_limit = bool(ckpt.get("stopped_by_time_limit", False))
@@ -517,11 +540,18 @@ class Trainer:
                 if isinstance(m, nn.modules.batchnorm._BatchNorm):
                     m.eval()
 
-    def _lr(self) -> float:
+    def _lr_factor(self, iteration: int, *, warmup: bool = True) -> float:
+        """The schedule's factor at ``iteration`` under the current plan and cosine anchor (without
+        the warm-up ramp when ``warmup`` is False)."""
         o = self.cfg.optim
-        return o.lr * lr_factor(self.iteration, total_iters=self.total_iters, schedule=o.schedule,
-                                warmup_iters=o.warmup_iters, warmup_factor=o.warmup_factor, steps=o.steps,
-                                gamma=o.gamma, iters_per_epoch=self.iters_per_epoch)
+        anchor = self._lr_anchor if self._lr_anchor is not None else (iteration, 1.0)
+        return lr_factor(iteration, total_iters=self.total_iters, schedule=o.schedule,
+                         warmup_iters=o.warmup_iters if warmup else 0, warmup_factor=o.warmup_factor, steps=o.steps,
+                         gamma=o.gamma, iters_per_epoch=self.iters_per_epoch, anchor_iter=anchor[0],
+                         anchor_factor=anchor[1])
+
+    def _lr(self) -> float:
+        return self.cfg.optim.lr * self._lr_factor(self.iteration)
 
     def _epoch_length(self) -> int:
         return max(0, min(self.iters_per_epoch, self.total_iters - self.epoch * self.iters_per_epoch))
@@ -529,8 +559,10 @@ class Trainer:
     def _run_epoch(self) -> None:
         cfg = self.cfg
         n_this = self._epoch_length()
+        # the rest of the whole epoch: a re-plan may lengthen (or cut) this epoch while it runs
         batches = epoch_batches(len(self.train_set), cfg.data.batch_size, seed=cfg.train.seed, epoch=self.epoch,
-                                rank=self.rank, world_size=self.world, start=self.epoch_iter, stop=n_this)
+                                rank=self.rank, world_size=self.world, start=self.epoch_iter,
+                                stop=self.iters_per_epoch)
         loader = torch.utils.data.DataLoader(
             self.train_set, batch_sampler=batches, collate_fn=collate, num_workers=cfg.data.workers,
             generator=torch.Generator().manual_seed(mix_seed(cfg.train.seed, self.epoch, 2)))
@@ -567,8 +599,9 @@ class Trainer:
             self._record_losses(losses, loss, lr)
             now = self.clock()
             if self._run_iters_seen > 0:  # the run's first iteration carries one-off costs
-                self._time["iter_seconds"] += now - t_prev
-                self._time["iter_count"] += 1
+                for key in ("iter", "epoch_iter"):
+                    self._time[f"{key}_seconds"] += now - t_prev
+                    self._time[f"{key}_count"] += 1
             self._run_iters_seen += 1
             t_prev = now
             bar.update(1)
@@ -576,6 +609,7 @@ class Trainer:
             if cfg.train.time_limit_min and self._time_check():
                 n_this = self._epoch_length()
                 bar.total = n_this
+                bar.set_description_str(f"epoch {self.epoch + 1}/{self.plan_epochs}", refresh=False)
             if self.iteration >= self.total_iters or self.epoch_iter >= n_this:
                 break
             if cfg.train.checkpoint_every and self.iteration % cfg.train.checkpoint_every == 0:
@@ -614,8 +648,22 @@ class Trainer:
 
     # ---- time budget --------------------------------------------------------------------------
     def _sec_per_iter(self) -> float | None:
+        """Recent seconds per iteration: the current epoch's timed iterations once there are
+        ``PLAN_AFTER_ITERS`` of them (at an epoch end: the epoch just finished), else the previous
+        epoch's, else the run's so far (``None`` before any iteration was timed)."""
         t = self._time
+        if t["epoch_iter_count"] >= PLAN_AFTER_ITERS:
+            return t["epoch_iter_seconds"] / t["epoch_iter_count"]
+        if t["last_epoch_spi"] is not None:
+            return float(t["last_epoch_spi"])
         return t["iter_seconds"] / t["iter_count"] if t["iter_count"] else None
+
+    def _roll_epoch_speed(self) -> None:
+        """At an epoch end: the finished epoch's speed becomes the previous epoch's; a new window starts."""
+        t = self._time
+        if t["epoch_iter_count"]:
+            t["last_epoch_spi"] = t["epoch_iter_seconds"] / t["epoch_iter_count"]
+        t["epoch_iter_seconds"], t["epoch_iter_count"] = 0.0, 0
 
     def _eval_seconds(self) -> float:
         """Seconds of one evaluation: the last measured one; before any, the predict time of one
@@ -636,26 +684,53 @@ class Trainer:
         return self._eval_estimate
 
     def _plan(self) -> None:
+        """(Re-)plan the run into the budget from the recent speed (collective: rank 0's measurements
+        decide for every process), re-anchor the cosine if the end moved, and say so."""
         budget = float(self.cfg.train.time_limit_min) * 60.0
         spi = self._sec_per_iter()
-        if spi is None or spi <= 0:
+        plan = eval_s = None
+        if spi is not None and spi > 0 and math.isfinite(spi):
+            eval_s = self._eval_seconds()
+            plan = plan_time_budget(budget, spent_s=self._spent(), epoch=self.epoch, done_iters=self.iteration,
+                                    sec_per_iter=spi, eval_s=eval_s, save_s=float(self._time["save_s"]),
+                                    iters_per_epoch=self.iters_per_epoch, eval_every=self.cfg.train.eval_every)
+        plan, spi, eval_s = dist.all_gather_objects((plan, spi, eval_s))[0]
+        if plan is None:
             return
-        eval_s = self._eval_seconds()
-        plan = plan_time_budget(budget, spent_s=self._spent(), epoch=self.epoch, done_iters=self.iteration,
-                                sec_per_iter=spi, eval_s=eval_s, save_s=float(self._time["save_s"]),
-                                iters_per_epoch=self.iters_per_epoch, eval_every=self.cfg.train.eval_every)
-        plan = dist.all_gather_objects(plan)[0]  # rank 0's measurements decide for everyone
+        before = self.plan_epochs
+        first = not self._planned
+        if first or plan.total_iters != self.total_iters:
+            # from here on the cosine decays from its current value to 0 at the new end: no LR jump
+            self._lr_anchor = (self.iteration, self._lr_factor(self.iteration, warmup=False))
         changed = (plan.epochs, plan.total_iters) != (self.plan_epochs, self.total_iters)
         self.plan_epochs, self.total_iters = plan.epochs, plan.total_iters
-        if changed or not self._planned:
-            self.log(f"time limit {self.cfg.train.time_limit_min:g} min: {spi:.3f} s/iteration, evaluation "
-                     f"~{eval_s:.1f} s -> {self.plan_epochs} epoch(s), {self.total_iters} iterations")
         self._planned = True
+        if changed or first:
+            in_last = self.total_iters - (self.plan_epochs - 1) * self.iters_per_epoch
+            last = (f"; the last epoch cut to {in_last} of {self.iters_per_epoch} iterations"
+                    if in_last < self.iters_per_epoch else "")
+            self.log(f"time budget: {before} epochs -> {self.plan_epochs} epochs ({spi:.3g} s/it measured{last})"
+                     + (f"; {self.cfg.train.time_limit_min:g} min, evaluation ~{eval_s:.1f} s" if first else ""))
+        if self.total_iters <= self.iteration:
+            self.stopped_by_time_limit = True
+
+    def _replan_due(self) -> bool:
+        """A quarter-epoch re-plan point: every ``max(PLAN_AFTER_ITERS, ceil(iters_per_epoch / 4))``
+        iterations into the epoch, not at its last iteration (the epoch end re-plans) and not once
+        the planned end is reached. A function of the position only, so every process (and a
+        resumed run) re-plans at the same iterations."""
+        every = max(PLAN_AFTER_ITERS, math.ceil(self.iters_per_epoch / REPLANS_PER_EPOCH))
+        return (self.epoch_iter % every == 0 and self.epoch_iter < self._epoch_length()
+                and self.iteration < self.total_iters)
 
     def _time_check(self) -> bool:
-        """Plan (once enough iterations are timed) and guard the budget; True if the plan changed."""
+        """Plan (once enough iterations are timed), re-plan at the quarter-epoch points, and guard the
+        budget; True if the plan changed."""
         before = (self.plan_epochs, self.total_iters)
-        if not self._planned and (self._time["iter_count"] >= PLAN_AFTER_ITERS):
+        if not self._planned:
+            if self._time["iter_count"] >= PLAN_AFTER_ITERS:
+                self._plan()
+        elif self._replan_due():
             self._plan()
         spi = self._sec_per_iter()
         if spi is not None:
@@ -677,9 +752,8 @@ class Trainer:
         cfg = self.cfg
         t_end = self.clock()
         if cfg.train.time_limit_min and self._sec_per_iter() is not None and self.iteration < self.total_iters:
-            self._plan()  # refine with measured times; the planned end, once reached, stays the end
-            if self.total_iters <= self.iteration:
-                self.stopped_by_time_limit = True
+            self._plan()  # with the finished epoch's speed; the planned end, once reached, stays the end
+        self._roll_epoch_speed()
         last = self.epoch + 1 >= self.plan_epochs or self.iteration >= self.total_iters
         if self.iteration >= self.total_iters:
             self.plan_epochs = self.epoch + 1
@@ -698,6 +772,8 @@ class Trainer:
         row = {"epoch": self.epoch + 1, "iterations": self.iteration, "lr": self._last_lr,
                "losses": losses, "loss": r["epoch_sums"].get("loss", 0.0) / n, "metrics": metrics,
                "seconds": r["epoch_seconds"] + (self.clock() - t_end)}
+        if cfg.train.time_limit_min:
+            row["planned_epochs"] = self.plan_epochs
         self.history.append(row)
         t_save = self.clock()
         if self.main:
