@@ -331,3 +331,17 @@ def test_semantic_tiled_prediction_equals_model_sliding_window(ckpts, image_dir)
     assert [tuple(g.labels.shape) for g in got] == [tuple(im.shape[1:]) for im in images]
     with pytest.raises(ConfigError, match="semantic"):
         Predictor(ckpts["mask"], device="cpu", tile=64)
+
+
+def test_drawings_show_only_detections_above_draw_conf(ckpts, image_dir, tmp_path):
+    p = Predictor(ckpts["mask"], device="cpu", batch_size=2, conf=0.0, workers=0)
+    f = sorted(x for x in image_dir.iterdir() if x.suffix == ".png" and not x.name.startswith("."))[0]
+    plain = (load_image(f) * 255).round().byte().permute(1, 2, 0).numpy()
+    drawn = {}
+    for dc in (0.0, 1.01):
+        s = p.run([f], tmp_path / str(dc), image_format="png", progress=False, verbose=False, draw_conf=dc)
+        assert s.instances > 0  # the JSON keeps every detection whatever draw_conf
+        with Image.open(tmp_path / str(dc) / "images" / f"{f.stem}.png") as im:
+            drawn[dc] = np.asarray(im.convert("RGB"))
+    assert np.array_equal(drawn[1.01][:, :plain.shape[1]], plain[:drawn[1.01].shape[0]])
+    assert not np.array_equal(drawn[0.0][:, :plain.shape[1]], plain[:drawn[0.0].shape[0]])

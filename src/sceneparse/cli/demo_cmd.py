@@ -20,7 +20,7 @@ from pathlib import Path
 
 EPILOG = """\
 examples:
-  sceneparse demo                                   # ~6 min on 2 CPU cores: runs/demo/index.html
+  sceneparse demo                                   # ~4 min on 2 CPU cores: runs/demo/index.html
   sceneparse demo --out runs/demo --minutes 10      # train longer
   sceneparse demo --model fasterrcnn_resnet18_fpn --images 600
   sceneparse demo --model unet --minutes 3          # semantic segmentation (mIoU)
@@ -34,7 +34,7 @@ the output folder holds:
 """
 
 #: model -> (training settings that work for a few CPU minutes)
-_DEFAULT_OPTIM = {"detection": dict(name="sgd", lr=0.02, momentum=0.9, weight_decay=1e-4, warmup_iters=50),
+_DEFAULT_OPTIM = {"detection": dict(name="sgd", lr=0.02, momentum=0.9, weight_decay=1e-4, warmup_iters=20),
                   "semantic": dict(name="adamw", lr=3e-3, weight_decay=1e-4, warmup_iters=20)}
 
 

@@ -48,6 +48,8 @@ def register(subparsers) -> None:
     p.add_argument("--batch", type=int, default=4, metavar="N", help="images per forward pass (default 4)")
     p.add_argument("--conf", type=float, default=None, metavar="X",
                    help="detection score threshold: keep score > X (default: the model's, 0.05)")
+    p.add_argument("--draw-conf", type=float, default=0.25, metavar="X",
+                   help="draw detections with score >= X on the images (default 0.25; the JSON keeps all)")
     p.add_argument("--tile", type=int, default=None, metavar="PX",
                    help="semantic models: sliding-window inference on PX x PX windows (large images)")
     p.add_argument("--tile-overlap", type=float, default=1 / 3, metavar="F",
@@ -77,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{predictor}", file=sys.stderr)
     summary = predictor.run(args.source, args.out, save_json=args.save_json, save_images=args.save_images,
                             ann=args.ann, recursive=args.recursive, image_format=args.image_format,
-                            progress=not args.quiet, verbose=True)
+                            progress=not args.quiet, verbose=True, draw_conf=args.draw_conf)
     if not summary.ok:
         print(f"sceneparse predict: error: none of the {summary.total} image(s) could be predicted "
               f"(reasons in {summary.files.get('failures')})", file=sys.stderr)

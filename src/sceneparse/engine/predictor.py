@@ -620,7 +620,7 @@ class Predictor:
             save_images: bool = True, save_labels: bool = True, ann: str | os.PathLike | None = None,
             recursive: bool = False, workers: int | None = None, image_format: str = "jpg",
             progress: bool = True, verbose: bool = True,
-            on_result: Callable[[Prediction], None] | None = None) -> PredictSummary:
+            on_result: Callable[[Prediction], None] | None = None, draw_conf: float = 0.25) -> PredictSummary:
         """Predict ``source`` and write the results under ``out_dir``:
 
         * ``predictions.json`` (detection, ``save_json``): COCO results (bbox, segmentation as
@@ -638,7 +638,9 @@ class Predictor:
           ``sceneparse eval --type semantic`` and :func:`~sceneparse.data.formats.read_semantic_pngs`;
           the palette gives viewers the classes' drawing colours.
         * ``images/<name>.<image_format>`` (``save_images``): the image with boxes, masks and
-          keypoints (detection) or tinted classes with names (semantic) drawn on it.
+          keypoints (detection; only detections with ``score >= draw_conf``, default 0.25, so the
+          picture stays readable -- the JSON keeps every detection above ``conf`` for AP) or tinted
+          classes with names (semantic) drawn on it.
         * ``failures.json``: ``[{"path", "reason", "stage"}]`` for every image that could not be used.
 
         ``<name>`` is the file's path relative to the source folder, without its suffix.
@@ -698,7 +700,7 @@ class Predictor:
                 if saver is not None:
                     pending.append(saver.submit(self._save_outputs, out, names[i], pred.result,
                                                 pred.image if save_images else None, image_format,
-                                                save_labels and not detection))
+                                                save_labels and not detection, draw_conf))
                     while len(pending) > 2 * self.batch_size + 2:  # bounded: memory does not grow
                         pending.pop(0).result()
                 if on_result is not None:
@@ -778,7 +780,7 @@ class Predictor:
         return ids, expect
 
     def _save_outputs(self, out: Path, name: str, result: Any, image: torch.Tensor | None, image_format: str,
-                      save_label: bool) -> None:
+                      save_label: bool, draw_conf: float = 0.0) -> None:
         """Draw / write one image's files (runs in the saver thread; ``image`` None: no drawing)."""
         from ..viz.colors import class_colors
 
@@ -795,7 +797,8 @@ class Predictor:
         elif image is not None:
             from ..viz.draw import draw_instances, save_image as save
 
-            save(out / IMAGES_DIR / f"{name}.{image_format}", draw_instances(image, result, self.class_names))
+            save(out / IMAGES_DIR / f"{name}.{image_format}",
+                 draw_instances(image, result, self.class_names, score_threshold=draw_conf))
 
 
 __all__ = ["Failure", "Prediction", "PredictSummary", "PredictionStream", "Predictor", "read_image", "resolve_source",
