@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -148,7 +147,7 @@ def run(args) -> int:
     _step(5, f"report -> {out / 'index.html'}")
     timings["total"] = time.perf_counter() - t_start
     index = _report(out, args, task, result, summary, metrics, tables, figures, timings)
-    print(f"\nheadline: " + "  ".join(f"{k} {v:.3f}" for k, v in metrics.items() if _headline(k)))
+    print("\nheadline: " + "  ".join(f"{k} {v:.3f}" for k, v in metrics.items() if _headline(k)))
     print(f"done in {timings['total'] / 60:.1f} min; open {index}")
     return 0
 
@@ -158,9 +157,9 @@ def _headline(name: str) -> bool:
 
 
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, allow_nan=False, default=lambda o: None))
-    os.replace(tmp, path)
+    from ..fileio import atomic_write_text
+
+    atomic_write_text(path, json.dumps(obj, indent=1, allow_nan=False, default=lambda o: None))
 
 
 def _evaluate_detection(gt_json: Path, results_json: Path, eval_dir: Path, model):

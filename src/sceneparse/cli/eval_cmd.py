@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..conventions import IGNORE_INDEX
-from ..errors import ConfigError, DataError, PredictionError, Problem
+from ..errors import ConfigError, DataError, Problem
 
 TYPES = ("bbox", "segm", "keypoints", "semantic", "panoptic")
 
@@ -192,6 +192,6 @@ def _finite(obj: Any) -> Any:
 
 def _write_json(path: str, report: dict) -> None:
     """Atomic (:func:`~sceneparse.data.formats._io.atomic_write_text`): readers never see half a report."""
-    from ..data.formats._io import atomic_write_text
+    from ..fileio import atomic_write_text
 
     atomic_write_text(path, json.dumps(_finite(report), indent=2, allow_nan=False) + "\n")

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from ..errors import ConfigError, DataError, Problem
@@ -80,16 +78,10 @@ def run(args: argparse.Namespace) -> int:
                             workers=args.workers)
     print(report.summary())
     if args.json:
+        from ..fileio import atomic_write_text
+
         out = Path(args.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
         payload = {"checkpoint": str(args.model), "data": str(data), "split": args.split, **report.to_dict()}
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(json.dumps(payload, indent=2, allow_nan=False) + "\n")
-            os.replace(tmp, out)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        atomic_write_text(out, json.dumps(payload, indent=2, allow_nan=False) + "\n")
         print(f"report written to {out}")
     return 0

@@ -6,9 +6,7 @@ Training checkpoints add ``optimizer``, ``scheduler``, ``scaler``, ``ema``, ``ep
 """
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,24 +15,14 @@ import torch
 
 from .. import __version__
 from ..errors import CheckpointError
+from ..fileio import atomic_open
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """``torch.save`` to a temp file in the same folder, fsync, then ``os.replace``: a reader (or a
     crash) never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path, "wb", durable=True) as f:
+        torch.save(obj, f)
 
 
 def rng_state() -> dict:

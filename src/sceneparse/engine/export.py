@@ -73,6 +73,7 @@ from torch import Tensor, nn
 
 from .. import __version__
 from ..errors import ExportError
+from ..fileio import atomic_write_bytes
 from ..postprocess.detection import detections_in_original
 
 __all__ = ["export_onnx", "export_torchscript", "export_model", "ExportReport", "VerifyCase", "TensorSpec",
@@ -605,18 +606,7 @@ def _match_detections(ref: dict[str, np.ndarray], got: dict[str, np.ndarray]) ->
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_bytes(path, data, durable=True)
 
 
 class _EvalCPU:

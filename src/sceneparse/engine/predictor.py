@@ -723,7 +723,7 @@ class Predictor:
             if saver is not None:
                 saver.shutdown(wait=True)
         failures = sorted(stream.failures + failures, key=lambda f: f.index)
-        from ..data.formats._io import atomic_write_text
+        from ..fileio import atomic_write_text
 
         files["failures"] = atomic_write_text(out / FAILURES_JSON,
                                               json.dumps([f.to_dict() for f in failures], indent=1) + "\n")

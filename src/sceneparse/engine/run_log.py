@@ -13,22 +13,14 @@ import csv
 import io
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
+from ..fileio import atomic_write_bytes
+
 
 def _atomic_bytes(path: Path, data: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_write_bytes(path, data)
 
 
 def _ordered(rows: Sequence[dict], key: str) -> list[str]:

@@ -9,7 +9,6 @@ lines), whose count is the number of shown objects.
 from __future__ import annotations
 
 import os
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from ..fileio import atomic_open
 from ..structures.instances import Instances
 from ..structures.keypoints import COCO_PERSON, KeypointSet
 from ..structures.segmaps import PanopticMap, SemanticMap
@@ -367,15 +367,8 @@ def save_image(path: str | os.PathLike, array) -> Path:
     fmt = Image.registered_extensions().get(path.suffix.lower())
     if fmt is None:
         raise ValueError(f"{path}: unknown image suffix {path.suffix!r}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            img.save(f, format=fmt)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path, "wb") as f:
+        img.save(f, format=fmt)
     return path
 
 

@@ -12,11 +12,12 @@ from __future__ import annotations
 import csv
 import math
 import os
-import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
+
+from ..fileio import atomic_open
 
 if TYPE_CHECKING:
     from ..evaluation.confusion import DetectionConfusionMatrix
@@ -44,16 +45,8 @@ def save_figure(fig, path: str | os.PathLike, dpi: float | None = None) -> Path:
     """Write a matplotlib ``Figure`` atomically (temporary file in the same folder, then
     ``os.replace``); the format follows the suffix (PNG without one), ``dpi`` defaults to the figure's."""
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format=out.suffix.lstrip(".").lower() or "png", dpi=dpi or "figure")
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(out, "wb") as f:
+        fig.savefig(f, format=out.suffix.lstrip(".").lower() or "png", dpi=dpi or "figure")
     return out
 
 

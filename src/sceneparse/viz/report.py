@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from ..fileio import atomic_write_text
+
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1200px;
      color:#222;padding:0 1em}
@@ -116,11 +118,7 @@ class Report:
             raise FileNotFoundError(f"report {folder}: referenced images are missing: {missing[:5]}"
                                     + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else ""))
         folder.mkdir(parents=True, exist_ok=True)
-        out = folder / "index.html"
-        tmp = folder / ".index.html.tmp"
-        tmp.write_text(self.render(), encoding="utf-8")
-        os.replace(tmp, out)
-        return out
+        return atomic_write_text(folder / "index.html", self.render())
 
 
 def _url(path: str) -> str:

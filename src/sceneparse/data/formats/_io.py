@@ -5,13 +5,12 @@ from __future__ import annotations
 import math
 import os
 import re
-import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Iterator, Sequence
+from typing import Sequence
 
 from ...conventions import Category, CategoryMap
+from ...fileio import atomic_open, atomic_write_text  # noqa: F401  (re-exported: the codecs import them from here)
 from ...errors import Problem
 
 #: File suffixes treated as images when a folder is scanned (lower case).
@@ -34,47 +33,6 @@ class WriteResult:
     images: int = 0
     objects: int = 0
     lost: list[Problem] = field(default_factory=list)
-
-
-def _default_file_mode() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-_FILE_MODE = _default_file_mode()
-
-
-@contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8", *,
-                durable: bool = False) -> Iterator[IO]:
-    """Open a temporary file next to ``path``; on success it replaces ``path`` in one step
-    (``os.replace``), so readers never see a half-written file. On error the temp file is removed.
-    ``durable=True`` also calls ``fsync`` before the rename (survives a power cut; costs
-    milliseconds per file, which matters when writing one label file per image)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600 files; give the usual umask-based mode
-        with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as f:
-            yield f
-            if durable:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    with atomic_open(path, "w") as f:
-        f.write(text)
-    return Path(path)
 
 
 #: EXIF orientations that turn the stored pixels by 90 degrees (width and height swap when displayed)

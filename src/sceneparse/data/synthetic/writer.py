@@ -38,6 +38,7 @@ from tqdm import tqdm
 
 from ... import __version__
 from ...errors import ConfigError, DataError
+from ...fileio import atomic_write_bytes
 from ...structures.segmaps import id2rgb
 from ..records import ImageRecord, ObjectRecord, PanopticRecord
 from .coco_layout import coco_dicts, scene_records
@@ -89,14 +90,6 @@ def split_paths(root: Path, split: str, num_images: int = 0) -> SplitPaths:
                       person_keypoints=root / "annotations" / f"person_keypoints_{split}.json",
                       panoptic_json=root / "annotations" / f"panoptic_{split}.json",
                       panoptic_root=root / "annotations" / f"panoptic_{split}", semantic=root / "semantic" / split)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file next to ``path``, then move it into place."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 def _encode(ext: str, array: np.ndarray) -> bytes:
