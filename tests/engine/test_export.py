@@ -36,7 +36,7 @@ DET_KWARGS = {"min_size": 64, "max_size": 96, "box_score_thresh": 0.0, "box_dete
 #: keep some but not all detections, so that the count differs from image to image and from the
 #: traced example (a graph specialised to the example's count would fail)
 DETECTORS = {"fasterrcnn_resnet18_fpn": (3, 0.3), "maskrcnn_resnet18_fpn": (3, 0.3),
-             "keypointrcnn_resnet18_fpn": (1, 0.05)}
+             "keypointrcnn_resnet18_fpn": (1, 0.5)}
 SEGMENTORS = ["unet", "fcn8s_resnet18", "deeplabv3_resnet18", "lraspp_mobilenet_v3_large"]
 SEG_KWARGS = {"unet": {"base_channels": 8, "depth": 3}}
 SIZES = [(64, 80), (90, 50)]  # the second: other aspect ratio, sides not multiples of 32 (padding in the graph)

@@ -272,9 +272,14 @@ def fasterrcnn_mobilenet_v3_large_fpn(*, num_classes: int = 90, norm: str = "fro
 
 
 #: Settings of the small CPU-trainable variants (ResNet-18, trainable BatchNorm, 320 px, slimmer heads).
+#: The small R-CNN variants run at 320 px, 0.4x torchvision's 800 px, so their anchors are scaled too:
+#: 16-256 px instead of 32-512 px per FPN level. With 32 px anchors a 16 px object reaches IoU 0.25 at
+#: best and gets only "low-quality" matches. Measured (Faster R-CNN R18, synthetic 256 px scenes, 300
+#: iterations, same seed): box AP 0.018 -> 0.038, AP_small 0.035 -> 0.067, AP_large 0.009 -> 0.053.
 SMALL_RCNN_SETTINGS: dict[str, Any] = dict(
     fpn_channels=128, min_size=320, max_size=512, rpn_pre_nms_top_n=(1000, 500), rpn_post_nms_top_n=(500, 300),
     box_batch_size_per_image=128, box_representation_size=256,
+    anchor_sizes=((16.0,), (32.0,), (64.0,), (128.0,), (256.0,)),
 )
 
 
