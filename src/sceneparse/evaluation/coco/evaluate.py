@@ -242,4 +242,5 @@ def _overlaps(gt: GroundTruthTable, dt: DetectionTable, p: COCOParams, g_rows, d
     dt_src = d_rows[with_gt]
     gt_rles = to_rles([gt.segmentations[i] for i in gt_src.tolist()], gt.image_ids[gt_src], gt, gt.source)
     dt_rles = to_rles([dt.segmentations[i] for i in dt_src.tolist()], dt.image_ids[dt_src], gt, dt.source)
-    return mask_iou_blocks(dt_rles, gt_rles, gt.iscrowd[gt_src], d_bounds, g_bounds)
+    return mask_iou_blocks(dt_rles, gt_rles, gt.iscrowd[gt_src], d_bounds, g_bounds,
+                           group_images=dt.image_ids[dt_src][d_bounds[:, 0]])
