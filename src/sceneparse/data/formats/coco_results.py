@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -40,6 +39,7 @@ import torch
 
 from ...conventions import CategoryMap
 from ...errors import DataError, Problem
+from ...fileio import atomic_open
 from ...structures.instances import Instances
 from ...structures.masks import encode_rle
 
@@ -157,6 +157,10 @@ def instances_to_coco_results(instances: Instances, image_id: int, categories, *
     return [dict(zip(keys, row)) for row in zip(*columns.values())]
 
 
+class _Aborted(Exception):
+    """Thrown into ``atomic_open`` to make it drop the temporary file."""
+
+
 class JsonListWriter:
     """Write a JSON document whose one growing part is a list, item by item, atomically.
 
@@ -168,13 +172,11 @@ class JsonListWriter:
 
     def __init__(self, path: str | os.PathLike, *, prefix: str = "[\n", suffix: str = "\n]\n"):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._suffix = suffix
-        fd, self._tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(self._tmp, 0o666 & ~mask)  # mkstemp makes 0600 files
-        self._f = os.fdopen(fd, "w", encoding="utf-8")
+        # the temp file, its mode, fsync and the final rename are fileio.atomic_open's; the writer
+        # only keeps the context open between calls
+        self._ctx = atomic_open(self.path, "w", durable=True)
+        self._f = self._ctx.__enter__()
         self._f.write(prefix)
         self.count = 0
         self.closed = False
@@ -200,27 +202,18 @@ class JsonListWriter:
             self.closed = True
             try:
                 self._f.write(self._suffix)
-                self._f.flush()
-                os.fsync(self._f.fileno())
-                self._f.close()
-                os.replace(self._tmp, self.path)
-            except BaseException:
-                self._discard()
+            except BaseException as e:
+                self._ctx.__exit__(type(e), e, e.__traceback__)  # removes the temp file
                 raise
+            self._ctx.__exit__(None, None, None)  # fsync + rename into place
         return self.path
 
     def abort(self) -> None:
         """Drop what was written; ``path`` is left as it was."""
         if not self.closed:
             self.closed = True
-            self._discard()
-
-    def _discard(self) -> None:
-        try:
-            self._f.close()
-        finally:
-            if os.path.exists(self._tmp):
-                os.unlink(self._tmp)
+            e = _Aborted()
+            self._ctx.__exit__(_Aborted, e, None)  # removes the temp file; path untouched
 
     def __enter__(self) -> "JsonListWriter":
         return self
