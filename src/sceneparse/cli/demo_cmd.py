@@ -163,36 +163,37 @@ def _write_json(path: Path, obj) -> None:
 
 
 def _evaluate_detection(gt_json: Path, results_json: Path, eval_dir: Path, model):
+    """COCO AP per result type, PR curves, confusion matrix and error breakdown of one results file;
+    the ground truth and the results are read once (as ``sceneparse eval`` does)."""
     from ..evaluation import evaluate_coco
-    from ..evaluation.confusion import detection_confusion_matrix
-    from ..evaluation.errors import tide_errors
+    from ..evaluation.confusion import confusion_from_columns
+    from ..evaluation.errors import tide_from_columns
+    from ..evaluation.validate import coco_columns, load_coco_gt, load_coco_results, results_for
     from ..viz.plots import plot_confusion_matrix, plot_error_breakdown, plot_pr_curves
 
     kinds = ["bbox"] + (["segm"] if getattr(model, "roi_mask", None) is not None else []) + \
         (["keypoints"] if getattr(model, "roi_keypoint", None) is not None else [])
     if "keypoints" in kinds:
         gt_json = gt_json.with_name(gt_json.name.replace("instances_", "person_keypoints_"))
+    gt, _ = load_coco_gt(gt_json)
+    results, _ = load_coco_results(results_json)
     metrics: dict[str, float] = {}
     per_class: dict[str, dict[str, float]] = {}
     figures: list[tuple[str, str]] = []
-    from ..evaluation.validate import load_coco_results, results_for
-
-    results, _ = load_coco_results(results_json)
+    rel = lambda png: str(Path(png).relative_to(eval_dir.parent))  # noqa: E731
     for kind in kinds:
-        res = evaluate_coco(gt_json, results_for(results, kind), kind)
+        res = evaluate_coco(gt, results_for(results, kind), kind)
         for stat, value in zip(res.stat_names, res.stats):
             metrics[f"{kind}_{stat}"] = float(value)
         for cat in res.per_category.values():
             per_class.setdefault(cat.name, {})[f"{kind}_AP"] = float(cat["AP"])
-        png = eval_dir / f"pr_{kind}.png"
-        plot_pr_curves(res, png, iou=0.5, title=f"{kind}: precision-recall at IoU 0.5")
-        figures.append((str(png.relative_to(eval_dir.parent)), f"{kind} precision-recall curves (IoU 0.5)"))
-    cm = detection_confusion_matrix(gt_json, results_json, iou=0.5, score_threshold=0.5)
-    png = plot_confusion_matrix(cm, eval_dir / "confusion.png")
-    figures.append((str(Path(png).relative_to(eval_dir.parent)), "confusion matrix (IoU 0.5, score > 0.5)"))
-    errs = tide_errors(gt_json, results_json, "bbox")
-    png = plot_error_breakdown(errs, eval_dir / "errors.png")
-    figures.append((str(Path(png).relative_to(eval_dir.parent)), "where box AP is lost (TIDE-style dAP)"))
+        png = plot_pr_curves(res, eval_dir / f"pr_{kind}.png", iou=0.5, title=f"{kind}: precision-recall at IoU 0.5")
+        figures.append((rel(png), f"{kind} precision-recall curves (IoU 0.5)"))
+    pair = coco_columns(gt, results, "bbox")
+    png = plot_confusion_matrix(confusion_from_columns(pair, 0.5, 0.5), eval_dir / "confusion.png")
+    figures.append((rel(png), "confusion matrix (IoU 0.5, score > 0.5)"))
+    png = plot_error_breakdown(tide_from_columns(pair), eval_dir / "errors.png")
+    figures.append((rel(png), "where box AP is lost (TIDE-style dAP)"))
     rows = [{"class": k, **v} for k, v in per_class.items()]
     return metrics, {"per class": rows}, figures
 
