@@ -98,7 +98,9 @@ def bench_train(args) -> list[dict]:
     for name in [m for m in args.train_models.split(",") if m]:
         cfg = budget_config(name, root, out / name, size=args.image_size, batch=args.batch or 8,
                             minutes=args.minutes, threads=args.threads, seed=args.seed, optim=optim,
-                            eval_every=args.eval_every, model_kwargs=TRAIN_MODELS.get(name, {}))
+                            eval_every=args.eval_every,
+                            model_kwargs={**TRAIN_MODELS.get(name, {}), "train_crop": args.crop or None,
+                                          **json.loads(args.model_kwargs)})
         rows.append(train_and_report(cfg, "miou", SEMANTIC_TARGET, ("miou", "pixel_acc", "mean_acc")))
     print_summary(rows)
     out.mkdir(parents=True, exist_ok=True)
@@ -120,6 +122,9 @@ def main(argv=None) -> int:
     p.add_argument("--images", type=int, default=1200, help="synthetic images, train + val")
     p.add_argument("--val", type=int, default=200, help="held-out images")
     p.add_argument("--image-size", type=int, default=256)
+    p.add_argument("--crop", type=int, default=128,
+                   help="train on random crops of this size of the --image-size images (0: whole images)")
+    p.add_argument("--model-kwargs", default="{}", help="JSON of extra model arguments, e.g. '{\"dice_weight\": 1}'")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--eval-every", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)

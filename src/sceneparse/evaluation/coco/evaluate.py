@@ -40,7 +40,7 @@ from .oks import oks_pairs
 from .params import COCOParams, make_params
 from .result import CategoryStats, COCOEvalResult, Matches
 from .summary import stat_specs, summarize_one, summarize_per_category
-from .tables import DetectionColumns, DetectionTable, GroundTruthTable, load_ground_truth, load_results
+from .tables import DetectionColumns, DetectionTable, GroundTruthTable, gc_paused, load_ground_truth, load_results
 
 
 def evaluate_coco(
@@ -114,6 +114,7 @@ def _group_ranks(groups_sorted: np.ndarray) -> np.ndarray:
     return idx - np.maximum.accumulate(np.where(first, idx, 0))
 
 
+@gc_paused()  # millions of short-lived objects, no cycles: see tables.gc_paused
 def evaluate_tables(gt: GroundTruthTable, dt: DetectionTable, params: COCOParams) -> COCOEvalResult:
     """Run the evaluation on already-loaded tables (see :func:`evaluate_coco`)."""
     p = params
@@ -240,7 +241,10 @@ def _overlaps(gt: GroundTruthTable, dt: DetectionTable, p: COCOParams, g_rows, d
     g_bounds = np.stack([g_local[:-1], g_local[1:]], axis=1)
     gt_src = g_rows[g_need]
     dt_src = d_rows[with_gt]
-    gt_rles = to_rles([gt.segmentations[i] for i in gt_src.tolist()], gt.image_ids[gt_src], gt, gt.source)
-    dt_rles = to_rles([dt.segmentations[i] for i in dt_src.tolist()], dt.image_ids[dt_src], gt, dt.source)
+    gk, dk = gt.segmentation_kinds, dt.segmentation_kinds
+    gt_rles = to_rles([gt.segmentations[i] for i in gt_src.tolist()], gt.image_ids[gt_src], gt, gt.source,
+                      None if gk is None else gk[gt_src])
+    dt_rles = to_rles([dt.segmentations[i] for i in dt_src.tolist()], dt.image_ids[dt_src], gt, dt.source,
+                      None if dk is None else dk[dt_src])
     return mask_iou_blocks(dt_rles, gt_rles, gt.iscrowd[gt_src], d_bounds, g_bounds,
                            group_images=dt.image_ids[dt_src][d_bounds[:, 0]])

@@ -26,13 +26,11 @@ def segmentation_kinds(segmentations: Sequence) -> np.ndarray:
     part longer than 4 numbers), uncompressed RLE (``counts`` list), polygons whose first part has
     <= 4 numbers (pycocotools reads those as boxes), or invalid."""
     n = len(segmentations)
+    if all(type(s) is dict for s in segmentations):  # the common case (JSON results): the type of "counts"
+        code = _COUNTS_KIND.get
+        return np.fromiter((code(type(s.get("counts")), INVALID) if "size" in s else INVALID
+                            for s in segmentations), dtype=np.int8, count=n)
     kinds = np.full(n, INVALID, dtype=np.int8)
-    is_dict = np.fromiter((type(s) is dict for s in segmentations), dtype=bool, count=n)
-    if is_dict.all():  # the common case (JSON results): classify by the type of "counts"
-        counts_type = [type(s.get("counts")) if "size" in s else None for s in segmentations]
-        kinds[np.fromiter((t is str or t is bytes for t in counts_type), dtype=bool, count=n)] = COMPRESSED
-        kinds[np.fromiter((t is list for t in counts_type), dtype=bool, count=n)] = UNCOMPRESSED
-        return kinds
     for i, s in enumerate(segmentations):
         if isinstance(s, dict):
             c = s.get("counts")
@@ -43,6 +41,9 @@ def segmentation_kinds(segmentations: Sequence) -> np.ndarray:
             first = s[0]
             kinds[i] = POLYGONS if isinstance(first, (list, tuple)) and len(first) > 4 else ODD_POLYGONS
     return kinds
+
+
+_COUNTS_KIND = {str: COMPRESSED, bytes: COMPRESSED, list: UNCOMPRESSED}
 
 
 def to_rles(segmentations: Sequence, image_ids: np.ndarray, gt, source: str | None = None,

@@ -15,6 +15,8 @@ keypoints (labelled or not); ids are 1..N in list order.
 """
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import os
 from dataclasses import dataclass
@@ -47,6 +49,7 @@ class GroundTruthTable:
     segmentations: list | None  # G polygons / RLEs as in the file; segm evaluation
     keypoints: np.ndarray | None  # float64 [G, 3J] flat (x, y, v) triples; keypoints evaluation
     num_keypoints: np.ndarray | None  # int64 [G]; keypoints evaluation
+    segmentation_kinds: np.ndarray | None = None  # int8 [G] mask_iou.segmentation_kinds codes; segm
 
     def image_sizes(self, image_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(heights, widths)`` int64 for each id in ``image_ids`` (all must be known)."""
@@ -68,6 +71,7 @@ class DetectionTable:
     boxes: np.ndarray | None  # float64 [N, 4] COCO XYWH (given, or from the mask / keypoints; None if unused)
     segmentations: list | None  # N segmentations (RLE dicts or polygons); segm evaluation only
     keypoints: np.ndarray | None  # float64 [N, 3J]; keypoints evaluation only
+    segmentation_kinds: np.ndarray | None = None  # int8 [N] mask_iou.segmentation_kinds codes, with segmentations
 
     def __len__(self) -> int:
         return int(self.image_ids.size)
@@ -147,13 +151,30 @@ class DetectionColumns:
 
 # ----------------------------------------------------------------------------- helpers
 
+@contextlib.contextmanager
+def gc_paused():
+    """Python's cyclic garbage collector off for the block (back on after, if it was on).
+
+    Reading a COCO file creates millions of dicts and lists, and every 700 net allocations the
+    collector walks the young ones, then more and more of the old ones: for the 500,000-result
+    segm file of ``benchmarks/bench_eval.py`` that is 0.9 of the 1.5 s ``json.loads`` takes. Nothing
+    read here forms reference cycles, so there is nothing for the collector to find.
+    """
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def _load_json(path, what: str):
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"{what} file not found: {p}")
     try:
-        with open(p) as f:
-            return json.load(f)
+        return json.loads(p.read_bytes())  # callers pause the garbage collector
     except json.JSONDecodeError as e:
         raise FormatError(Problem(str(p), None, None, f"not valid JSON: {e}")) from None
 
@@ -250,6 +271,7 @@ def _check_finite(col: _Column, key: str, values: np.ndarray) -> None:
 
 # ----------------------------------------------------------------------------- ground truth
 
+@gc_paused()
 def load_ground_truth(gt: "str | os.PathLike | Mapping", iou_type: str) -> GroundTruthTable:
     """Read a COCO ground-truth file (or its loaded dict) into a :class:`GroundTruthTable`.
 
@@ -299,13 +321,13 @@ def load_ground_truth(gt: "str | os.PathLike | Mapping", iou_type: str) -> Groun
     _check_finite(acol, "area", areas)
     iscrowd = acol.scalar("iscrowd", True, lambda v: isinstance(v, bool) or _is_int(v), "0 or 1", default=0) != 0
 
-    boxes = segs = kps = nkps = None
+    boxes = segs = kps = nkps = seg_kinds = None
     if iou_type in ("bbox", "keypoints"):
         boxes = acol.rows("bbox", 4, "[x, y, w, h]")
         _check_finite(acol, "bbox", boxes)
     if iou_type == "segm":
         segs = [a.get("segmentation") for a in anns]
-        _check_segmentations(segs, acol)
+        seg_kinds = _check_segmentations(segs, acol)
     if iou_type == "keypoints":
         kps = acol.rows("keypoints", None, "a flat list of (x, y, v) numbers")
         if kps.shape[1] % 3:
@@ -316,7 +338,7 @@ def load_ground_truth(gt: "str | os.PathLike | Mapping", iou_type: str) -> Groun
         source=source, img_ids=img_ids, img_heights=heights, img_widths=widths,
         cat_ids=np.sort(cat_ids_file), cat_names=cat_names, ids=ids, image_ids=image_ids,
         category_ids=category_ids, areas=areas, iscrowd=iscrowd, boxes=boxes, segmentations=segs,
-        keypoints=kps, num_keypoints=nkps,
+        keypoints=kps, num_keypoints=nkps, segmentation_kinds=seg_kinds,
     )
 
 
@@ -358,11 +380,13 @@ def _mask_area_and_box(segs: list, image_ids: np.ndarray, gt: GroundTruthTable, 
         segs = to_rles(segs, image_ids, gt, source, kinds)
     if not segs:
         return np.zeros(0), np.zeros((0, 4)), segs
+    # (now every entry is a compressed RLE)
     # pycocotools' area() cannot return more than 255 values under numpy 2 (it sizes a uint8 array with n)
     areas = np.concatenate([mask_utils.area(segs[i:i + 255]) for i in range(0, len(segs), 255)]).astype(np.float64)
     return areas, mask_utils.toBbox(segs).astype(np.float64) if need_boxes else None, segs
 
 
+@gc_paused()
 def load_results(results, gt: GroundTruthTable, iou_type: str) -> DetectionTable:
     """Read COCO results (a JSON path, a list of result dicts, pycocotools' ``[N, 7]`` array
     ``[image_id, x, y, w, h, score, category_id]``, or :class:`DetectionColumns`) into a
@@ -428,7 +452,7 @@ def _from_dicts(anns: list, source: str, gt: GroundTruthTable, iou_type: str) ->
     scores = col.scalar("score", False, _is_number, "a number")
     _check_finite(col, "score", scores)
     first = anns[0]
-    boxes = segs = kps = None
+    boxes = segs = kps = kinds = None
     if "bbox" in first and not first["bbox"] == []:
         kind = "bbox"
         boxes = col.rows("bbox", 4, "[x, y, w, h]")
@@ -445,6 +469,7 @@ def _from_dicts(anns: list, source: str, gt: GroundTruthTable, iou_type: str) ->
         kind = "segm"
         segs = [a.get("segmentation") for a in anns]
         areas, boxes, segs = _mask_area_and_box(segs, image_ids, gt, source, need_boxes=iou_type == "bbox")
+        kinds = np.zeros(n, np.int8)  # all compressed RLEs now
         own = np.fromiter(("bbox" in a for a in anns), bool, count=n) if boxes is not None else np.zeros(0, bool)
         if own.any():
             idx = np.flatnonzero(own)
@@ -463,15 +488,18 @@ def _from_dicts(anns: list, source: str, gt: GroundTruthTable, iou_type: str) ->
     if iou_type == "segm" and segs is None:
         col.fail(0, "segmentation", "a segm evaluation needs mask results")
     if segs is not None and kind == "bbox":
-        _check_segmentations(segs, col)
+        kinds = _check_segmentations(segs, col)
     return DetectionTable(source, kind, image_ids, category_ids, scores, np.asarray(areas, np.float64),
-                          boxes, segs, kps)
+                          boxes, segs, kps, kinds)
 
 
-def _check_segmentations(segs: list, col: _Column) -> None:
-    bad = segmentation_kinds(segs) == INVALID
+def _check_segmentations(segs: list, col: _Column) -> np.ndarray:
+    """:func:`~.mask_iou.segmentation_kinds` of ``segs``; names the first invalid one."""
+    kinds = segmentation_kinds(segs)
+    bad = kinds == INVALID
     if bad.any():
         col.fail(int(np.flatnonzero(bad)[0]), "segmentation", "not an RLE / polygons")
+    return kinds
 
 
 def _from_columns(c: DetectionColumns, source: str, gt: GroundTruthTable, iou_type: str) -> DetectionTable:

@@ -67,12 +67,18 @@ class SemanticSegmentor(nn.Module):
         aux_weight: weight of the auxiliary-head cross-entropy (torchvision's recipe uses 0.5).
         dice_weight: weight of an added soft-Dice loss (0: none).
         class_weights: optional ``[C]`` cross-entropy class weights.
+        train_crop: training only: the loss is computed on one random ``train_crop`` window
+            (``int`` or ``(h, w)``) per image of the resized batch -- mmsegmentation's / torchvision's
+            resize-then-``RandomCrop`` recipe, done after the preprocessor so the crop keeps the
+            evaluation scale (cropping before the resize would enlarge it). A window larger than the
+            image is clipped to it. Evaluation and prediction always see whole images.
     """
 
     def __init__(self, num_classes: int, *, preprocessor: Preprocessor | None = None,
                  min_size: int | Sequence[int] = 520, max_size: int = 2080, size_divisible: int = 8,
                  ignore_index: int = IGNORE_INDEX, aux_weight: float = 0.5, dice_weight: float = 0.0,
-                 class_weights: Sequence[float] | None = None):
+                 class_weights: Sequence[float] | None = None,
+                 train_crop: int | Sequence[int] | None = None):
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
@@ -91,6 +97,13 @@ class SemanticSegmentor(nn.Module):
             self.register_buffer("class_weights", cw, persistent=False)
         else:
             self.class_weights = None
+        if train_crop is not None:
+            crop = (int(train_crop),) * 2 if isinstance(train_crop, (int, float)) else tuple(int(v) for v in train_crop)
+            if len(crop) != 2 or min(crop) < 1:
+                raise ValueError(f"train_crop must be a positive int or (h, w), got {train_crop!r}")
+            self.train_crop: tuple[int, int] | None = crop
+        else:
+            self.train_crop = None
 
     # ---- what subclasses define ---------------------------------------------------------------
     def segment(self, x: torch.Tensor, with_aux: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -111,7 +124,33 @@ class SemanticSegmentor(nn.Module):
     def training_losses(self, images: Sequence[torch.Tensor], targets: Sequence[Target]) -> dict[str, torch.Tensor]:
         """``prepare`` + ``forward`` + ``loss`` (one training step's losses)."""
         batch, t = self.prepare(images, targets)
-        return self.loss(self(batch), t)
+        if self.train_crop is None:
+            return self.loss(self(batch), t)
+        labels = self.semantic_targets(t, SemanticRaw(batch.tensor, None, list(batch.image_sizes),
+                                                      list(batch.original_sizes)))
+        batch, labels = self._random_crop(batch, labels)
+        return self.loss_from_labels(self(batch), labels)
+
+    def _random_crop(self, batch: ImageBatch, labels: torch.Tensor) -> tuple[ImageBatch, torch.Tensor]:
+        """One random ``train_crop`` window per image of the batch, images and ``[B, Hb, Wb]`` labels
+        alike (positions from torch's global generator, which the trainer seeds and checkpoints);
+        padding stays ``ignore_index``."""
+        ch, cw = self.train_crop
+        d = int(self.preprocessor.size_divisible)
+        hb, wb = batch.tensor.shape[-2:]
+        ph, pw = min(-(-ch // d) * d, hb), min(-(-cw // d) * d, wb)
+        b = batch.tensor.shape[0]
+        tensor = batch.tensor.new_zeros((b, batch.tensor.shape[1], ph, pw))
+        out = labels.new_full((b, ph, pw), self.ignore_index)
+        sizes = []
+        for i, (h, w) in enumerate(batch.image_sizes):
+            hh, ww = min(ch, h), min(cw, w)
+            top = int(torch.randint(0, h - hh + 1, ()).item())
+            left = int(torch.randint(0, w - ww + 1, ()).item())
+            tensor[i, :, :hh, :ww] = batch.tensor[i, :, top:top + hh, left:left + ww]
+            out[i, :hh, :ww] = labels[i, top:top + hh, left:left + ww]
+            sizes.append((hh, ww))
+        return ImageBatch(tensor, sizes, list(sizes), [(1.0, 1.0)] * b), out
 
     def forward(self, batch: ImageBatch, targets: Sequence[Target] | None = None) -> SemanticRaw:
         """``targets`` is accepted for the common model signature and not used."""
@@ -126,7 +165,10 @@ class SemanticSegmentor(nn.Module):
         nearest-neighbour sampling). Padding is ignored. Raises :class:`DataError` naming the image for a
         missing map, a map of another size, or labels outside ``0..C-1`` that are not ``ignore_index``.
         """
-        labels = self.semantic_targets(targets, raw)
+        return self.loss_from_labels(raw, self.semantic_targets(targets, raw))
+
+    def loss_from_labels(self, raw: SemanticRaw, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """:meth:`loss` given the ``int64 [B, Hb, Wb]`` labels in the batch frame."""
         out = {"loss_ce": pixel_cross_entropy(raw.logits, labels, self.ignore_index, self.class_weights)}
         if raw.aux_logits is not None and self.aux_weight > 0:
             out["loss_aux"] = self.aux_weight * pixel_cross_entropy(raw.aux_logits, labels, self.ignore_index,
