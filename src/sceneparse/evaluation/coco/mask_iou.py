@@ -9,6 +9,7 @@ one size go through a single ``frPyObjects`` call; an object with one polygon th
 """
 from __future__ import annotations
 
+import operator
 from typing import Sequence
 
 import numpy as np
@@ -26,7 +27,14 @@ def segmentation_kinds(segmentations: Sequence) -> np.ndarray:
     part longer than 4 numbers), uncompressed RLE (``counts`` list), polygons whose first part has
     <= 4 numbers (pycocotools reads those as boxes), or invalid."""
     n = len(segmentations)
-    if all(type(s) is dict for s in segmentations):  # the common case (JSON results): the type of "counts"
+    try:  # the common case, JSON RLE results: C-level passes over the dicts, no per-record Python
+        sizes = set(map(type, map(_SIZE, segmentations)))
+        counts = set(map(type, map(_COUNTS, segmentations)))
+    except (KeyError, TypeError, IndexError):  # not all dicts with "size" and "counts"
+        sizes = counts = None
+    if sizes is not None and n and counts <= {str, bytes} and set(map(type, segmentations)) == {dict}:
+        return np.full(n, COMPRESSED, dtype=np.int8)
+    if all(type(s) is dict for s in segmentations):  # dicts: classify by the type of "counts"
         code = _COUNTS_KIND.get
         return np.fromiter((code(type(s.get("counts")), INVALID) if "size" in s else INVALID
                             for s in segmentations), dtype=np.int8, count=n)
@@ -44,6 +52,7 @@ def segmentation_kinds(segmentations: Sequence) -> np.ndarray:
 
 
 _COUNTS_KIND = {str: COMPRESSED, bytes: COMPRESSED, list: UNCOMPRESSED}
+_SIZE, _COUNTS = operator.itemgetter("size"), operator.itemgetter("counts")
 
 
 def to_rles(segmentations: Sequence, image_ids: np.ndarray, gt, source: str | None = None,
