@@ -38,6 +38,7 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=float, default=0.02)
     p.add_argument("--eval-every", type=int, default=2, help="evaluate every N epochs (and at the end)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--amp", action="store_true", help="train.amp: bfloat16 autocast on CPUs that run it natively")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data", default="runs/bench_rcnn/data", help="dataset folder (drawn if missing)")
     p.add_argument("--out", default="runs/bench_rcnn", help="run folders go here")
@@ -56,7 +57,7 @@ def main(argv=None) -> int:
         metric, target = TARGETS[name]
         cfg = budget_config(name, root, out / name, size=args.size, batch=args.batch, minutes=args.minutes,
                             threads=args.threads, seed=args.seed, optim=optim, eval_every=args.eval_every,
-                            max_val_images=args.val_eval)
+                            max_val_images=args.val_eval, amp=args.amp)
         summary.append(train_and_report(cfg, metric, target, ("bbox_AP", "bbox_AP50", "segm_AP", "keypoints_AP")))
     print_summary(summary)
     out.mkdir(parents=True, exist_ok=True)

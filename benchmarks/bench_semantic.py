@@ -98,7 +98,7 @@ def bench_train(args) -> list[dict]:
     for name in [m for m in args.train_models.split(",") if m]:
         cfg = budget_config(name, root, out / name, size=args.image_size, batch=args.batch or 8,
                             minutes=args.minutes, threads=args.threads, seed=args.seed, optim=optim,
-                            eval_every=args.eval_every,
+                            eval_every=args.eval_every, amp=args.amp,
                             model_kwargs={**TRAIN_MODELS.get(name, {}), "train_crop": args.crop or None,
                                           **json.loads(args.model_kwargs)})
         rows.append(train_and_report(cfg, "miou", SEMANTIC_TARGET, ("miou", "pixel_acc", "mean_acc")))
@@ -116,6 +116,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=None, help="images per batch (speed: 1, train: 4)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--tv-aux", action="store_true", help="time torchvision with its aux head (its eval default)")
+    p.add_argument("--amp", action="store_true", help="train.amp: bfloat16 autocast on CPUs that run it natively")
     p.add_argument("--train", action="store_true", help="run (b), accuracy within a training budget, instead of (a)")
     p.add_argument("--train-models", default=",".join(TRAIN_MODELS))
     p.add_argument("--minutes", type=float, default=20.0, help="training budget per model (includes evaluations)")

@@ -68,7 +68,7 @@ class TrainConfig:
     epochs: int = 12
     out: str = "runs/train"
     seed: int = 0
-    amp: bool = False  # mixed precision (CUDA only)
+    amp: bool = False  # mixed precision: float16 on CUDA, bfloat16 on CPUs with AVX512-BF16 / AMX
     ema: bool = False
     ema_decay: float = 0.9998
     eval_every: int = 1

@@ -340,10 +340,26 @@ def test_data_that_does_not_fit_the_model_is_a_clear_error(synth, tmp_path):
         Trainer(tiny_config(synth, tmp_path / "done", "unet"), progress=False).fit()
 
 
-def test_amp_on_cpu_warns_and_a_nan_loss_names_the_images(synth, tmp_path, monkeypatch):
+def test_amp_on_cpu_is_bfloat16_where_native_else_a_warning_and_a_nan_loss_names_the_images(synth, tmp_path,
+                                                                                             monkeypatch):
     args = ("train.epochs=1", "train.max_iters_per_epoch=1", "train.eval_every=0")
-    with pytest.warns(RuntimeWarning, match="mixed precision needs CUDA; training in float32 on cpu"):
+    seen = []
+    real_autocast = torch.autocast
+
+    def spy(*a, **kw):
+        seen.append((kw.get("device_type"), kw.get("dtype"), kw.get("enabled")))
+        return real_autocast(*a, **kw)
+
+    monkeypatch.setattr(trainer_mod.torch, "autocast", spy)
+    monkeypatch.setattr(trainer_mod, "cpu_has_fast_bfloat16", lambda: True)
+    tr = Trainer(tiny_config(synth, tmp_path / "bf", "unet", None, "train.amp=true", *args), progress=False)
+    res = tr.fit()
+    assert tr.use_amp and tr.amp_dtype == torch.bfloat16 and not tr.scaler.is_enabled()
+    assert seen == [("cpu", torch.bfloat16, True)] and math.isfinite(res.history[-1]["loss"])
+    monkeypatch.setattr(trainer_mod, "cpu_has_fast_bfloat16", lambda: False)
+    with pytest.warns(RuntimeWarning, match="no fast mixed precision on this cpu .* training in float32"):
         res = Trainer(tiny_config(synth, tmp_path / "a", "unet", None, "train.amp=true", *args), progress=False).fit()
+    assert seen[-1] == ("cpu", torch.float32, False)
     assert res.best == tmp_path / "a" / "best.pt"  # without evaluation best.pt holds the final weights
     nan = lambda self, images, targets: {"loss_ce": torch.tensor(float("nan"), requires_grad=True)}  # noqa: E731
     monkeypatch.setattr(trainer_mod._LossStep, "forward", nan)

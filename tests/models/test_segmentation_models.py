@@ -359,3 +359,49 @@ def test_forward_accepts_an_image_batch_directly():
         raw = model(batch)
     maps = model.postprocess(raw, batch)
     assert [m.image_size for m in maps] == [(16, 24), (20, 40)]
+
+
+def test_train_crop_cuts_images_and_labels_at_the_same_window_after_the_resize():
+    """``train_crop``: one random window per image of the *resized* batch, image and labels aligned;
+    a window larger than an image is clipped to it; eval sees whole images."""
+    torch.manual_seed(0)
+    model = CONFIGS["unet"](preprocessor=Preprocessor(min_size=20, max_size=1000, size_divisible=8),
+                            train_crop=(16, 24)).train()
+    images = [torch.rand(3, 40, 48), torch.rand(3, 20, 20)]  # resized to 20 x 24 and kept at 20 x 20
+    labels = [torch.randint(0, NC, (40, 48)), torch.randint(0, NC, (20, 20))]
+    targets = [_target(labels[0]), _target(labels[1], 2)]
+    full, full_t = model.prepare(images, targets)
+    full_labels = model.semantic_targets(full_t, SemanticRaw(full.tensor, None, full.image_sizes,
+                                                             full.original_sizes))
+    seen = {}
+    model.segment = lambda x, with_aux=False: (seen.setdefault("x", x), None)[0][:, :NC]  # noqa: E731
+    model.loss_from_labels = lambda raw, lab: seen.update(labels=lab) or {}  # noqa: E731
+    model.training_losses(images, targets)
+    x, lab = seen["x"], seen["labels"]
+    assert x.shape == (2, 3, 16, 24) and lab.shape == (2, 16, 24)
+    for i, (h, w) in enumerate([(16, 24), (16, 20)]):  # image 1 is 20 wide: the window is clipped to 20
+        hits = [(t, l) for t in range(full.image_sizes[i][0] - h + 1) for l in range(full.image_sizes[i][1] - w + 1)
+                if torch.equal(full.tensor[i, :, t:t + h, l:l + w], x[i, :, :h, :w])]
+        assert len(hits) == 1
+        t, l = hits[0]
+        assert torch.equal(lab[i, :h, :w], full_labels[i, t:t + h, l:l + w])
+        assert (lab[i, h:] == 255).all() and (lab[i, :, w:] == 255).all() and (x[i, :, :, w:] == 0).all()
+    # the windows move with the generator: a second step draws other positions
+    windows = set()
+    for _ in range(6):
+        model.training_losses(images, targets)
+        windows.add(tuple(seen.pop("x")[0, 0, 0, :3].tolist()))
+        seen.clear()
+    assert len(windows) > 1
+
+
+def test_train_crop_is_validated_and_training_still_learns():
+    with pytest.raises(ValueError, match="train_crop"):
+        CONFIGS["unet"](train_crop=0)
+    model = CONFIGS["unet"](preprocessor=_pre(32), train_crop=16).train()
+    lab = torch.randint(0, NC, (32, 32))
+    losses = model.training_losses([torch.rand(3, 32, 32)] * 2, [_target(lab)] * 2)
+    assert set(losses) == {"loss_ce"} and losses["loss_ce"].requires_grad
+    losses["loss_ce"].backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    assert model.eval().predict([torch.rand(3, 32, 32)])[0].labels.shape == (32, 32)

