@@ -108,3 +108,48 @@ def test_oks_equals_pycocotools_compute_oks(seed):
                     np.array([a["area"] for a in anns])[gi.ravel()], sig).reshape(8, 6)
     np.testing.assert_array_equal(got, want)
     assert (got > 0.01).any()
+
+
+def test_segmentation_kinds_fast_and_general_paths_agree():
+    from sceneparse.evaluation.coco.mask_iou import (COMPRESSED, INVALID, ODD_POLYGONS, POLYGONS, UNCOMPRESSED,
+                                                     segmentation_kinds)
+
+    rle = mask_utils.encode(np.asfortranarray(np.eye(5, dtype=np.uint8)))
+    as_str = {"size": rle["size"], "counts": rle["counts"].decode()}
+    # all compressed (str and bytes): the C-level fast path
+    assert segmentation_kinds([as_str, rle, as_str]).tolist() == [COMPRESSED] * 3
+    # mixed: every kind named, including dicts missing "size" or with odd counts, and non-dicts
+    mixed = [as_str, {"size": [5, 5], "counts": [0, 25]}, [[0, 0, 4, 0, 4, 4]], [[1, 2, 3, 4]], {"counts": "x"},
+             {"size": [5, 5], "counts": 3}, None, "abc", []]
+    assert segmentation_kinds(mixed).tolist() == [COMPRESSED, UNCOMPRESSED, POLYGONS, ODD_POLYGONS, INVALID,
+                                                  INVALID, INVALID, INVALID, INVALID]
+    # dicts only, one without "size": the dict path (not the fast one) flags it
+    assert segmentation_kinds([as_str, {"counts": "x"}]).tolist() == [COMPRESSED, INVALID]
+    assert segmentation_kinds([]).tolist() == []
+
+
+def test_gc_paused_restores_the_collector_state_and_decorates():
+    import gc
+
+    from sceneparse.evaluation.coco.tables import gc_paused
+
+    assert gc.isenabled()
+    with gc_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+
+    @gc_paused()
+    def inner():
+        return gc.isenabled()
+
+    assert inner() is False and gc.isenabled()
+    gc.disable()
+    try:
+        with gc_paused():
+            pass
+        assert not gc.isenabled()  # a caller's "off" stays off
+    finally:
+        gc.enable()
+    with pytest.raises(ValueError), gc_paused():
+        raise ValueError("restored on errors too")
+    assert gc.isenabled()
