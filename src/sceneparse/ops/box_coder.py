@@ -38,14 +38,16 @@ class BoxCoder:
     def encode(self, gt_boxes: Tensor, anchors: Tensor) -> Tensor:
         """Deltas ``[N, 4]`` (tx, ty, tw, th) that move ``anchors [N, 4]`` onto ``gt_boxes [N, 4]``.
 
-        Both XYXY, row ``i`` of one paired with row ``i`` of the other; computed in the dtype of
-        ``gt_boxes``. Anchors must have positive width and height.
+        Both XYXY, row ``i`` of one paired with row ``i`` of the other; computed in the wider of their
+        dtypes and at least float32 (pixel coordinates need float32's mantissa: in bfloat16 a 320 px
+        coordinate is only known to 2 px). Anchors must have positive width and height.
         """
         if gt_boxes.ndim != 2 or gt_boxes.shape[-1] != 4 or anchors.shape != gt_boxes.shape:
             raise ValueError(f"encode needs gt_boxes and anchors of the same shape [N, 4], got "
                              f"{tuple(gt_boxes.shape)} and {tuple(anchors.shape)}")
-        wx, wy, ww, wh = torch.as_tensor(self.weights, dtype=gt_boxes.dtype, device=gt_boxes.device)
-        anchors = anchors.to(gt_boxes.dtype)
+        dtype = _coordinate_dtype(gt_boxes, anchors)
+        gt_boxes, anchors = gt_boxes.to(dtype), anchors.to(dtype)
+        wx, wy, ww, wh = torch.as_tensor(self.weights, dtype=dtype, device=gt_boxes.device)
         aw = anchors[:, 2] - anchors[:, 0]
         ah = anchors[:, 3] - anchors[:, 1]
         ax = anchors[:, 0] + 0.5 * aw
@@ -65,14 +67,16 @@ class BoxCoder:
 
         ``k`` is the number of box predictions per reference box (1 for the RPN, the number of
         classes for a class-specific box head): columns ``4j..4j+3`` of ``deltas`` give box ``j``.
-        The result has the dtype of ``deltas``.
+        Computed in (and returned as) the wider of the two dtypes and at least float32, so
+        bfloat16 / float16 deltas under mixed precision still give float32 boxes.
         """
         if deltas.ndim != 2 or deltas.shape[1] % 4 != 0:
             raise ValueError(f"deltas must have shape [N, 4*k], got {tuple(deltas.shape)}")
         if anchors.ndim != 2 or anchors.shape[1] != 4 or anchors.shape[0] != deltas.shape[0]:
             raise ValueError(f"anchors must have shape [N, 4] with N = {deltas.shape[0]} (rows of deltas), "
                              f"got {tuple(anchors.shape)}")
-        anchors = anchors.to(deltas.dtype)
+        dtype = _coordinate_dtype(deltas, anchors)
+        deltas, anchors = deltas.to(dtype), anchors.to(dtype)
         aw = anchors[:, 2] - anchors[:, 0]
         ah = anchors[:, 3] - anchors[:, 1]
         ax = anchors[:, 0] + 0.5 * aw
@@ -87,3 +91,7 @@ class BoxCoder:
         half_w = 0.5 * (torch.exp(dw) * aw[:, None])
         half_h = 0.5 * (torch.exp(dh) * ah[:, None])
         return torch.stack((cx - half_w, cy - half_h, cx + half_w, cy + half_h), dim=2)
+
+
+def _coordinate_dtype(a: Tensor, b: Tensor) -> torch.dtype:
+    return torch.promote_types(torch.promote_types(a.dtype, b.dtype), torch.float32)
