@@ -38,6 +38,7 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=float, default=0.02)
     p.add_argument("--eval-every", type=int, default=2, help="evaluate every N epochs (and at the end)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--warmup", type=int, default=100, help="optim.warmup_iters")
     p.add_argument("--clip", type=float, default=0.0, help="optim.clip_grad_norm (0: none)")
     p.add_argument("--amp", action="store_true", help="train.amp: bfloat16 autocast on CPUs that run it natively")
     p.add_argument("--seed", type=int, default=0)
@@ -52,7 +53,7 @@ def main(argv=None) -> int:
     root, out = Path(args.data), Path(args.out)
     print(f"torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} cpus")
     synthetic_dataset(root, args.images, args.val, args.size, args.seed)
-    optim = dict(name="sgd", lr=args.lr, momentum=0.9, weight_decay=1e-4, warmup_iters=100, schedule="cosine",
+    optim = dict(name="sgd", lr=args.lr, momentum=0.9, weight_decay=1e-4, warmup_iters=args.warmup, schedule="cosine",
                  clip_grad_norm=args.clip or None)
     summary = []
     for name in [m for m in args.models.split(",") if m]:

@@ -366,3 +366,24 @@ def test_amp_on_cpu_is_bfloat16_where_native_else_a_warning_and_a_nan_loss_names
     with pytest.raises(FloatingPointError, match=r"non-finite loss at epoch 1, iteration 0: \{'loss_ce': nan\}; "
                                                  r"images \d+ \(.*\.jpg\)"):
         Trainer(tiny_config(synth, tmp_path / "b", "unet", None, *args), progress=False).fit()
+
+
+def test_amp_skips_a_non_finite_step_and_stops_when_it_keeps_happening(synth, tmp_path, monkeypatch):
+    monkeypatch.setattr(trainer_mod, "cpu_has_fast_bfloat16", lambda: True)
+    real = trainer_mod._LossStep.forward
+    calls = {"n": 0, "bad": {2}}
+
+    def flaky(self, images, targets):
+        calls["n"] += 1
+        out = real(self, images, targets)
+        return {k: v * float("nan") for k, v in out.items()} if calls["n"] in calls["bad"] else out
+
+    monkeypatch.setattr(trainer_mod._LossStep, "forward", flaky)
+    args = ("train.epochs=1", "train.max_iters_per_epoch=3", "train.eval_every=0", "train.amp=true")
+    tr = Trainer(tiny_config(synth, tmp_path / "a", "unet", None, *args), progress=False)
+    res = tr.fit()
+    assert tr.skipped_steps == 1 and res.iterations == 3 and math.isfinite(res.history[-1]["loss"])
+    calls.update(n=0, bad={2, 3})
+    monkeypatch.setattr(trainer_mod, "MAX_SKIPPED_STEPS", 1)
+    with pytest.raises(FloatingPointError, match="non-finite loss at epoch 1, iteration 2"):
+        Trainer(tiny_config(synth, tmp_path / "b", "unet", None, *args), progress=False).fit()

@@ -144,6 +144,10 @@ class _AugmentedSet(torch.utils.data.Dataset):
         return image, target
 
 
+#: consecutive non-finite losses a mixed-precision run skips before it stops as diverged
+MAX_SKIPPED_STEPS = 10
+
+
 def cpu_has_fast_bfloat16() -> bool:
     """Whether oneDNN runs bfloat16 natively on this CPU (AVX512-BF16 or AMX)."""
     return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
@@ -314,6 +318,7 @@ class Trainer:
             raise ConfigError(f"data.batch_size {cfg.data.batch_size} (the global batch) must be divisible by the "
                               f"{self.world} processes")
         self.use_amp, self.amp_dtype = _mixed_precision(bool(cfg.train.amp), self.device)
+        self.skipped_steps, self._nonfinite_run = 0, 0
         self.out = Path(cfg.train.out)
         if self.main and ckpt is None:
             held = [n for n in ("last.pt", "results.csv") if (self.out / n).exists()]
@@ -601,8 +606,24 @@ class Trainer:
             if not bool(torch.isfinite(loss)):
                 where = ", ".join(f"{t.image_id} ({t.file_name})" for t in targets)
                 shown = {k: round(float(v.detach()), 4) for k, v in losses.items()}
-                raise FloatingPointError(f"non-finite loss at epoch {self.epoch + 1}, iteration {self.iteration}: "
-                                         f"{shown}; images {where}. Lower optim.lr or check these annotations.")
+                what = (f"non-finite loss at epoch {self.epoch + 1}, iteration {self.iteration}: {shown}; "
+                        f"images {where}")
+                self._nonfinite_run += 1
+                # mixed precision: skip the step, as GradScaler does for float16 overflows -- unless it
+                # keeps happening (then the run has diverged). Single process only: under DDP a rank
+                # that skips its backward would leave the others waiting in the gradient all-reduce.
+                if not (self.use_amp and self.world == 1) or self._nonfinite_run > MAX_SKIPPED_STEPS:
+                    raise FloatingPointError(f"{what}. Lower optim.lr or check these annotations.")
+                self.log(f"skipped the step: {what} (mixed precision; {self._nonfinite_run} in a row, "
+                         f"the run stops after {MAX_SKIPPED_STEPS})")
+                self.skipped_steps += 1
+                self.iteration += 1
+                self.epoch_iter += 1
+                bar.update(1)
+                if self.iteration >= self.total_iters or self.epoch_iter >= n_this:
+                    break
+                continue
+            self._nonfinite_run = 0
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             if clip:
