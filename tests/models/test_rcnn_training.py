@@ -236,3 +236,23 @@ def test_predict_returns_instances_in_original_pixels(name, kw):
         assert empty.masks.shape == (0, *images[0].shape[-2:])
     if name.startswith("keypoint"):
         assert empty.keypoints.shape == (0, 5, 3)
+
+
+def test_bfloat16_autocast_keeps_box_targets_in_float32():
+    """Regression: anchors took the features' dtype, so under CPU bfloat16 autocast the boxes matched to
+    them were cast to bfloat16 too; a 1 px wide box at x = 319 rounded to width 0 and its RPN
+    regression target to -inf (a diverged run). Box coordinates now stay float32."""
+    torch.manual_seed(0)
+    model = zoo.build("fasterrcnn_resnet18_fpn", num_classes=3).train()
+    boxes = torch.tensor([[319.0, 213.0, 320.0, 238.0], [40.0, 50.0, 140.0, 170.0]])
+    target = Target(1, Instances((320, 320), boxes=boxes, labels=torch.tensor([0, 1])))
+    image = torch.rand(3, 320, 320)
+    out = {}
+    for bf16 in (False, True):
+        torch.manual_seed(1)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out[bf16] = {k: float(v) for k, v in model.training_losses([image], [target]).items()}
+    assert all(torch.isfinite(torch.tensor(v)) for v in out[True].values()), out[True]
+    # same sampled anchors and targets: the RPN losses differ only by bfloat16 activations
+    for k in ("loss_objectness", "loss_rpn_box_reg"):
+        assert abs(out[True][k] - out[False][k]) <= 0.05 * abs(out[False][k]) + 1e-3, (k, out)

@@ -130,8 +130,11 @@ class RegionProposalNetwork(nn.Module):
             raise ValueError(f"RPN built for {self.num_levels} levels, got {len(features)} feature maps")
         logits, deltas = self.head(features)
         f0 = features[0]
+        # anchors (and the boxes matched to them) in at least float32: under bfloat16 autocast a
+        # 1 px wide box at x = 319 rounds to width 0 and its regression target to -inf
         anchors = torch.cat(self.anchor_generator(padded_size, [tuple(f.shape[-2:]) for f in features],
-                                                  device=f0.device, dtype=f0.dtype))
+                                                  device=f0.device,
+                                                  dtype=torch.promote_types(f0.dtype, torch.float32)))
         per_level = [l.shape[1] * l.shape[2] * l.shape[3] for l in logits]  # traced sizes in graph export
         if not torch.jit.is_tracing():
             per_level = [int(n) for n in per_level]
