@@ -191,7 +191,7 @@ def _finite(obj: Any) -> Any:
 
 
 def _write_json(path: str, report: dict) -> None:
-    """Atomic (:func:`~sceneparse.data.formats._io.atomic_write_text`): readers never see half a report."""
+    """Atomic (:func:`~sceneparse.fileio.atomic_write_text`): readers never see half a report."""
     from ..fileio import atomic_write_text
 
     atomic_write_text(path, json.dumps(_finite(report), indent=2, allow_nan=False) + "\n")

@@ -617,25 +617,23 @@ class Trainer:
                 self.log(f"skipped the step: {what} (mixed precision; {self._nonfinite_run} in a row, "
                          f"the run stops after {MAX_SKIPPED_STEPS})")
                 self.skipped_steps += 1
-                self.iteration += 1
-                self.epoch_iter += 1
-                bar.update(1)
-                if self.iteration >= self.total_iters or self.epoch_iter >= n_this:
-                    break
-                continue
-            self._nonfinite_run = 0
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            if clip:
-                self.scaler.unscale_(self.optimizer)
-                nn.utils.clip_grad_norm_(params, float(clip))
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            if self.ema is not None:
-                self.ema.update(self.module)
+            else:
+                self._nonfinite_run = 0
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scaler.scale(loss).backward()
+                if clip:
+                    self.scaler.unscale_(self.optimizer)
+                    nn.utils.clip_grad_norm_(params, float(clip))
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                if self.ema is not None:
+                    self.ema.update(self.module)
+            # a skipped step still counts (as a GradScaler-skipped one does): the schedule, the time
+            # budget and checkpoint_every move on; only its losses stay out of the averages
             self.iteration += 1
             self.epoch_iter += 1
-            self._record_losses(losses, loss, lr)
+            if self._nonfinite_run == 0:
+                self._record_losses(losses, loss, lr)
             now = self.clock()
             if self._run_iters_seen > 0:  # the run's first iteration carries one-off costs
                 for key in ("iter", "epoch_iter"):
