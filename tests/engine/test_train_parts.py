@@ -96,21 +96,29 @@ def test_weight_decay_reaches_only_the_decay_group(name):
 
 
 # ---- time budget ---------------------------------------------------------------------------------
-def test_plan_fills_the_budget_with_whole_epochs():
+def test_plan_fills_the_budget_with_whole_epochs_and_a_cut_last_one():
     # 2 s/iteration, 4 iterations per epoch, 8 s spent on 4 iterations; evaluation 3 s every epoch,
     # save 1 s: E epochs cost (4E - 4) * 2 + 3E + E <= 52  ->  E <= 60/12 = 5
     p = plan_time_budget(60, spent_s=8, epoch=0, done_iters=4, sec_per_iter=2, eval_s=3, save_s=1,
                          iters_per_epoch=4, eval_every=1)
     assert p == TimePlan(5, 20)
-    # evaluation every 2nd epoch (+ the final one): E = 6 costs 40 + 3 * 3 + 6 = 55 > 52; E = 5: 32 + 9 + 5 = 46
+    # (a 6th epoch cut short would pay 6 evaluations and saves: 52 - 24 = 28 s = 14 iterations,
+    # 18 in all, fewer than the 5 whole epochs' 20: no cut epoch)
+    # evaluation every 2nd epoch (+ the final one): E = 6 costs 40 + 3 * 3 + 6 = 55 > 52; E = 5: 32 + 9 + 5 = 46;
+    # a cut 6th epoch: 52 - 3 * 3 - 6 = 37 s -> 18 iterations after the 4 done -> 22
     assert plan_time_budget(60, spent_s=8, epoch=0, done_iters=4, sec_per_iter=2, eval_s=3, save_s=1,
-                            iters_per_epoch=4, eval_every=2) == TimePlan(5, 20)
-    # no evaluation: (4E - 4) * 2 + E <= 52 -> E = 6
+                            iters_per_epoch=4, eval_every=2) == TimePlan(6, 22)
+    # no evaluation: (4E - 4) * 2 + E <= 52 -> E = 6 whole; a cut 7th: 52 - 7 = 45 s -> 22 iterations -> 26
     assert plan_time_budget(60, spent_s=8, epoch=0, done_iters=4, sec_per_iter=2, eval_s=3, save_s=1,
-                            iters_per_epoch=4, eval_every=0) == TimePlan(6, 24)
-    # more epochs than configured are fine: the budget decides
+                            iters_per_epoch=4, eval_every=0) == TimePlan(7, 26)
+    # the R-CNN case that left 5 minutes unused: 800 iterations per epoch of 0.5 s, no evaluation until
+    # the end (eval_every 0 here), 1,500 s budget, 1 s per save: 3 whole epochs (1,203 s) and a 4th cut at (1,500 - 4) / 0.5 = 2,992 iterations
+    assert plan_time_budget(1500, spent_s=0, epoch=0, done_iters=0, sec_per_iter=0.5, eval_s=0, save_s=1,
+                            iters_per_epoch=800, eval_every=0) == TimePlan(4, 2_992)
+    # more epochs than configured are fine: the budget decides (360 whole epochs need 3,599 more
+    # seconds; the last second buys one iteration of a 361st)
     assert plan_time_budget(3600, spent_s=0, epoch=0, done_iters=1, sec_per_iter=1, eval_s=0, save_s=0,
-                            iters_per_epoch=10, eval_every=1).epochs == 360
+                            iters_per_epoch=10, eval_every=1) == TimePlan(361, 3_601)
 
 
 def test_plan_cuts_the_current_epoch_when_it_does_not_fit():

@@ -185,18 +185,20 @@ def test_time_limit_sets_the_epochs_and_the_lr_schedule_follows(synth, tmp_path)
     cfg = tiny_config(synth, tmp_path / "run", "unet", None, "train.time_limit_min=1", "train.epochs=2")
     res, _, said = _fit_on_clock(cfg, clock)
     # planned after 1 + 3 iterations (8 s spent): 2 s/iteration, free evaluations and saves on this
-    # clock, 4 iterations/epoch: E epochs cost 8 E - 8 <= 60 - 8 -> 7 epochs, 28 iterations, 56 s;
-    # the steady speed keeps the plan through every re-plan
-    assert (res.epochs, res.iterations, res.stopped_by_time_limit) == (7, 28, False)
+    # clock, 4 iterations/epoch: E epochs cost 8 E - 8 <= 60 - 8 -> 7 whole epochs (56 s), and the
+    # last 4 s buy 2 iterations of an 8th: 30 iterations, 60 s; the steady speed keeps the plan
+    # through every re-plan
+    assert (res.epochs, res.iterations, res.seconds, res.stopped_by_time_limit) == (8, 30, 60.0, False)
     assert [m for m in said if "->" in m] == [  # one plan, no changes
-        "time budget: 2 epochs -> 7 epochs (2 s/it measured); 1 min, evaluation ~0.0 s"]
+        "time budget: 2 epochs -> 8 epochs (2 s/it measured; the last epoch cut to 2 of 4 iterations); "
+        "1 min, evaluation ~0.0 s"]
     # LR: warm-up with the cosine held at 1 until the plan (train.epochs is only a placeholder with a
-    # budget), then the cosine from 1 at iteration 4 to 0 at iteration 28
+    # budget), then the cosine from 1 at iteration 4 to 0 at iteration 30
     before = [0.02 * 0.001, 0.02 * 0.5005, 0.02, 0.02]
-    after = [0.02 * _cosine(i, 4, 1.0, 28) for i in range(4, 28)]
+    after = [0.02 * _cosine(i, 4, 1.0, 30) for i in range(4, 30)]
     assert _lrs(tmp_path / "run") == pytest.approx(before + after, rel=1e-12)
     rows = list(csv.DictReader(open(tmp_path / "run" / "results.csv")))
-    assert [r["planned_epochs"] for r in rows] == ["7"] * 7
+    assert [r["planned_epochs"] for r in rows] == ["8"] * 8
     # a budget shorter than one epoch: stop when one more iteration would not fit (6 s: after 3)
     res2, _, _ = _fit_on_clock(tiny_config(synth, tmp_path / "short", "unet", None, "train.time_limit_min=0.1"),
                                _FakeClock())
@@ -210,25 +212,27 @@ def _slow_then_fast(k: int) -> float:
 
 def test_time_limit_extends_the_run_when_the_machine_gets_faster(synth, tmp_path):
     """4 s/iteration for 8 iterations, then 1 s; 60 s budget, 4 iterations/epoch, free evaluations.
-    The first plan (after iteration 4, 16 s spent) fits 3 epochs; a plan that is never extended
-    would end after 36 s. The quarter-epoch re-plan at iteration 11 measures 1 s/iteration in
-    epoch 3 (35 s spent): 4 E - 11 <= 25 -> 9 epochs, 36 iterations, exactly 60 s."""
+    The first plan (after iteration 4, 16 s spent) fits 11 more iterations: 3 epochs and 3 of 4
+    iterations of a 4th; a plan that is never extended would end after 60 s with 15 iterations. The
+    quarter-epoch re-plan at iteration 11 measures 1 s/iteration in epoch 3 (35 s spent):
+    4 E - 11 <= 25 -> 9 epochs, 36 iterations, exactly 60 s (nothing left for a cut 10th)."""
     cfg = tiny_config(synth, tmp_path / "run", "unet", None, "train.time_limit_min=1")
     res, t, said = _fit_on_clock(cfg, _FakeClock(_slow_then_fast))
     assert (res.epochs, res.iterations, res.stopped_by_time_limit) == (9, 36, False)
     assert res.seconds == 60.0  # within the budget, and no whole epoch of it left
     assert [m for m in said if "->" in m] == [
-        "time budget: 2 epochs -> 3 epochs (4 s/it measured); 1 min, evaluation ~0.0 s",
-        "time budget: 3 epochs -> 9 epochs (1 s/it measured)"]
-    assert [r["planned_epochs"] for r in res.history] == [3, 3, 9, 9, 9, 9, 9, 9, 9]
+        "time budget: 2 epochs -> 4 epochs (4 s/it measured; the last epoch cut to 3 of 4 iterations); "
+        "1 min, evaluation ~0.0 s",
+        "time budget: 4 epochs -> 9 epochs (1 s/it measured)"]
+    assert [r["planned_epochs"] for r in res.history] == [4, 4, 9, 9, 9, 9, 9, 9, 9]
     rows = list(csv.DictReader(open(tmp_path / "run" / "results.csv")))
-    assert [int(r["planned_epochs"]) for r in rows] == [3, 3, 9, 9, 9, 9, 9, 9, 9]
+    assert [int(r["planned_epochs"]) for r in rows] == [4, 4, 9, 9, 9, 9, 9, 9, 9]
     # the LR is continuous: the cosine re-anchored at iteration 11 decays from its value there
-    # (on the 3-epoch plan) to 0 at iteration 36 instead of jumping up to the 9-epoch cosine
-    f11 = _cosine(11, 4, 1.0, 12)
+    # (on the 15-iteration plan) to 0 at iteration 36 instead of jumping up to the 9-epoch cosine
+    f11 = _cosine(11, 4, 1.0, 15)
     assert load_checkpoint(tmp_path / "run" / "last.pt")["plan"]["lr_anchor"] == [11, f11]
     lrs = _lrs(tmp_path / "run")
-    expected = ([0.02 * 0.001, 0.02 * 0.5005, 0.02, 0.02] + [0.02 * _cosine(i, 4, 1.0, 12) for i in range(4, 11)]
+    expected = ([0.02 * 0.001, 0.02 * 0.5005, 0.02, 0.02] + [0.02 * _cosine(i, 4, 1.0, 15) for i in range(4, 11)]
                 + [0.02 * _cosine(i, 11, f11, 36) for i in range(11, 36)])
     assert lrs == pytest.approx(expected, rel=1e-12)
     after_warmup = lrs[2:]
@@ -255,17 +259,17 @@ def test_time_limit_extends_at_epoch_ends(synth, tmp_path):
 
 def test_time_limit_shortens_the_run_when_the_machine_gets_slower(synth, tmp_path):
     """1 s/iteration for 8 iterations, then 3 s; 60 s budget. The first plan fits 15 epochs; the
-    re-plan at iteration 11 (17 s spent, 3 s/iteration) cuts it to 6 (4 E - 11 <= 43 / 3), which
-    end at 8 + 16 * 3 = 56 s: the re-plan, not the per-iteration guard, ends the run, with the
-    cosine annealed to its end."""
+    re-plan at iteration 11 (17 s spent, 3 s/iteration) cuts it to 14 more iterations (43 s / 3):
+    6 epochs and 1 iteration of a 7th, which end at 8 + 17 * 3 = 59 s: the re-plan, not the
+    per-iteration guard, ends the run, with the cosine annealed to its end."""
     cfg = tiny_config(synth, tmp_path / "run", "unet", None, "train.time_limit_min=1")
     res, t, said = _fit_on_clock(cfg, _FakeClock(lambda k: 1.0 if k <= 8 else 3.0))
-    assert (res.epochs, res.iterations, res.seconds, res.stopped_by_time_limit) == (6, 24, 56.0, False)
-    assert [r["planned_epochs"] for r in res.history] == [15, 15, 6, 6, 6, 6]
-    assert "time budget: 15 epochs -> 6 epochs (3 s/it measured)" in said
+    assert (res.epochs, res.iterations, res.seconds, res.stopped_by_time_limit) == (7, 25, 59.0, False)
+    assert [r["planned_epochs"] for r in res.history] == [15, 15, 7, 7, 7, 7, 7]
+    assert "time budget: 15 epochs -> 7 epochs (3 s/it measured; the last epoch cut to 1 of 4 iterations)" in said
     lrs = _lrs(tmp_path / "run")
     f11 = _cosine(11, 4, 1.0, 60)
-    assert lrs[11:] == pytest.approx([0.02 * _cosine(i, 11, f11, 24) for i in range(11, 24)], rel=1e-12)
+    assert lrs[11:] == pytest.approx([0.02 * _cosine(i, 11, f11, 25) for i in range(11, 25)], rel=1e-12)
     assert lrs[10] == pytest.approx(0.02 * _cosine(10, 4, 1.0, 60), rel=1e-12)
     assert all(b <= a for a, b in zip(lrs[2:], lrs[3:])) and t._lr() == 0.0
 

@@ -25,8 +25,9 @@ The rule (carried out by :class:`~sceneparse.engine.trainer.Trainer`):
   never overshoots its budget (it then ends after the current iteration, the final evaluation
   and the save).
 
-A plan counts whole epochs only (plus, when nothing more fits, a cut current epoch), so a run may
-leave up to about one epoch (plus an evaluation) of its budget unused.
+A plan is the whole epochs that fit plus one last epoch cut to the iterations that still fit (with
+its evaluation and save), so a run ends within a few iterations of its budget instead of leaving up
+to an epoch of it unused (a 3,200-image R-CNN run had left 5 of its 30 minutes).
 """
 from __future__ import annotations
 
@@ -67,8 +68,9 @@ def plan_time_budget(budget_s: float, *, spent_s: float, epoch: int, done_iters:
         iters_per_epoch: iterations of a full epoch; ``eval_every``: evaluation period (0: none).
 
     Returns the largest ``E > epoch`` whose full epochs fit (``spent + (E * ipe - done) * sec_per_iter
-    + evaluations * eval_s + (E - epoch) * save_s <= budget``); if not even ``epoch + 1`` fits, a
-    last epoch cut to as many iterations as fit (never fewer than ``done_iters``).
+    + evaluations * eval_s + (E - epoch) * save_s <= budget``) followed by epoch ``E + 1`` cut to as
+    many iterations as still fit with its own evaluation and save (dropped when none do); if not even
+    ``epoch + 1`` fits whole, that epoch cut the same way (never fewer than ``done_iters``).
     """
     if sec_per_iter <= 0 or not math.isfinite(sec_per_iter):
         raise ValueError(f"sec_per_iter must be positive and finite, got {sec_per_iter}")
@@ -78,12 +80,16 @@ def plan_time_budget(budget_s: float, *, spent_s: float, epoch: int, done_iters:
     e = np.arange(epoch + 1, upper, dtype=np.int64)
     cost = (e * ipe - done_iters) * sec_per_iter + _evaluations(epoch, e, eval_every) * eval_s + (e - epoch) * save_s
     fits = np.flatnonzero(cost <= left)
-    if fits.size:
-        epochs = int(e[fits[-1]])
-        return TimePlan(epochs, epochs * ipe)
-    room = left - (eval_s if eval_every > 0 else 0.0) - save_s
-    extra = max(0, int(math.floor(room / sec_per_iter)))
-    return TimePlan(epoch + 1, max(done_iters, min(done_iters + extra, (epoch + 1) * ipe)))
+    full = int(e[fits[-1]]) if fits.size else epoch  # epochs that fit whole
+    if fits.size and fits[-1] == e.size - 1:  # capped by max_epochs
+        return TimePlan(full, full * ipe)
+    # then a cut epoch with whatever the budget has left after its evaluation(s) and save
+    last = full + 1
+    room = left - int(_evaluations(epoch, np.array([last]), eval_every)[0]) * eval_s - (last - epoch) * save_s
+    cut = min(done_iters + max(0, int(math.floor(room / sec_per_iter))), last * ipe)
+    if fits.size and cut <= full * ipe:
+        return TimePlan(full, full * ipe)
+    return TimePlan(last, max(done_iters, cut))
 
 
 def must_stop(budget_s: float, *, spent_s: float, sec_per_iter: float, eval_s: float, save_s: float) -> bool:
