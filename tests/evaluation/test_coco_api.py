@@ -180,6 +180,21 @@ def _tiny():
     return gt, res
 
 
+def test_files_read_as_json_reads_them_nan_included(tmp_path):
+    """Files are decoded with msgspec; one it refuses (a NaN score written by Python's json) still
+    loads through json and gets the record-level error, not a syntax error."""
+    gt, res = _tiny()
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    (tmp_path / "res.json").write_text(json.dumps(res))
+    a = evaluate_coco(tmp_path / "gt.json", tmp_path / "res.json", "bbox")
+    b = evaluate_coco(gt, res, "bbox")
+    assert a.stats.tolist() == b.stats.tolist() and a.stats[0] > 0
+    res[1]["score"] = float("nan")
+    (tmp_path / "res.json").write_text(json.dumps(res))  # "score": NaN
+    with pytest.raises(PredictionError, match=r"res.json: result 1 \(image_id 1\): score.*finite"):
+        evaluate_coco(tmp_path / "gt.json", tmp_path / "res.json", "bbox")
+
+
 @pytest.mark.parametrize("mutate, field, text", [
     (lambda r: r[1].update(image_id=999), "image_id", "result 1 (image_id 999)"),
     (lambda r: r[1].pop("score"), "score", "result 1 (image_id 1)"),

@@ -32,7 +32,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ...errors import DataError, PredictionError, Problem
-from .accumulate import accumulate
+from .accumulate import accumulate, accumulation_order
 from .box_iou import box_iou_pairs
 from .mask_iou import mask_iou_blocks, to_rles
 from .matching import greedy_match
@@ -43,6 +43,7 @@ from .summary import stat_specs, summarize_one, summarize_per_category
 from .tables import DetectionColumns, DetectionTable, GroundTruthTable, gc_paused, load_ground_truth, load_results
 
 
+@gc_paused()
 def evaluate_coco(
     gt: "str | os.PathLike | Mapping | GroundTruthTable",
     results: "str | os.PathLike | list | np.ndarray | DetectionColumns",
@@ -165,17 +166,16 @@ def evaluate_tables(gt: GroundTruthTable, dt: DetectionTable, params: COCOParams
 
     # 3. greedy matching, then pycocotools' dtIgnore
     m = greedy_match(pair_dt, pair_gt, pair_iou, d_rank, g_ignore, g_crowd, p.iou_thresholds, d_rows.size, g_rows.size)
-    has = m.dt_gt >= 0  # [T, A, D]
-    ti, ai, di = np.nonzero(has)
-    gi = m.dt_gt[ti, ai, di]
-    dt_matched = has
-    if (g_ids == 0).any():  # pycocotools stores the matched annotation id and tests it for != 0
-        dt_matched = has.copy()
-        dt_matched[ti, ai, di] = g_ids[gi] != 0
+    ti, ai, di, gi = m.t, m.a, m.d, m.g  # the matches
+    # pycocotools stores the matched annotation id and tests it for != 0
+    matched = g_ids[gi] != 0 if (g_ids == 0).any() else np.ones(gi.size, dtype=bool)
     d_out = (d_area[None, :] < lo) | (d_area[None, :] > hi)  # [A, D]
-    dt_ignore = ~dt_matched & d_out[None, :, :]  # unmatched and outside the area range
-    dt_ignore[ti, ai, di] |= g_ignore[ai, gi]  # matched to an ignored ground truth
-    tp = dt_matched & ~dt_ignore
+    # dtIgnore: matched to an ignored ground truth, or not matched and outside the area range
+    ignored = g_ignore[ai, gi] | (~matched & d_out[ai, di])
+    dt_matched = np.zeros((p.iou_thresholds.size, len(p.area_ranges), d_rows.size), dtype=bool)  # [T, A, D]
+    dt_matched[ti, ai, di] = matched
+    dt_ignore = np.repeat(d_out[None, :, :], dt_matched.shape[0], axis=0)
+    dt_ignore[ti, ai, di] = ignored
 
     # 4. accumulate and summarise
     k_count = p.cat_ids.size
@@ -185,7 +185,17 @@ def evaluate_tables(gt: GroundTruthTable, dt: DetectionTable, params: COCOParams
     for a in range(a_count):
         n_gt[:, a] = np.bincount(g_k[regular[a]], minlength=k_count)[:k_count]
     d_img_kept = d_img[d_rows]
-    acc = accumulate(tp, ~dt_ignore, d_k, d_rank, d_scores, n_gt, p.rec_thresholds, p.max_dets)  # rows: image, rank
+    # true positives and counted (not ignored) results straight in accumulation order: a scatter of
+    # the matches instead of two gathers over the whole [T, A, D] arrays
+    order = accumulation_order(d_k, d_scores)  # rows are in image, rank order
+    where = np.empty(order.size, dtype=np.int64)
+    where[order] = np.arange(order.size)
+    t_count = dt_matched.shape[0]
+    tp_o = np.zeros((t_count, a_count, order.size), dtype=bool)
+    tp_o[ti, ai, where[di]] = matched & ~ignored
+    counted_o = np.repeat(~d_out[:, order][None, :, :], t_count, axis=0)
+    counted_o[ti, ai, where[di]] = ~ignored
+    acc = accumulate(tp_o, counted_o, d_k, d_rank, d_scores, n_gt, p.rec_thresholds, p.max_dets, order=order)
     specs = stat_specs(iou_type, p.max_dets)
     stats = np.array([summarize_one(acc.precision, acc.recall, p, s) for s in specs], dtype=np.float64)
     names = [s.name for s in specs]
@@ -197,10 +207,10 @@ def evaluate_tables(gt: GroundTruthTable, dt: DetectionTable, params: COCOParams
 
     matches = Matches(
         params=p, dt_ids=d_rows + 1, dt_image_ids=dt.image_ids[d_rows], dt_category_ids=dt.category_ids[d_rows],
-        dt_scores=d_scores, dt_areas=d_area, dt_rank=d_rank, dt_k=d_k, dt_img=d_img_kept, dt_gt=m.dt_gt,
+        dt_scores=d_scores, dt_areas=d_area, dt_rank=d_rank, dt_k=d_k, dt_img=d_img_kept,
         dt_ignore=dt_ignore, dt_matched=dt_matched, gt_ids=g_ids, gt_image_ids=gt.image_ids[g_rows],
         gt_category_ids=gt.category_ids[g_rows], gt_areas=g_area, gt_iscrowd=g_crowd, gt_ignore=g_ignore,
-        gt_k=g_k, gt_dt=m.gt_dt,
+        gt_k=g_k, gt_dt=m.gt_dt, match_index=(ti, ai, di, gi),
     )
     return COCOEvalResult(
         iou_type=iou_type, params=p, stats=stats, stat_names=names, stat_specs=specs, precision=acc.precision,
@@ -242,9 +252,9 @@ def _overlaps(gt: GroundTruthTable, dt: DetectionTable, p: COCOParams, g_rows, d
     gt_src = g_rows[g_need]
     dt_src = d_rows[with_gt]
     gk, dk = gt.segmentation_kinds, dt.segmentation_kinds
-    gt_rles = to_rles([gt.segmentations[i] for i in gt_src.tolist()], gt.image_ids[gt_src], gt, gt.source,
-                      None if gk is None else gk[gt_src])
-    dt_rles = to_rles([dt.segmentations[i] for i in dt_src.tolist()], dt.image_ids[dt_src], gt, dt.source,
-                      None if dk is None else dk[dt_src])
+    gt_rles = to_rles(list(map(gt.segmentations.__getitem__, gt_src.tolist())), gt.image_ids[gt_src], gt,
+                      gt.source, None if gk is None else gk[gt_src])
+    dt_rles = to_rles(list(map(dt.segmentations.__getitem__, dt_src.tolist())), dt.image_ids[dt_src], gt,
+                      dt.source, None if dk is None else dk[dt_src])
     return mask_iou_blocks(dt_rles, gt_rles, gt.iscrowd[gt_src], d_bounds, g_bounds,
                            group_images=dt.image_ids[dt_src][d_bounds[:, 0]])

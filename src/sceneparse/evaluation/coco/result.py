@@ -1,6 +1,7 @@
 """What a COCO evaluation returns: the summary, the full arrays, per-category numbers and the matches."""
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Iterator
@@ -8,6 +9,7 @@ from typing import Iterator
 import numpy as np
 
 from .accumulate import accumulation_order
+from .matching import dense_dt_gt
 from .params import AreaRange, COCOParams
 from .summary import StatSpec, summary_lines
 
@@ -86,7 +88,6 @@ class Matches:
     dt_rank: np.ndarray  # int64 [D]: 0-based rank by score within its (image, category) group
     dt_k: np.ndarray  # int64 [D]: K-axis index (position in params.cat_ids)
     dt_img: np.ndarray  # int64 [D]: position of the image in params.img_ids
-    dt_gt: np.ndarray  # int32 [T, A, D]: matched gt row, -1 if none
     dt_ignore: np.ndarray  # bool [T, A, D]: pycocotools' dtIgnore
     dt_matched: np.ndarray  # bool [T, A, D]: pycocotools' dtMatches != 0 (a match to an annotation id 0 does not count)
     gt_ids: np.ndarray  # int64 [G]: annotation ids
@@ -97,6 +98,13 @@ class Matches:
     gt_ignore: np.ndarray  # bool [A, G]: pycocotools' gtIgnore (crowd / no keypoints / outside the area range)
     gt_k: np.ndarray  # int64 [G]
     gt_dt: np.ndarray  # int32 [T, A, G]: matched dt row, -1 if none (a crowd keeps its last match)
+    #: the matches as int64 [M] index arrays (threshold, area range, dt row, gt row): dt_gt[t, a, d] == g
+    match_index: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+    @functools.cached_property
+    def dt_gt(self) -> np.ndarray:
+        """``int32 [T, A, D]``: matched gt row, -1 if none (built from :attr:`match_index` on first use)."""
+        return dense_dt_gt(*self.match_index, self.dt_ignore.shape)
 
     @property
     def tp(self) -> np.ndarray:
