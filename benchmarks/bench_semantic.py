@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
 SPEED_MODELS = ("fcn_resnet50", "deeplabv3_resnet50", "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large")
 
@@ -94,13 +95,26 @@ def bench_train(args) -> list[dict]:
     synthetic_dataset(root, args.images, args.val, args.image_size, args.seed)
     optim = dict(name="adamw", lr=args.lr, weight_decay=1e-4, warmup_iters=50, schedule="cosine",
                  clip_grad_norm=10.0)
+    extra = json.loads(args.model_kwargs)
+    if args.class_weights == "median-frequency":
+        import numpy as np
+        from PIL import Image
+
+        from sceneparse.data.stats import median_frequency_weights
+
+        cats = sorted(yaml.safe_load((root / "dataset.yaml").read_text())["categories"], key=lambda c: c["label"])
+        names = [c["name"] for c in cats]  # by label: the label maps' values
+        maps = (np.asarray(Image.open(f)) for f in sorted((root / "semantic" / "train").glob("*.png")))
+        extra["class_weights"] = [round(float(w), 4) for w in median_frequency_weights(maps, len(names))]
+        print("median-frequency class weights: " + ", ".join(f"{n} {w:.2f}" for n, w in
+                                                          zip(names, extra["class_weights"])), flush=True)
     rows = []
     for name in [m for m in args.train_models.split(",") if m]:
         cfg = budget_config(name, root, out / name, size=args.image_size, batch=args.batch or 8,
                             minutes=args.minutes, threads=args.threads, seed=args.seed, optim=optim,
                             eval_every=args.eval_every, amp=args.amp,
                             model_kwargs={**TRAIN_MODELS.get(name, {}), "train_crop": args.crop or None,
-                                          **json.loads(args.model_kwargs)})
+                                          **extra})
         rows.append(train_and_report(cfg, "miou", SEMANTIC_TARGET, ("miou", "pixel_acc", "mean_acc")))
     print_summary(rows)
     out.mkdir(parents=True, exist_ok=True)
@@ -126,6 +140,9 @@ def main(argv=None) -> int:
     p.add_argument("--crop", type=int, default=128,
                    help="train on random crops of this size of the --image-size images (0: whole images)")
     p.add_argument("--model-kwargs", default="{}", help="JSON of extra model arguments, e.g. '{\"dice_weight\": 1}'")
+    p.add_argument("--class-weights", choices=("none", "median-frequency"), default="none",
+                   help="cross-entropy class weights computed from the training label maps (SegNet's "
+                        "median-frequency balancing)")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--eval-every", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
