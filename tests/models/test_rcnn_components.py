@@ -137,3 +137,32 @@ def test_paste_masks_equals_torchvision():
     decided = (ref - 0.5).abs() > 1e-5
     assert binary.dtype == torch.bool and torch.equal(binary[decided], (ref > 0.5)[decided])
     assert paste_masks(masks[:0], boxes[:0], (h, w)).shape == (0, h, w)
+
+
+def test_box_head_loss_without_any_roi_is_zero_not_a_crash():
+    """A batch with no RoI at all (no proposal survived and no ground truth) -- e.g. after a diverged
+    step -- gives zero losses with an intact graph instead of a reshape error / NaN."""
+    from torchvision.models.detection.roi_heads import fastrcnn_loss
+
+    from sceneparse.models.heads.proposal_sampler import SampledRoIs
+    from sceneparse.models.heads.roi_box import RoIBoxHead
+
+    head = RoIBoxHead(8, 3, representation_size=16)
+    logits = torch.zeros(0, 4, requires_grad=True)
+    deltas = torch.zeros(0, 16, requires_grad=True)
+    empty = SampledRoIs([torch.zeros(0, 4)], [torch.zeros(0, dtype=torch.long)], [torch.zeros(0, dtype=torch.long)])
+    losses = head.loss(logits, deltas, empty, [torch.zeros(0, 4)])
+    assert losses == {"loss_classifier": 0.0, "loss_box_reg": 0.0}
+    sum(losses.values()).backward()
+    # with RoIs: torchvision's fastrcnn_loss (mean CE, smooth-L1 sum / RoIs)
+    torch.manual_seed(0)
+    logits, deltas = torch.randn(6, 4), torch.randn(6, 16)
+    rois = torch.tensor([[0., 0, 10, 10], [2, 2, 12, 12], [5, 5, 20, 25], [0, 0, 30, 30], [1, 1, 4, 4], [3, 0, 9, 7]])
+    labels = torch.tensor([1, 0, 3, 2, 0, 1])
+    gt = torch.tensor([[1., 1, 11, 11], [4, 6, 21, 24], [0, 1, 29, 31]])
+    matched = torch.tensor([0, 0, 1, 2, 0, 0])
+    ours = head.loss(logits, deltas, SampledRoIs([rois], [labels], [matched]), [gt])
+    targets = head.box_coder.encode(gt[matched], rois)
+    ref_cls, ref_box = fastrcnn_loss(logits, deltas, [labels], [targets])
+    torch.testing.assert_close(ours["loss_classifier"], ref_cls, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(ours["loss_box_reg"], ref_box, rtol=1e-6, atol=1e-7)

@@ -116,10 +116,12 @@ class RoIBoxHead(nn.Module):
             pos = torch.where(lab > 0)[0]
             pos_targets.append(self.box_coder.encode(gt.to(rois.dtype)[m[pos]], rois[pos]))
         pos = torch.where(labels > 0)[0]
-        deltas = box_deltas.reshape(box_deltas.shape[0], -1, 4)[pos, labels[pos]]
+        # (explicit class count: a batch without any RoI -- no proposals and no ground truth -- has 0 rows)
+        deltas = box_deltas.reshape(box_deltas.shape[0], box_deltas.shape[1] // 4, 4)[pos, labels[pos]]
         box_loss = smooth_l1_loss(deltas, torch.cat(pos_targets), beta=1 / 9, reduction="sum")
-        return {"loss_classifier": F.cross_entropy(class_logits, labels),
-                "loss_box_reg": box_loss / max(labels.numel(), 1)}
+        n = max(labels.numel(), 1)  # the mean over RoIs; 0, not NaN, without any
+        return {"loss_classifier": F.cross_entropy(class_logits, labels, reduction="sum") / n,
+                "loss_box_reg": box_loss / n}
 
     def detect(self, class_logits: Tensor, box_deltas: Tensor, rois: Sequence[Tensor],
                image_sizes: Sequence[tuple[int, int]]) -> list[Detections]:
