@@ -12,7 +12,7 @@ import shutil
 import pytest
 import torch
 
-from engine_helpers import FRCNN, MASK, tiny_config
+from engine_helpers import FRCNN, MASK, UNET, tiny_config
 from sceneparse.data.layout import load_split
 from sceneparse.engine import trainer as trainer_mod
 from sceneparse.engine.checkpoint import load_checkpoint, model_from_checkpoint
@@ -391,3 +391,19 @@ def test_amp_skips_a_non_finite_step_and_stops_when_it_keeps_happening(synth, tm
     monkeypatch.setattr(trainer_mod, "MAX_SKIPPED_STEPS", 1)
     with pytest.raises(FloatingPointError, match="non-finite loss at epoch 1, iteration 2"):
         Trainer(tiny_config(synth, tmp_path / "b", "unet", None, *args), progress=False).fit()
+
+
+def test_semantic_class_weights_from_the_config(synth, tmp_path):
+    """``model.kwargs.class_weights`` (e.g. median-frequency weights) reach the model; a list of the
+    wrong length is refused naming the class count."""
+    from sceneparse.data.synthetic import synth_category_map
+
+    n = len(synth_category_map().names)
+    weights = [round(0.5 + 0.1 * i, 2) for i in range(n)]
+    args = ("train.epochs=1", "train.max_iters_per_epoch=1", "train.eval_every=0")
+    tr = Trainer(tiny_config(synth, tmp_path / "w", "unet", {**UNET, "class_weights": weights}, *args), progress=False)
+    tr.fit()
+    assert tr.module.class_weights.tolist() == pytest.approx(weights)
+    with pytest.raises(ValueError, match=f"class_weights must have {n} entries, got \\(3,\\)"):
+        Trainer(tiny_config(synth, tmp_path / "x", "unet", {**UNET, "class_weights": [1, 2, 3]}, *args),
+                progress=False).fit()

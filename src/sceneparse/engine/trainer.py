@@ -382,7 +382,9 @@ class Trainer:
         cfg = self.cfg
         name, kwargs = cfg.model.name, dict(cfg.model.kwargs)
         try:
-            probe = zoo.build(name, num_classes=1, **kwargs)  # what kind of model: task and heads
+            # what kind of model: task and heads (the class count is not known before the data; a
+            # per-class kwarg such as a semantic model's class_weights gives it)
+            probe = zoo.build(name, num_classes=len(kwargs.get("class_weights") or [None]), **kwargs)
         except TypeError as e:
             raise ConfigError(f"model.kwargs {kwargs}: not accepted by {name} ({e})") from None
         self.task, kind = model_task(probe), data_kind(probe)
