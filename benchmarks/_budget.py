@@ -11,15 +11,18 @@ from typing import Any
 import torch
 
 
-def synthetic_dataset(root: Path, images: int, val: int, size: int, seed: int) -> None:
-    """Draw ``images`` scenes of ``size`` px (``val`` of them held out) into ``root``, unless a dataset is there."""
+def synthetic_dataset(root: Path, images: int, val: int, size: int, seed: int,
+                      thing_classes: tuple[str, ...] | None = None) -> None:
+    """Draw ``images`` scenes of ``size`` px (``val`` of them held out) into ``root``, unless a dataset is
+    there. ``thing_classes``: only these things (default: all of them)."""
     from sceneparse.data.synthetic import SyntheticConfig, write_dataset
 
     if (root / "dataset.yaml").is_file():
         print(f"using the synthetic dataset in {root}")
         return
+    things = {"thing_classes": tuple(thing_classes)} if thing_classes else {}
     write_dataset(root, SyntheticConfig(height=size, width=size, num_images=images, seed=seed,
-                                        val_fraction=val / images),
+                                        val_fraction=val / images, **things),
                   splits={"train": images - val, "val": val}, workers=2, progress=True)
 
 
