@@ -156,3 +156,81 @@ def test_errors():
         rois_from_boxes([torch.zeros(2, 4), torch.zeros(2, 5)])
     with pytest.raises(ValueError, match=r"\[B, C, H, W\]"):
         roi_pool(torch.zeros(4, 4), torch.zeros(1, 5), 2)
+
+
+def test_parallel_cpu_roi_align_is_torchvisions_kernel(monkeypatch):
+    """Enough RoIs for two threads: the chunked call gives torchvision's output bit for bit and its
+    input gradient up to the order of the per-chunk sums; float64 passes gradcheck through it."""
+    import sceneparse.ops.roi as roi_mod
+
+    g = torch.Generator().manual_seed(3)
+    feat = torch.randn(2, 5, 20, 24, generator=g)
+    boxes = [random_boxes(37, 90.0, g), random_boxes(30, 90.0, g)]
+    rois = rois_from_boxes(boxes)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert roi_mod._cpu_parts(feat, rois.shape[0]) == 2
+        calls = []
+        real = roi_mod._ParallelRoIAlign.apply
+        monkeypatch.setattr(roi_mod._ParallelRoIAlign, "apply", lambda *a: calls.append(a[-1]) or real(*a))
+        for sampling, aligned in [(2, False), (-1, True)]:
+            f1 = feat.clone().requires_grad_()
+            f2 = feat.clone().requires_grad_()
+            got = roi_align(f1, rois, (7, 6), 0.25, sampling, aligned)
+            ref = torchvision.ops.roi_align(f2, rois, (7, 6), 0.25, sampling, aligned)
+            assert torch.equal(got, ref)
+            w = torch.randn(got.shape, generator=g)
+            (got * w).sum().backward()
+            (ref * w).sum().backward()
+            torch.testing.assert_close(f1.grad, f2.grad, rtol=1e-5, atol=1e-6)
+            assert f1.grad.abs().sum() > 0
+        assert calls == [2, 2]  # the chunked path ran
+        # bfloat16 autocast: computed in float32, returned in the input's dtype, like torchvision's wrapper
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            fb = feat.to(torch.bfloat16)
+            got = roi_align(fb, rois, 7, 0.25, 2)
+            ref = torchvision.ops.roi_align(fb, rois.to(torch.bfloat16), (7, 7), 0.25, 2)
+        assert got.dtype == torch.bfloat16
+        assert torch.equal(got, ref)
+        small = torch.randn(1, 2, 7, 7, dtype=torch.float64, requires_grad=True)
+        r64 = torch.cat([torch.zeros(40, 1), random_boxes(40, 6.0, g)], 1).double()
+        assert torch.autograd.gradcheck(lambda f: roi_align(f, r64, 2, 1.0, 2, True), (small,))
+    finally:
+        torch.set_num_threads(threads)
+    assert roi_mod._cpu_parts(feat, 8) == 1  # few RoIs: one plain kernel call
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_parallel_roi_align_works_in_a_forked_child():
+    """A process forked after the thread pool started gets a pool of its own instead of waiting
+    forever on the parent's threads (which a child does not have)."""
+    import os
+    import pickle
+    import select
+    import signal
+
+    feat = torch.randn(1, 3, 16, 16)
+    rois = torch.cat([torch.zeros(64, 1), random_boxes(64, 12.0, torch.Generator().manual_seed(0))], 1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        expected = roi_align(feat, rois, 3)  # starts the pool in this process
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child
+            try:
+                os.write(write, pickle.dumps(roi_align(feat, rois, 3).tolist()))
+            finally:
+                os._exit(0)
+        os.close(write)
+        ready, _, _ = select.select([read], [], [], 60)
+        if not ready:
+            os.kill(pid, signal.SIGKILL)
+        data = b"".join(iter(lambda: os.read(read, 1 << 16), b"")) if ready else b""
+        os.close(read)
+        os.waitpid(pid, 0)
+    finally:
+        torch.set_num_threads(threads)
+    assert ready, "roi_align in the forked child did not return within 60 s"
+    assert torch.equal(torch.tensor(pickle.loads(data)), expected)

@@ -1,6 +1,10 @@
 """Region-of-interest feature extraction (Fast R-CNN RoIPool, Mask R-CNN RoIAlign, FPN level mapping).
 
-``roi_align`` / ``roi_pool`` wrap torchvision's compiled kernels (CPU and CUDA, with backward).
+``roi_align`` / ``roi_pool`` wrap torchvision's compiled kernels (CPU and CUDA, with backward). On the
+CPU, where torchvision's RoIAlign kernels run on one thread, :func:`roi_align` splits the RoIs into one
+contiguous chunk per intra-op thread and runs the chunks concurrently (the kernels release the GIL),
+forward and backward: the same kernel on the same numbers, so the output is bitwise the one-call
+output and the input gradient differs only by the order of the per-chunk sums.
 Boxes are XYXY in *input-image* pixels; ``spatial_scale`` maps them to the feature map
 (``1 / stride``). RoIs are either a ``[K, 5]`` tensor ``(batch_index, x1, y1, x2, y2)`` or a list with
 one ``[K_i, 4]`` tensor per image.
@@ -13,6 +17,9 @@ call, this function infers them on every call.
 from __future__ import annotations
 
 import math
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 import torch
@@ -58,6 +65,79 @@ def _check_features(features: Tensor) -> None:
         raise ValueError(f"features must be [B, C, H, W], got {tuple(features.shape)}")
 
 
+#: fewer RoIs than this per thread run in one kernel call (thread hand-off costs ~50 us)
+MIN_ROIS_PER_THREAD = 16
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _executor(n: int) -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None or _pool._max_workers < n:  # grown when torch.set_num_threads grows
+            if _pool is not None:
+                _pool.shutdown(wait=False)
+            _pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="sceneparse-roi")
+        return _pool
+
+
+def _forget_pool() -> None:  # a forked child has none of the parent's threads: start a new pool there
+    global _pool
+    _pool = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
+def _chunks(n: int, parts: int) -> list[tuple[int, int]]:
+    bounds = [n * i // parts for i in range(parts + 1)]
+    return [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+
+
+class _ParallelRoIAlign(torch.autograd.Function):
+    """torchvision's CPU RoIAlign forward and backward kernels, one RoI chunk per thread."""
+
+    @staticmethod
+    def forward(ctx, features: Tensor, rois: Tensor, oh: int, ow: int, scale: float, sampling: int,
+                aligned: bool, parts: int) -> Tensor:
+        # float32 / float64 as they are; half types computed in float32, as torchvision's autocast wrapper does
+        compute = features.dtype if features.dtype in (torch.float32, torch.float64) else torch.float32
+        f = features.to(compute).contiguous()
+        r = rois.to(compute).contiguous()
+        spans = _chunks(r.shape[0], parts)
+        op = torch.ops.torchvision.roi_align
+        outs = list(_executor(parts).map(lambda ab: op(f, r[ab[0]:ab[1]], scale, oh, ow, sampling, aligned),
+                                         spans))
+        ctx.save_for_backward(r)
+        ctx.args = (oh, ow, scale, sampling, aligned, spans, tuple(f.shape), features.dtype)
+        return torch.cat(outs).to(features.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (r,) = ctx.saved_tensors
+        oh, ow, scale, sampling, aligned, spans, (b, c, h, w), dtype = ctx.args
+        g = grad.to(r.dtype).contiguous()
+        op = torch.ops.torchvision._roi_align_backward
+
+        def part(ab):
+            return op(g[ab[0]:ab[1]], r[ab[0]:ab[1]], scale, oh, ow, b, c, h, w, sampling, aligned)
+
+        grads = list(_executor(len(spans)).map(part, spans))
+        total = grads[0]
+        for other in grads[1:]:
+            total.add_(other)
+        return total.to(dtype), None, None, None, None, None, None, None
+
+
+def _cpu_parts(features: Tensor, n_rois: int) -> int:
+    """How many threads a CPU RoIAlign call gets: 1 (torchvision's call as is) when traced, exported,
+    on another device, with one intra-op thread or with few RoIs."""
+    if features.device.type != "cpu" or torch.jit.is_tracing() or torch.jit.is_scripting():
+        return 1
+    return max(1, min(torch.get_num_threads(), n_rois // MIN_ROIS_PER_THREAD))
+
+
 def roi_align(features: Tensor, rois: Tensor | Sequence[Tensor], output_size: int | Sequence[int],
               spatial_scale: float = 1.0, sampling_ratio: int = -1, aligned: bool = False) -> Tensor:
     """RoIAlign (Mask R-CNN): bilinear samples averaged in each of ``oh x ow`` bins -> ``[K, C, oh, ow]``.
@@ -68,8 +148,13 @@ def roi_align(features: Tensor, rois: Tensor | Sequence[Tensor], output_size: in
     """
     _check_features(features)
     rois = _as_rois(rois).to(features.dtype)
-    return torchvision.ops.roi_align(features, rois, _pair(output_size), float(spatial_scale),
-                                     int(sampling_ratio), bool(aligned))
+    oh, ow = _pair(output_size)
+    parts = _cpu_parts(features, rois.shape[0])
+    if parts > 1:
+        return _ParallelRoIAlign.apply(features, rois, oh, ow, float(spatial_scale), int(sampling_ratio),
+                                       bool(aligned), parts)
+    return torchvision.ops.roi_align(features, rois, (oh, ow), float(spatial_scale), int(sampling_ratio),
+                                     bool(aligned))
 
 
 def roi_pool(features: Tensor, rois: Tensor | Sequence[Tensor], output_size: int | Sequence[int],
