@@ -65,7 +65,7 @@ def _check_features(features: Tensor) -> None:
         raise ValueError(f"features must be [B, C, H, W], got {tuple(features.shape)}")
 
 
-#: fewer RoIs than this per thread run in one kernel call (thread hand-off costs ~50 us)
+#: fewer RoIs than this per thread run in one kernel call (a few RoIs are not worth a thread hand-off)
 MIN_ROIS_PER_THREAD = 16
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
