@@ -29,6 +29,8 @@ import torch
 
 TARGETS = {"fasterrcnn_resnet18_fpn": ("bbox_AP", 0.50), "maskrcnn_resnet18_fpn": ("segm_AP", 0.45),
            "keypointrcnn_resnet18_fpn": ("keypoints_AP", 0.40)}
+#: models trained on person-only scenes (``--person-data``)
+PERSON_ONLY = {"keypointrcnn_resnet18_fpn"}
 
 
 def main(argv=None) -> int:
@@ -63,17 +65,19 @@ def main(argv=None) -> int:
     unknown = [m for m in models if m not in TARGETS]
     if unknown:
         p.error(f"unknown models {unknown}; choose from {tuple(TARGETS)}")
-    kp_root = Path(args.person_data)
-    if any(m != "keypointrcnn_resnet18_fpn" for m in models):
+    # one dataset folder per model: person-only scenes for Keypoint R-CNN, the mixed scenes otherwise
+    data_of = {m: Path(args.person_data) if m in PERSON_ONLY else root for m in models}
+    if any(m not in PERSON_ONLY for m in models):
         synthetic_dataset(root, args.images, args.val, args.size, args.seed)
-    if "keypointrcnn_resnet18_fpn" in models:
-        synthetic_dataset(kp_root, args.images, args.val, args.size, args.seed, thing_classes=("person",))
+    if any(m in PERSON_ONLY for m in models):
+        synthetic_dataset(Path(args.person_data), args.images, args.val, args.size, args.seed,
+                          thing_classes=("person",))
     optim = dict(name="sgd", lr=args.lr, momentum=0.9, weight_decay=1e-4, warmup_iters=args.warmup, schedule="cosine",
                  clip_grad_norm=args.clip or None)
     summary = []
     for name in models:
         metric, target = TARGETS[name]
-        cfg = budget_config(name, kp_root if name.startswith("keypoint") else root, out / name, size=args.size, batch=args.batch, minutes=args.minutes,
+        cfg = budget_config(name, data_of[name], out / name, size=args.size, batch=args.batch, minutes=args.minutes,
                             threads=args.threads, seed=args.seed, optim=optim, eval_every=args.eval_every,
                             max_val_images=args.val_eval, amp=args.amp)
         summary.append(train_and_report(cfg, metric, target, ("bbox_AP", "bbox_AP50", "segm_AP", "keypoints_AP")))
