@@ -172,8 +172,8 @@ def test_parallel_cpu_roi_align_is_torchvisions_kernel(monkeypatch):
     try:
         assert roi_mod._cpu_parts(feat, rois.shape[0]) == 2
         calls = []
-        real = roi_mod._ParallelRoIAlign.apply
-        monkeypatch.setattr(roi_mod._ParallelRoIAlign, "apply", lambda *a: calls.append(a[-1]) or real(*a))
+        real = roi_mod._CPURoIAlign.apply
+        monkeypatch.setattr(roi_mod._CPURoIAlign, "apply", lambda *a: calls.append(a[-1]) or real(*a))
         for sampling, aligned in [(2, False), (-1, True)]:
             f1 = feat.clone().requires_grad_()
             f2 = feat.clone().requires_grad_()
@@ -234,3 +234,41 @@ def test_parallel_roi_align_works_in_a_forked_child():
         torch.set_num_threads(threads)
     assert ready, "roi_align in the forked child did not return within 60 s"
     assert torch.equal(torch.tensor(pickle.loads(data)), expected)
+
+
+@pytest.mark.parametrize("sampling", [1, 2, 3])
+@pytest.mark.parametrize("aligned", [False, True])
+def test_sparse_roi_align_backward_is_torchvisions_gradient(sampling, aligned):
+    """The CPU backward as a sparse product: torchvision's backward kernel's feature gradient, with
+    RoIs inside, across and outside the map, tiny and huge ones, over two images; the sampling map
+    also reproduces the forward."""
+    import sceneparse.ops.roi as roi_mod
+
+    g = torch.Generator().manual_seed(11)
+    b, c, h, w = 2, 6, 13, 17
+    xy = torch.rand(60, 2, generator=g) * 90 - 15
+    wh = torch.rand(60, 2, generator=g) * torch.tensor([3.0, 70.0])[torch.randint(0, 2, (60, 1), generator=g)]
+    rois = torch.cat([torch.randint(0, b, (60, 1), generator=g).float(), xy, xy + wh], 1)
+    feat = torch.randn(b, c, h, w, generator=g)
+    grad = torch.randn(60, c, 5, 4, generator=g)
+    ref = torch.ops.torchvision._roi_align_backward(grad, rois, 0.2, 5, 4, b, c, h, w, sampling, aligned)
+    got = roi_mod._sparse_roi_align_backward(grad, rois, 0.2, sampling, aligned, (b, c, h, w))
+    torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-6)
+    assert ref.abs().sum() > 0
+    index, weight = roi_mod.roi_align_sampling(rois, (h, w), (5, 4), 0.2, sampling, aligned)
+    assert index.shape == weight.shape == (60 * 5 * 4, 4 * sampling ** 2)
+    fwd = (feat.permute(0, 2, 3, 1).reshape(-1, c)[index] * weight[..., None]).sum(1)
+    torch.testing.assert_close(fwd.view(60, 5, 4, c).permute(0, 3, 1, 2),
+                               torchvision.ops.roi_align(feat, rois, (5, 4), 0.2, sampling, aligned),
+                               rtol=1e-5, atol=1e-6)
+    # through roi_align's autograd, one thread included (the sparse backward needs no chunks)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        f = feat.clone().requires_grad_()
+        out = roi_align(f, rois, (5, 4), 0.2, sampling, aligned)
+        assert out.grad_fn is not None and "_CPURoIAlign" in type(out.grad_fn).__name__
+        out.backward(grad)
+    finally:
+        torch.set_num_threads(threads)
+    torch.testing.assert_close(f.grad, ref, rtol=1e-6, atol=1e-6)

@@ -2,9 +2,18 @@
 
 ``roi_align`` / ``roi_pool`` wrap torchvision's compiled kernels (CPU and CUDA, with backward). On the
 CPU, where torchvision's RoIAlign kernels run on one thread, :func:`roi_align` splits the RoIs into one
-contiguous chunk per intra-op thread and runs the chunks concurrently (the kernels release the GIL),
-forward and backward: the same kernel on the same numbers, so the output is bitwise the one-call
-output and the input gradient differs only by the order of the per-chunk sums.
+contiguous chunk per intra-op thread and runs the chunks concurrently (the kernels release the GIL):
+the same kernel on the same numbers, so the output is bitwise the one-call output.
+
+Its CPU backward with a fixed ``sampling_ratio`` is a sparse matrix product instead of torchvision's
+kernel, which recomputes every bilinear weight once per channel and scatters channel by channel.
+RoIAlign is linear in the features: ``out[r, c, bin] = sum_k w[bin, k] * f[b_r, c, p[bin, k]]`` with
+``k`` over the ``S x S`` samples of the bin times their 4 bilinear corners. The weights and corner
+positions are computed once for all RoIs (vectorised, the same float32 arithmetic as the kernel), as a
+``[B*H*W, bins]`` matrix in CSC form -- each bin's column holds exactly ``4 S^2`` entries, so the
+column pointers are a plain ``arange`` and nothing is sorted -- and the feature gradient is that
+matrix times the output gradient laid out ``[bins, C]``. Same sums as the kernel (checked bitwise in
+the tests); the adaptive grid (``sampling_ratio <= 0``, a per-RoI sample count) keeps the kernel.
 Boxes are XYXY in *input-image* pixels; ``spatial_scale`` maps them to the feature map
 (``1 / stride``). RoIs are either a ``[K, 5]`` tensor ``(batch_index, x1, y1, x2, y2)`` or a list with
 one ``[K_i, 4]`` tensor per image.
@@ -19,6 +28,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
@@ -28,7 +38,7 @@ from torch import Tensor
 
 from .boxes import box_area
 
-__all__ = ["roi_align", "roi_pool", "assign_levels", "infer_scale", "multiscale_roi_align", "rois_from_boxes"]
+__all__ = ["roi_align", "roi_align_sampling", "roi_pool", "assign_levels", "infer_scale", "multiscale_roi_align", "rois_from_boxes"]
 
 
 def _pair(size: int | Sequence[int]) -> tuple[int, int]:
@@ -95,8 +105,79 @@ def _chunks(n: int, parts: int) -> list[tuple[int, int]]:
     return [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
 
 
-class _ParallelRoIAlign(torch.autograd.Function):
-    """torchvision's CPU RoIAlign forward and backward kernels, one RoI chunk per thread."""
+def _bilinear_axis(v: Tensor, n: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """torchvision's ``bilinear_interpolate`` along one axis of length ``n``, for sample coordinates
+    ``v``: ``(low index, high index, low weight, high weight)``; weights 0 outside ``[-1, n]``."""
+    inside = (v >= -1.0) & (v <= n)
+    v = v.clamp(min=0)
+    low = v.floor().long()  # the kernel's (int) cast: v >= 0 here
+    top = low >= n - 1
+    low = torch.where(top, n - 1, low)
+    high = torch.where(top, n - 1, low + 1)
+    frac = torch.where(top, torch.zeros_like(v), v - low.to(v.dtype))
+    return low, high, (1 - frac) * inside, frac * inside
+
+
+def roi_align_sampling(rois: Tensor, feature_size: tuple[int, int], output_size: tuple[int, int], spatial_scale: float,
+                       sampling_ratio: int, aligned: bool) -> tuple[Tensor, Tensor]:
+    """RoIAlign as a sparse linear map, for a fixed ``sampling_ratio`` ``S >= 1``.
+
+    Returns ``(index, weight)``, both ``[K * oh * ow, 4 * S * S]``: for every output bin (RoI-major,
+    then row, then column), the flat positions ``b * H * W + y * W + x`` of the feature pixels it reads
+    and their weights (bilinear weight / ``S * S``; 0 for samples outside the map), so that
+    ``out[bin, c] = sum_j weight[bin, j] * features_flat[index[bin, j], c]``.
+    """
+    h, w = feature_size
+    oh, ow = output_size
+    s = int(sampling_ratio)
+    dt = rois.dtype
+    off = 0.5 if aligned else 0.0
+    x1, y1 = rois[:, 1] * spatial_scale - off, rois[:, 2] * spatial_scale - off
+    rw, rh = rois[:, 3] * spatial_scale - off - x1, rois[:, 4] * spatial_scale - off - y1
+    if not aligned:  # the original RoIAlign forces boxes to at least 1 x 1 feature pixel
+        rw, rh = rw.clamp(min=1.0), rh.clamp(min=1.0)
+    frac = (torch.arange(s, dtype=dt) + 0.5)
+
+    def coords(start: Tensor, length: Tensor, bins: int) -> Tensor:  # [K, bins, S], the kernel's expression
+        size = length / bins
+        return (start[:, None, None] + torch.arange(bins, dtype=dt)[None, :, None] * size[:, None, None]
+                + frac[None, None, :] * size[:, None, None] / s)
+
+    ylo, yhi, wylo, wyhi = _bilinear_axis(coords(y1, rh, oh), h)
+    xlo, xhi, wxlo, wxhi = _bilinear_axis(coords(x1, rw, ow), w)
+    yi, yw = torch.stack([ylo, yhi], -1), torch.stack([wylo, wyhi], -1)  # [K, oh, S, 2]
+    xi, xw = torch.stack([xlo, xhi], -1), torch.stack([wxlo, wxhi], -1)  # [K, ow, S, 2]
+    base = rois[:, 0].long() * (h * w)
+    # [K, oh, ow, Sy, Sx, 2, 2] in the kernel's order of samples and corners
+    index = (base[:, None, None, None, None, None, None] + yi[:, :, None, :, None, :, None] * w
+             + xi[:, None, :, None, :, None, :])
+    weight = yw[:, :, None, :, None, :, None] * xw[:, None, :, None, :, None, :] / (s * s)
+    n = rois.shape[0] * oh * ow
+    return index.reshape(n, -1), weight.reshape(n, -1)
+
+
+def _sparse_roi_align_backward(grad: Tensor, rois: Tensor, spatial_scale: float, sampling_ratio: int,
+                               aligned: bool, feature_shape: tuple[int, int, int, int]) -> Tensor:
+    """The feature gradient of RoIAlign (fixed ``sampling_ratio``) as one sparse x dense product.
+    (Memory-bound: one product per RoI chunk on two threads measured no faster.)"""
+    b, c, h, w = feature_shape
+    k, _, oh, ow = grad.shape
+    if k and not (0 <= float(rois[:, 0].min()) and float(rois[:, 0].max()) < b):
+        raise ValueError(f"RoI batch indices must lie in [0, {b}), got {rois[:, 0].min()}..{rois[:, 0].max()}")
+    index, weight = roi_align_sampling(rois, (h, w), (oh, ow), spatial_scale, sampling_ratio, aligned)
+    n, per_bin = index.shape
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*[Ss]parse CSC tensor support is in beta.*")
+        m = torch.sparse_csc_tensor(torch.arange(0, n * per_bin + 1, per_bin), index.reshape(-1),
+                                    weight.reshape(-1).to(grad.dtype), size=(b * h * w, n),
+                                    check_invariants=False)  # valid by construction
+        rows = m @ grad.permute(0, 2, 3, 1).reshape(n, c)  # [B*H*W, C]
+    return rows.view(b, h, w, c).permute(0, 3, 1, 2)
+
+
+class _CPURoIAlign(torch.autograd.Function):
+    """torchvision's CPU RoIAlign forward kernel, one RoI chunk per thread; backward as a sparse
+    product (fixed sampling ratio) or torchvision's backward kernel per chunk (adaptive)."""
 
     @staticmethod
     def forward(ctx, features: Tensor, rois: Tensor, oh: int, ow: int, scale: float, sampling: int,
@@ -117,6 +198,9 @@ class _ParallelRoIAlign(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         (r,) = ctx.saved_tensors
         oh, ow, scale, sampling, aligned, spans, (b, c, h, w), dtype = ctx.args
+        if sampling > 0:
+            out = _sparse_roi_align_backward(grad.to(r.dtype), r, scale, sampling, aligned, (b, c, h, w))
+            return out.to(dtype), None, None, None, None, None, None, None
         g = grad.to(r.dtype).contiguous()
         op = torch.ops.torchvision._roi_align_backward
 
@@ -131,11 +215,16 @@ class _ParallelRoIAlign(torch.autograd.Function):
 
 
 def _cpu_parts(features: Tensor, n_rois: int) -> int:
-    """How many threads a CPU RoIAlign call gets: 1 (torchvision's call as is) when traced, exported,
-    on another device, with one intra-op thread or with few RoIs."""
-    if features.device.type != "cpu" or torch.jit.is_tracing() or torch.jit.is_scripting():
-        return 1
+    """How many threads a CPU RoIAlign forward gets: 1 with one intra-op thread or with few RoIs."""
     return max(1, min(torch.get_num_threads(), n_rois // MIN_ROIS_PER_THREAD))
+
+
+def _own_cpu_path(features: Tensor, parts: int, sampling_ratio: int) -> bool:
+    """Whether :class:`_CPURoIAlign` runs the call: on the CPU, not traced or scripted (export sees
+    torchvision's op), and when it helps -- several threads, or a gradient with a fixed sampling ratio."""
+    if features.device.type != "cpu" or torch.jit.is_tracing() or torch.jit.is_scripting():
+        return False
+    return parts > 1 or (sampling_ratio > 0 and features.requires_grad and torch.is_grad_enabled())
 
 
 def roi_align(features: Tensor, rois: Tensor | Sequence[Tensor], output_size: int | Sequence[int],
@@ -150,9 +239,9 @@ def roi_align(features: Tensor, rois: Tensor | Sequence[Tensor], output_size: in
     rois = _as_rois(rois).to(features.dtype)
     oh, ow = _pair(output_size)
     parts = _cpu_parts(features, rois.shape[0])
-    if parts > 1:
-        return _ParallelRoIAlign.apply(features, rois, oh, ow, float(spatial_scale), int(sampling_ratio),
-                                       bool(aligned), parts)
+    if _own_cpu_path(features, parts, int(sampling_ratio)):
+        return _CPURoIAlign.apply(features, rois, oh, ow, float(spatial_scale), int(sampling_ratio),
+                                  bool(aligned), parts)
     return torchvision.ops.roi_align(features, rois, (oh, ow), float(spatial_scale), int(sampling_ratio),
                                      bool(aligned))
 
