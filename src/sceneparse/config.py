@@ -69,6 +69,9 @@ class TrainConfig:
     out: str = "runs/train"
     seed: int = 0
     amp: bool = False  # mixed precision: float16 on CUDA, bfloat16 on CPUs with AVX512-BF16 / AMX
+    # 4-D weights and activations in NHWC order: oneDNN's convolutions skip their layout reorders
+    # (CPU, bf16: U-Net step -25 %, DeepLabv3-R18 -10 %; R-CNN: no gain, RoIAlign wants NCHW)
+    channels_last: bool = False
     ema: bool = False
     ema_decay: float = 0.9998
     eval_every: int = 1

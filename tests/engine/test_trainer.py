@@ -407,3 +407,20 @@ def test_semantic_class_weights_from_the_config(synth, tmp_path):
     with pytest.raises(ValueError, match=f"class_weights must have {n} entries, got \\(3,\\)"):
         Trainer(tiny_config(synth, tmp_path / "x", "unet", {**UNET, "class_weights": [1, 2, 3]}, *args),
                 progress=False).fit()
+
+
+def test_channels_last_trains_the_same_model(synth, tmp_path):
+    """``train.channels_last`` keeps the conv weights in NHWC order through training and changes
+    nothing but the layout: same losses and weights as the NCHW run (up to summation order)."""
+    args = ("train.epochs=1", "train.max_iters_per_epoch=2", "train.eval_every=0")
+    runs = {}
+    for cl in (False, True):
+        tr = Trainer(tiny_config(synth, tmp_path / str(cl), "unet", UNET, *args, f"train.channels_last={cl}"),
+                     progress=False)
+        tr.fit()
+        convs = [m.weight for m in tr.module.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size != (1, 1)]
+        assert all(w.is_contiguous(memory_format=torch.channels_last) == cl for w in convs)
+        runs[cl] = load_checkpoint(tmp_path / str(cl) / "last.pt")["model"]
+    assert runs[True].keys() == runs[False].keys()
+    for k in runs[False]:
+        torch.testing.assert_close(runs[True][k], runs[False][k], rtol=1e-4, atol=1e-5, msg=k)

@@ -251,7 +251,7 @@ def test_bfloat16_autocast_keeps_box_targets_in_float32():
     for bf16 in (False, True):
         torch.manual_seed(1)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            out[bf16] = {k: float(v) for k, v in model.training_losses([image], [target]).items()}
+            out[bf16] = {k: float(v.detach()) for k, v in model.training_losses([image], [target]).items()}
     assert all(torch.isfinite(torch.tensor(v)) for v in out[True].values()), out[True]
     # same sampled anchors and targets: the RPN losses differ only by bfloat16 activations
     for k in ("loss_objectness", "loss_rpn_box_reg"):

@@ -425,7 +425,8 @@ class Trainer:
             if self.main:
                 self.log(f"weights {cfg.model.weights}: {len(res.loaded)} tensors loaded, {skipped} skipped "
                          f"({len(res.mismatched)} of another shape, e.g. the class layers)")
-        self.module = model.to(self.device)
+        self.module = model.to(self.device, memory_format=torch.channels_last if cfg.train.channels_last
+                               else torch.preserve_format)
         ds = SceneDataset(train, None, load_masks=masks, load_keypoints=keypoints, load_semantic=kind == "semantic")
         self.train_set = _AugmentedSet(ds, seed=cfg.train.seed, hflip=cfg.data.hflip,
                                        scale_jitter=tuple(cfg.data.scale_jitter), keypoint_set=train.keypoint_set)
