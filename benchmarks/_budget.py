@@ -28,7 +28,7 @@ def synthetic_dataset(root: Path, images: int, val: int, size: int, seed: int,
 
 def budget_config(name: str, root: Path, out: Path, *, size: int, batch: int, minutes: float, threads: int,
                   seed: int, optim: dict[str, Any], eval_every: int, model_kwargs: dict | None = None,
-                  max_val_images: int | None = None, amp: bool = False):
+                  max_val_images: int | None = None, amp: bool = False, channels_last: bool = False):
     from sceneparse.config import Config
 
     cfg = Config()
@@ -46,6 +46,7 @@ def budget_config(name: str, root: Path, out: Path, *, size: int, batch: int, mi
     cfg.train.threads = threads
     cfg.train.seed = seed
     cfg.train.exist_ok = True
+    cfg.train.channels_last = channels_last
     cfg.train.amp = amp  # bfloat16 autocast on CPUs with AVX512-BF16 / AMX (float32 elsewhere, with a warning)
     return cfg
 

@@ -48,6 +48,8 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=100, help="optim.warmup_iters")
     p.add_argument("--clip", type=float, default=0.0, help="optim.clip_grad_norm (0: none)")
     p.add_argument("--amp", action="store_true", help="train.amp: bfloat16 autocast on CPUs that run it natively")
+    p.add_argument("--model-kwargs", default="{}",
+                   help='JSON of extra model arguments, e.g. \'{"mask_conv_channels": [64, 64, 64, 64]}\'')
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data", default="runs/bench_rcnn/data", help="dataset folder (drawn if missing)")
     p.add_argument("--person-data", default="runs/bench_rcnn/data_person",
@@ -79,7 +81,7 @@ def main(argv=None) -> int:
         metric, target = TARGETS[name]
         cfg = budget_config(name, data_of[name], out / name, size=args.size, batch=args.batch, minutes=args.minutes,
                             threads=args.threads, seed=args.seed, optim=optim, eval_every=args.eval_every,
-                            max_val_images=args.val_eval, amp=args.amp)
+                            max_val_images=args.val_eval, amp=args.amp, model_kwargs=json.loads(args.model_kwargs))
         summary.append(train_and_report(cfg, metric, target, ("bbox_AP", "bbox_AP50", "segm_AP", "keypoints_AP")))
     print_summary(summary)
     out.mkdir(parents=True, exist_ok=True)

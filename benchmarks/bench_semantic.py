@@ -90,7 +90,31 @@ def bench_speed(models, size: int, batch: int, repeats: int, tv_aux: bool, num_c
 
 # ------------------------------------------------------------------------------------------ (b) training
 SEMANTIC_TARGET = 0.75
-TRAIN_MODELS = {"unet": {"base_channels": 16}, "deeplabv3_resnet18": {"output_stride": 16}}
+TRAIN_MODELS = {"unet": {"base_channels": 16}, "deeplabv3plus_resnet18": {"output_stride": 16, "decoder_channels": 128},
+                "deeplabv3_resnet18": {"output_stride": 16}}
+DEFAULT_TRAIN_MODELS = ("unet", "deeplabv3plus_resnet18")
+#: stride of each trained model's logits before the final bilinear resize to the input
+LOGIT_STRIDE = {"unet": 1, "deeplabv3_resnet18": 16, "deeplabv3plus_resnet18": 4}
+
+
+def resolution_ceiling(label_maps, grid: int, num_classes: int, ignore_index: int = 255) -> float:
+    """mIoU of the best a ``grid x grid`` logit map can do once resized bilinearly to the label maps:
+    the ground truth's one-hot averaged over each grid cell (the area fractions: the ideal class
+    scores; ignored pixels count for no class), upsampled bilinearly to the label maps' size, argmax -- scored with sceneparse's
+    evaluator. A model whose logits come out on that grid cannot score much above it, however
+    well it is trained (sharper logits can place an edge somewhat better than the average)."""
+    import torch.nn.functional as F
+
+    from sceneparse.evaluation.semantic import SemanticEvaluator
+
+    ev = SemanticEvaluator(num_classes, ignore_index)
+    for chunk in torch.as_tensor(label_maps).split(50):
+        y = chunk.long()
+        labelled = (y != ignore_index).unsqueeze(1)  # ignored pixels vote for no class
+        onehot = F.one_hot(torch.where(labelled[:, 0], y, 0), num_classes).permute(0, 3, 1, 2) * labelled
+        ideal = F.adaptive_avg_pool2d(onehot.float(), grid)
+        ev.update(F.interpolate(ideal, size=y.shape[-2:], mode="bilinear", align_corners=False).argmax(1), y)
+    return ev.compute().miou
 
 
 def bench_train(args) -> list[dict]:
@@ -118,11 +142,14 @@ def bench_train(args) -> list[dict]:
         extra["class_weights"] = [round(float(w), 4) for w in median_frequency_weights(maps, len(names))]
         print("median-frequency class weights: " + ", ".join(f"{n} {w:.2f}" for n, w in
                                                           zip(names, extra["class_weights"])), flush=True)
+    models = [m for m in args.train_models.split(",") if m]
+    _print_ceilings(root, models, args.net_size or args.image_size, len(yaml.safe_load(
+        (root / "dataset.yaml").read_text())["categories"]))
     rows = []
-    for name in [m for m in args.train_models.split(",") if m]:
+    for name in models:
         cfg = budget_config(name, root, out / name, size=args.image_size, batch=args.batch or 8,
                             minutes=args.minutes, threads=args.threads, seed=args.seed, optim=optim,
-                            eval_every=args.eval_every, amp=args.amp,
+                            eval_every=args.eval_every, amp=args.amp, channels_last=not args.nchw,
                             model_kwargs={**TRAIN_MODELS.get(name, {}), "train_crop": args.crop or None,
                                           "dice_weight": args.dice, **net_size, **extra})
         rows.append(train_and_report(cfg, "miou", SEMANTIC_TARGET, ("miou", "pixel_acc", "mean_acc")))
@@ -130,6 +157,20 @@ def bench_train(args) -> list[dict]:
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(rows, indent=1))
     return rows
+
+
+def _print_ceilings(root: Path, models, net_size: int, num_classes: int) -> None:
+    """Print :func:`resolution_ceiling` on the held-out label maps for the logit grid of each model."""
+    import numpy as np
+    from PIL import Image
+
+    maps = np.stack([np.asarray(Image.open(f)) for f in sorted((root / "semantic" / "val").glob("*.png"))])
+    for name in models:
+        if name in LOGIT_STRIDE:
+            grid = max(1, net_size // LOGIT_STRIDE[name])
+            print(f"{name}: logits on a {grid}x{grid} grid for {maps.shape[1]}x{maps.shape[2]} label maps; "
+                  f"resolution ceiling mIoU {resolution_ceiling(maps, grid, num_classes):.3f} "
+                  f"(perfect {grid}x{grid} scores resized bilinearly)", flush=True)
 
 
 def main(argv=None) -> int:
@@ -141,8 +182,9 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--tv-aux", action="store_true", help="time torchvision with its aux head (its eval default)")
     p.add_argument("--amp", action="store_true", help="train.amp: bfloat16 autocast on CPUs that run it natively")
+    p.add_argument("--nchw", action="store_true", help="train in NCHW layout (default: train.channels_last)")
     p.add_argument("--train", action="store_true", help="run (b), accuracy within a training budget, instead of (a)")
-    p.add_argument("--train-models", default=",".join(TRAIN_MODELS))
+    p.add_argument("--train-models", default=",".join(DEFAULT_TRAIN_MODELS))
     p.add_argument("--minutes", type=float, default=20.0, help="training budget per model (includes evaluations)")
     p.add_argument("--images", type=int, default=1200, help="synthetic images, train + val")
     p.add_argument("--val", type=int, default=200, help="held-out images")

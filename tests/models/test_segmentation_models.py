@@ -338,6 +338,12 @@ def test_zoo_builds_every_segmentation_name():
     assert isinstance(m, SegNet) and m.classifier.out_channels == 5
     m = zoo.build("deeplabv3plus_resnet18", num_classes=2)
     assert isinstance(m, DeepLabV3Plus) and m.classifier.out_channels == 2
+    assert m.fuse[0].conv.out_channels == 256 and m.classifier.in_channels == 256  # decoder as wide as ASPP
+    m = zoo.build("deeplabv3plus_resnet18", num_classes=2, decoder_channels=96)
+    assert m.aspp.out_channels == 256 and m.fuse[0].conv.in_channels == 256 + 48
+    assert m.fuse[1].conv.out_channels == 96 and m.classifier.in_channels == 96
+    x = torch.randn(1, 3, 64, 64)
+    assert m.eval().segment(x)[0].shape == (1, 2, 64, 64)
 
 
 def test_constructor_checks():

@@ -144,23 +144,26 @@ class DeepLabV3Plus(SemanticSegmentor):
         atrous_rates: default :func:`default_atrous_rates`.
         low_level_channels: channels the ``layer1`` features are reduced to (48 in the paper, few enough
             not to outweigh the 256 semantic channels).
+        channels: ASPP width (256 in the paper).
+        decoder_channels: width of the decoder's two 3x3 convs (default ``channels``). They run at
+            stride 4, where they cost more than a ResNet-18 trunk at 256: a CPU-sized model halves them.
         **kwargs: :class:`SemanticSegmentor` options.
 
     ``segment``: ``a = ASPP(c5)``; ``d = fuse(cat(up(a -> c2 size), low_proj(c2)))`` with two 3x3
-    conv-BN-ReLU of 256; ``logits = up(classifier(d) -> input size)``.
+    conv-BN-ReLU of ``decoder_channels``; ``logits = up(classifier(d) -> input size)``.
     """
 
     def __init__(self, num_classes: int, *, depth: int = 50, output_stride: int = 16,
                  atrous_rates: Sequence[int] | None = None, low_level_channels: int = 48, channels: int = 256,
-                 **kwargs):
+                 decoder_channels: int | None = None, **kwargs):
         super().__init__(num_classes, **kwargs)
         self.backbone = build_trunk(f"resnet{depth}", output_stride)
         c2, _, _, c5 = self.backbone.out_channels
         self.aspp = ASPP(c5, atrous_rates or default_atrous_rates(output_stride), channels)
         self.low_proj = ConvNormAct(c2, low_level_channels, 1)
-        self.fuse = nn.Sequential(ConvNormAct(channels + low_level_channels, channels, 3),
-                                  ConvNormAct(channels, channels, 3))
-        self.classifier = nn.Conv2d(channels, num_classes, 1)
+        dec = decoder_channels or channels
+        self.fuse = nn.Sequential(ConvNormAct(channels + low_level_channels, dec, 3), ConvNormAct(dec, dec, 3))
+        self.classifier = nn.Conv2d(dec, num_classes, 1)
 
     def segment(self, x: torch.Tensor, with_aux: bool = False):
         c2, _, _, c5 = self.backbone(x)
