@@ -117,6 +117,34 @@ def test_rpn_proposals_equal_torchvision(training):
     assert all((s >= 0.2).all() and (s[:-1] >= s[1:]).all() for s in out.scores)  # best first, thresholded
 
 
+def test_rpn_proposals_per_image_on_threads_equal_the_serial_loop(monkeypatch):
+    """The images' NMS runs on the thread pool when there are intra-op threads to spare; the
+    proposals are those of the one-thread loop, image by image."""
+    import sceneparse.models.heads.rpn as rpn_mod
+
+    torch.manual_seed(1)
+    rpn = RegionProposalNetwork(8, ((16,), (32,)), ((0.5, 1.0, 2.0),) * 2, pre_nms_top_n=(200, 100),
+                                post_nms_top_n=(80, 50)).eval()
+    feats = [torch.randn(3, 8, 64 // s, 64 // s) for s in (4, 8)]
+    sizes = [(64, 64), (60, 50), (64, 40)]
+    threads = torch.get_num_threads()
+    used = []
+    real = rpn_mod.cpu_workers
+    monkeypatch.setattr(rpn_mod, "cpu_workers", lambda *a: used.append(real(*a)) or used[-1])
+    try:
+        torch.set_num_threads(1)
+        with torch.no_grad():
+            serial = rpn(feats, (64, 64), sizes)
+        torch.set_num_threads(2)
+        with torch.no_grad():
+            threaded = rpn(feats, (64, 64), sizes)
+    finally:
+        torch.set_num_threads(threads)
+    assert used == [1, 2]
+    for a, b, sa, sb in zip(serial.proposals, threaded.proposals, serial.scores, threaded.scores):
+        assert len(a) > 0 and torch.equal(a, b) and torch.equal(sa, sb)
+
+
 def test_paste_masks_equals_torchvision():
     g = torch.Generator().manual_seed(0)
     h, w = 97, 131

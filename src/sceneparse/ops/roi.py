@@ -26,16 +26,14 @@ call, this function infers them on every call.
 from __future__ import annotations
 
 import math
-import os
-import threading
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 import torch
 import torchvision
 from torch import Tensor
 
+from ._pool import executor as _executor
 from .boxes import box_area
 
 __all__ = ["roi_align", "roi_align_sampling", "roi_pool", "assign_levels", "infer_scale", "multiscale_roi_align", "rois_from_boxes"]
@@ -77,29 +75,6 @@ def _check_features(features: Tensor) -> None:
 
 #: fewer RoIs than this per thread run in one kernel call (a few RoIs are not worth a thread hand-off)
 MIN_ROIS_PER_THREAD = 16
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
-
-
-def _executor(n: int) -> ThreadPoolExecutor:
-    global _pool
-    with _pool_lock:
-        if _pool is None or _pool._max_workers < n:  # grown when torch.set_num_threads grows
-            if _pool is not None:
-                _pool.shutdown(wait=False)
-            _pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="sceneparse-roi")
-        return _pool
-
-
-def _forget_pool() -> None:  # a forked child has none of the parent's threads: start a new pool there
-    global _pool
-    _pool = None
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_pool)
-
-
 def _chunks(n: int, parts: int) -> list[tuple[int, int]]:
     bounds = [n * i // parts for i in range(parts + 1)]
     return [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]

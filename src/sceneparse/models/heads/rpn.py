@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ...ops._pool import cpu_workers, executor
 from ...ops.anchors import AnchorGenerator
 from ...ops.box_coder import BoxCoder
 from ...ops.boxes import box_iou
@@ -162,16 +163,21 @@ class RegionProposalNetwork(nn.Module):
         scores = torch.sigmoid(objectness[batch_idx, top_idx])
         boxes = self.box_coder.decode(deltas[batch_idx, top_idx].reshape(-1, 4),
                                       anchors[top_idx.reshape(-1)]).view(b, -1, 4)
-        out_boxes, out_scores = [], []
-        for i in range(b):  # one iteration per image
+
+        def one_image(i: int) -> tuple[Tensor, Tensor]:
             bx = box_geometry.clip(boxes[i], image_sizes[i])
             w, h = bx[:, 2] - bx[:, 0], bx[:, 3] - bx[:, 1]
             keep = (w >= self.min_size) & (h >= self.min_size) & (scores[i] >= self.score_thresh)
             bx, sc, lv = bx[keep], scores[i][keep], levels[i][keep]
             keep = batched_nms(bx, sc, lv, self.nms_thresh)[:post_n]
-            out_boxes.append(bx[keep])
-            out_scores.append(sc[keep])
-        return out_boxes, out_scores
+            return bx[keep], sc[keep]
+
+        # the images' NMS calls are independent and torchvision's CPU kernel is single-threaded:
+        # on the CPU they run side by side on the intra-op threads
+        workers = cpu_workers(boxes.device, b)
+        per_image = list(executor(workers).map(one_image, range(b))) if workers > 1 else \
+            [one_image(i) for i in range(b)]
+        return [p[0] for p in per_image], [p[1] for p in per_image]
 
     def loss(self, out: RPNOutput, gt_boxes: Sequence[Tensor]) -> dict[str, Tensor]:
         """``gt_boxes``: per image ``[G_i, 4]`` in the batch frame. Returns ``loss_objectness``
