@@ -14,6 +14,7 @@ annotations and images: in the mixed scenes a person is one thing in seven (~0.6
 the keypoint head saw a few RoIs per batch and learnt nothing in 30 minutes (keypoint AP 0.056).
 
     python benchmarks/bench_rcnn.py                                   # 3 x 30 min, 2 threads
+    python benchmarks/bench_rcnn.py --amp --clip 10 --warmup 300 --images 3200   # the notes' recipe
     python benchmarks/bench_rcnn.py --models fasterrcnn_resnet18_fpn --minutes 10
     python benchmarks/bench_rcnn.py --images 600 --size 256 --minutes 5 --out /tmp/bench_rcnn
 """
@@ -31,6 +32,10 @@ TARGETS = {"fasterrcnn_resnet18_fpn": ("bbox_AP", 0.50), "maskrcnn_resnet18_fpn"
            "keypointrcnn_resnet18_fpn": ("keypoints_AP", 0.40)}
 #: models trained on person-only scenes (``--person-data``)
 PERSON_ONLY = {"keypointrcnn_resnet18_fpn"}
+#: the benchmark's model arguments (``--model-kwargs`` adds to them): Mask R-CNN's head convs at 64
+#: channels instead of the zoo's 128 -- a 6 % cheaper step, and 0.425 mask AP in 30 minutes with them
+#: against 0.384 with 128 (with the slower RoIAlign backward of that run; not isolated)
+MODEL_KWARGS = {"maskrcnn_resnet18_fpn": {"mask_conv_channels": [64, 64, 64, 64]}}
 
 
 def main(argv=None) -> int:
@@ -81,7 +86,8 @@ def main(argv=None) -> int:
         metric, target = TARGETS[name]
         cfg = budget_config(name, data_of[name], out / name, size=args.size, batch=args.batch, minutes=args.minutes,
                             threads=args.threads, seed=args.seed, optim=optim, eval_every=args.eval_every,
-                            max_val_images=args.val_eval, amp=args.amp, model_kwargs=json.loads(args.model_kwargs))
+                            max_val_images=args.val_eval, amp=args.amp,
+                            model_kwargs={**MODEL_KWARGS.get(name, {}), **json.loads(args.model_kwargs)})
         summary.append(train_and_report(cfg, metric, target, ("bbox_AP", "bbox_AP50", "segm_AP", "keypoints_AP")))
     print_summary(summary)
     out.mkdir(parents=True, exist_ok=True)
