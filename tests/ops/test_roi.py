@@ -253,7 +253,7 @@ def test_sparse_roi_align_backward_is_torchvisions_gradient(sampling, aligned):
     grad = torch.randn(60, c, 5, 4, generator=g)
     ref = torch.ops.torchvision._roi_align_backward(grad, rois, 0.2, 5, 4, b, c, h, w, sampling, aligned)
     got = roi_mod._sparse_roi_align_backward(grad, rois, 0.2, sampling, aligned, (b, c, h, w))
-    torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(got, ref, rtol=1e-6, atol=2e-6)
     assert ref.abs().sum() > 0
     index, weight = roi_mod.roi_align_sampling(rois, (h, w), (5, 4), 0.2, sampling, aligned)
     assert index.shape == weight.shape == (60 * 5 * 4, 4 * sampling ** 2)
@@ -271,4 +271,4 @@ def test_sparse_roi_align_backward_is_torchvisions_gradient(sampling, aligned):
         out.backward(grad)
     finally:
         torch.set_num_threads(threads)
-    torch.testing.assert_close(f.grad, ref, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(f.grad, ref, rtol=1e-6, atol=2e-6)

@@ -12,8 +12,9 @@ RoIAlign is linear in the features: ``out[r, c, bin] = sum_k w[bin, k] * f[b_r, 
 positions are computed once for all RoIs (vectorised, the same float32 arithmetic as the kernel), as a
 ``[B*H*W, bins]`` matrix in CSC form -- each bin's column holds exactly ``4 S^2`` entries, so the
 column pointers are a plain ``arange`` and nothing is sorted -- and the feature gradient is that
-matrix times the output gradient laid out ``[bins, C]``. Same sums as the kernel (checked bitwise in
-the tests); the adaptive grid (``sampling_ratio <= 0``, a per-RoI sample count) keeps the kernel.
+matrix times the output gradient laid out ``[bins, C]``. Same terms as the kernel, summed in
+another order where several samples hit one pixel: equal to float32 rounding (tests: 2e-6). The
+adaptive grid (``sampling_ratio <= 0``, a per-RoI sample count) keeps the kernel.
 Boxes are XYXY in *input-image* pixels; ``spatial_scale`` maps them to the feature map
 (``1 / stride``). RoIs are either a ``[K, 5]`` tensor ``(batch_index, x1, y1, x2, y2)`` or a list with
 one ``[K_i, 4]`` tensor per image.
