@@ -17,7 +17,16 @@ def synthetic_dataset(root: Path, images: int, val: int, size: int, seed: int,
     there. ``thing_classes``: only these things (default: all of them)."""
     from sceneparse.data.synthetic import SyntheticConfig, write_dataset
 
-    if (root / "dataset.yaml").is_file():
+    meta = root / "dataset.yaml"
+    if meta.is_file():
+        import yaml
+
+        info = yaml.safe_load(meta.read_text())
+        held = ({k: v["num_images"] for k, v in info["splits"].items()}, list(info["image_size"]))
+        wanted = ({"train": images - val, "val": val}, [size, size])
+        if held != wanted:  # a figure must not come from another dataset than the one asked for
+            raise SystemExit(f"{meta}: holds {held[0]} images of {held[1]} px, asked for {wanted[0]} of "
+                             f"{wanted[1]} px; choose another --data folder (drawn if missing) or remove it")
         print(f"using the synthetic dataset in {root}")
         return
     things = {"thing_classes": tuple(thing_classes)} if thing_classes else {}

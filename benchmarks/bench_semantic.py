@@ -193,7 +193,7 @@ def main(argv=None) -> int:
     p.add_argument("--train", action="store_true", help="run (b), accuracy within a training budget, instead of (a)")
     p.add_argument("--train-models", default=",".join(DEFAULT_TRAIN_MODELS))
     p.add_argument("--minutes", type=float, default=20.0, help="training budget per model (includes evaluations)")
-    p.add_argument("--images", type=int, default=1200, help="synthetic images, train + val")
+    p.add_argument("--images", type=int, default=3200, help="synthetic images, train + val")
     p.add_argument("--val", type=int, default=200, help="held-out images")
     p.add_argument("--image-size", type=int, default=256)
     p.add_argument("--net-size", type=int, default=128,
@@ -209,7 +209,7 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--eval-every", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data", default="runs/bench_semantic/data", help="dataset folder (drawn if missing)")
+    p.add_argument("--data", default="runs/bench_semantic/data3k", help="dataset folder (drawn if missing)")
     p.add_argument("--out", default="runs/bench_semantic")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
