@@ -139,21 +139,20 @@ def bench_train(args) -> list[dict]:
     extra = json.loads(args.model_kwargs)
     # the size the network sees (the model's preprocessor resizes; predictions come back at image size)
     net_size = {"min_size": args.net_size, "max_size": args.net_size} if args.net_size else {}
+    cats = sorted(yaml.safe_load((root / "dataset.yaml").read_text())["categories"], key=lambda c: c["label"])
+    names = [c["name"] for c in cats]  # by label: the label maps' values
     if args.class_weights == "median-frequency":
         import numpy as np
         from PIL import Image
 
         from sceneparse.data.stats import median_frequency_weights
 
-        cats = sorted(yaml.safe_load((root / "dataset.yaml").read_text())["categories"], key=lambda c: c["label"])
-        names = [c["name"] for c in cats]  # by label: the label maps' values
         maps = (np.asarray(Image.open(f)) for f in sorted((root / "semantic" / "train").glob("*.png")))
         extra["class_weights"] = [round(float(w), 4) for w in median_frequency_weights(maps, len(names))]
         print("median-frequency class weights: " + ", ".join(f"{n} {w:.2f}" for n, w in
                                                           zip(names, extra["class_weights"])), flush=True)
     models = [m for m in args.train_models.split(",") if m]
-    _print_ceilings(root, models, args.net_size or args.image_size, len(yaml.safe_load(
-        (root / "dataset.yaml").read_text())["categories"]))
+    _print_ceilings(root, models, args.net_size or args.image_size, len(names))
     rows = []
     for name in models:
         cfg = budget_config(name, root, out / name, size=args.image_size, batch=args.batch or 8,

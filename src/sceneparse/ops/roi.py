@@ -34,7 +34,7 @@ import torch
 import torchvision
 from torch import Tensor
 
-from ._pool import executor as _executor
+from ._pool import cpu_workers, executor as _executor
 from .boxes import box_area
 
 __all__ = ["roi_align", "roi_align_sampling", "roi_pool", "assign_levels", "infer_scale", "multiscale_roi_align", "rois_from_boxes"]
@@ -191,8 +191,9 @@ class _CPURoIAlign(torch.autograd.Function):
 
 
 def _cpu_parts(features: Tensor, n_rois: int) -> int:
-    """How many threads a CPU RoIAlign forward gets: 1 with one intra-op thread or with few RoIs."""
-    return max(1, min(torch.get_num_threads(), n_rois // MIN_ROIS_PER_THREAD))
+    """How many threads a CPU RoIAlign forward gets: 1 off the CPU, when traced, with one intra-op
+    thread or with few RoIs."""
+    return cpu_workers(features.device, n_rois // MIN_ROIS_PER_THREAD)
 
 
 def _own_cpu_path(features: Tensor, parts: int, sampling_ratio: int) -> bool:
