@@ -165,7 +165,7 @@ class DetectorGraph(nn.Module):
         d = self.model(batch).detections[0]
         out = detections_in_original(d.boxes, d.scores, d.labels, batch.image_sizes[0], batch.original_sizes[0],
                                      mask_probs=d.mask_probs, keypoint_heatmaps=d.keypoint_logits,
-                                     mask_threshold=None)
+                                     mask_threshold=None, mask_aligned=self.model.mask_aligned)
         return tuple(out[name] for name in self.output_names)
 
 

@@ -262,14 +262,14 @@ def infer_scale(feature_size: Sequence[int], image_size: Sequence[int]) -> float
 def multiscale_roi_align(features: Sequence[Tensor], boxes: Sequence[Tensor],
                          image_sizes: Sequence[tuple[int, int]], output_size: int | Sequence[int],
                          sampling_ratio: int = 2, canonical_scale: float = 224,
-                         canonical_level: int = 4) -> Tensor:
+                         canonical_level: int = 4, aligned: bool = False) -> Tensor:
     """RoIAlign from the FPN level of each box -> ``[sum K_i, C, oh, ow]`` in the order of ``boxes``.
 
     ``features``: the levels, finest first, each ``[B, C, H_l, W_l]``; ``boxes``: one ``[K_i, 4]``
     tensor per image in input-image pixels; ``image_sizes``: ``(H, W)`` of each image *before* the
     backbone (unpadded sizes; their per-axis maximum is the reference). The scale of each level is
     ``2 ** round(log2(H_l / H))`` and the levels are ``k = -log2(scale)``; a single level skips the
-    mapping.
+    mapping. ``aligned``: :func:`roi_align`'s (half-pixel offset; torchvision's FPN pooler uses ``False``).
     """
     if len(features) == 0:
         raise ValueError("features must hold at least one level")
@@ -280,7 +280,7 @@ def multiscale_roi_align(features: Sequence[Tensor], boxes: Sequence[Tensor],
     scales = [infer_scale(f.shape[-2:], ref) for f in features]
     rois = rois_from_boxes(boxes)
     if len(features) == 1:
-        return roi_align(features[0], rois, (oh, ow), scales[0], sampling_ratio)
+        return roi_align(features[0], rois, (oh, ow), scales[0], sampling_ratio, aligned)
     k_min = int(-math.log2(scales[0]))
     k_max = int(-math.log2(scales[-1]))
     levels = assign_levels(rois[:, 1:], k_min, k_max, canonical_scale, canonical_level)
@@ -291,8 +291,8 @@ def multiscale_roi_align(features: Sequence[Tensor], boxes: Sequence[Tensor],
         if torch.jit.is_tracing():
             # graph export: every level's branch is kept, and a scatter instead of ``out[idx] = ...``, whose
             # ONNX form is specialised to the example's count when a level gets a single RoI
-            pooled = roi_align(feat, rois[idx], (oh, ow), scale, sampling_ratio).to(out.dtype)
+            pooled = roi_align(feat, rois[idx], (oh, ow), scale, sampling_ratio, aligned).to(out.dtype)
             out = out.scatter(0, idx.view(-1, 1, 1, 1).expand_as(pooled), pooled)
         elif idx.numel():
-            out[idx] = roi_align(feat, rois[idx], (oh, ow), scale, sampling_ratio).to(out.dtype)
+            out[idx] = roi_align(feat, rois[idx], (oh, ow), scale, sampling_ratio, aligned).to(out.dtype)
     return out

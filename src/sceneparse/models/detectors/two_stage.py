@@ -85,6 +85,11 @@ class TwoStageDetector(nn.Module):
             raise ValueError(f"RPN has anchors for {rpn.num_levels} levels but the FPN gives {neck.num_levels}")
 
     # ---- protocol ----------------------------------------------------------------------------
+    @property
+    def mask_aligned(self) -> bool:
+        """Whether masks are pasted with the half-pixel-aligned convention of the mask head."""
+        return self.roi_mask is not None and self.roi_mask.aligned
+
     def prepare(self, images: Sequence[Tensor], targets: Sequence[Target] | None = None
                 ) -> tuple[ImageBatch, list[Target] | None]:
         """Normalise/resize/pad images (and move targets into the batch frame) on the model's device."""
@@ -157,7 +162,7 @@ class TwoStageDetector(nn.Module):
         for d, rs, os_ in zip(raw.detections, batch.image_sizes, batch.original_sizes):
             out.append(detections_to_instances(d.boxes, d.scores, d.labels, rs, os_, mask_probs=d.mask_probs,
                                                keypoint_heatmaps=d.keypoint_logits,
-                                               mask_threshold=self.mask_threshold))
+                                               mask_threshold=self.mask_threshold, mask_aligned=self.mask_aligned))
         return out
 
     @torch.no_grad()
@@ -262,14 +267,17 @@ class MaskRCNN(FasterRCNN):
     """Mask R-CNN (He et al., 2017): Faster R-CNN + a per-class 28x28 mask head on RoIAlign features.
 
     Args (beyond :class:`FasterRCNN`'s): mask_pool_size (14), mask_sampling_ratio (2),
-    mask_conv_channels (``(256,) * 4``), mask_threshold (0.5, on pasted probabilities).
+    mask_conv_channels (``(256,) * 4``), mask_threshold (0.5, on pasted probabilities), mask_aligned
+    (``False``, torchvision's convention; ``True``: half-pixel-aligned mask features, targets and
+    pasting, see :mod:`sceneparse.models.heads.roi_mask`).
     """
 
     def __init__(self, backbone: nn.Module, num_classes: int, *, mask_pool_size: int = 14,
-                 mask_sampling_ratio: int = 2, mask_conv_channels: Sequence[int] = (256,) * 4, **kwargs):
+                 mask_sampling_ratio: int = 2, mask_conv_channels: Sequence[int] = (256,) * 4,
+                 mask_aligned: bool = False, **kwargs):
         channels = kwargs.get("fpn_channels", 256)
         head = RoIMaskHead(channels, num_classes, pool_size=mask_pool_size, sampling_ratio=mask_sampling_ratio,
-                           conv_channels=mask_conv_channels)
+                           conv_channels=mask_conv_channels, aligned=mask_aligned)
         super().__init__(backbone, num_classes, roi_mask=head, **kwargs)
 
 
