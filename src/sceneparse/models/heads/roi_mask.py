@@ -75,18 +75,22 @@ class RoIMaskHead(nn.Module):
         """The logits of each RoI's own class: ``[R, C+1, M, M]``, ``labels [R]`` -> ``[R, M, M]``."""
         return mask_logits[torch.arange(labels.shape[0], device=labels.device), labels]
 
+    def targets(self, positives: SampledRoIs, gt_masks: Sequence[Tensor], size: int) -> Tensor:
+        """The ``size x size`` soft targets ``[R, size, size]`` of the foreground RoIs ``positives``: each
+        matched ground-truth mask (``bool [G_i, H_i, W_i]`` per image, batch frame) RoI-aligned to its RoI."""
+        out = []
+        for rois, idx, masks in zip(positives.boxes, positives.matched_idxs, gt_masks):  # per image
+            if rois.shape[0] == 0:
+                out.append(rois.new_zeros((0, size, size)))
+                continue
+            r = torch.cat([idx.to(rois.dtype)[:, None], rois], dim=1)
+            out.append(roi_align(masks[:, None].to(rois.dtype), r, (size, size), 1.0, aligned=self.aligned)[:, 0])
+        return torch.cat(out)
+
     def loss(self, mask_logits: Tensor, positives: SampledRoIs, gt_masks: Sequence[Tensor]) -> dict[str, Tensor]:
         """``mask_logits`` of the foreground RoIs ``positives``; ``gt_masks`` per image ``bool [G_i, H_i, W_i]``
         in the batch frame. ``loss_mask``: mean BCE over the 28x28 cells of every foreground RoI."""
-        m = mask_logits.shape[-1]
-        targets = []
-        for rois, idx, masks in zip(positives.boxes, positives.matched_idxs, gt_masks):  # per image
-            if rois.shape[0] == 0:
-                targets.append(rois.new_zeros((0, m, m)))
-                continue
-            r = torch.cat([idx.to(rois.dtype)[:, None], rois], dim=1)
-            targets.append(roi_align(masks[:, None].to(rois.dtype), r, (m, m), 1.0, aligned=self.aligned)[:, 0])
-        targets = torch.cat(targets)
+        targets = self.targets(positives, gt_masks, mask_logits.shape[-1])
         if targets.numel() == 0:
             return {"loss_mask": mask_logits.sum() * 0.0}
         logits = self.select(mask_logits, torch.cat(positives.labels))
