@@ -134,10 +134,13 @@ def test_detector_onnx_matches_predict(tmp_path, name):
         assert float(meta["mask_threshold"]) == model.mask_threshold
 
 
-def test_detector_graph_eager_equals_predict():
+@pytest.mark.parametrize("mask_aligned", [False, True])
+def test_detector_graph_eager_equals_predict(mask_aligned):
     """The graph module run eagerly is ``predict`` with mask probabilities instead of masks (so the
-    exported-vs-graph verification inside export_onnx is a comparison with predict)."""
-    model = zoo.build("maskrcnn_resnet18_fpn", num_classes=2, **DET_KWARGS).eval()
+    exported-vs-graph verification inside export_onnx is a comparison with predict), in either mask
+    convention (torchvision's, or half-pixel aligned)."""
+    model = zoo.build("maskrcnn_resnet18_fpn", num_classes=2, mask_aligned=mask_aligned, **DET_KWARGS).eval()
+    assert model.mask_aligned is mask_aligned
     image = _images([(70, 60)])[0]
     with torch.no_grad():
         boxes, scores, labels, masks = DetectorGraph(model).eval()(image)
