@@ -95,6 +95,40 @@ def test_weight_decay_reaches_only_the_decay_group(name):
         build_optimizer(m, OptimConfig(name="lion"))
 
 
+@pytest.mark.parametrize("name", ["sgd", "adamw"])
+def test_fused_step_is_the_per_tensor_loops_arithmetic(name):
+    """The optimizer is torch's fused implementation on the CPU, and five steps of it land where five
+    steps of the reference per-tensor loop (same groups and hyper-parameters) land."""
+    torch.manual_seed(0)
+    a = _Tiny()
+    b = _Tiny()
+    b.load_state_dict(a.state_dict())
+    cfg = OptimConfig(name=name, lr=0.05, weight_decay=0.1, momentum=0.9)
+    fused = build_optimizer(a, cfg)
+    assert all(g["fused"] for g in fused.param_groups)
+    cls = torch.optim.SGD if name == "sgd" else torch.optim.AdamW
+    extra = {"momentum": 0.9} if name == "sgd" else {"betas": (0.9, 0.999)}
+    loop = cls([{**g, "params": [dict(b.named_parameters())[n] for n in _names(a, g["params"])]}
+                for g in param_groups(a, 0.1)], lr=0.05, foreach=False, **extra)
+    start = {n: p.detach().clone() for n, p in a.named_parameters()}
+    for step in range(5):
+        g = torch.Generator().manual_seed(step)
+        for pa, pb in zip(a.parameters(), b.parameters()):
+            pa.grad = torch.randn(pa.shape, generator=g)
+            pb.grad = pa.grad.clone()
+        fused.step()
+        loop.step()
+    for (n, pa), pb in zip(a.named_parameters(), b.parameters()):
+        torch.testing.assert_close(pa, pb, rtol=1e-6, atol=1e-6, msg=n)
+        moved = (pa - start[n]).abs().max() > 1e-3
+        assert moved == pa.requires_grad, n  # the steps moved every trainable parameter, and only those
+
+
+def _names(model, params):
+    ids = {id(p): n for n, p in model.named_parameters()}
+    return [ids[id(p)] for p in params]
+
+
 # ---- time budget ---------------------------------------------------------------------------------
 def test_plan_fills_the_budget_with_whole_epochs_and_a_cut_last_one():
     # 2 s/iteration, 4 iterations per epoch, 8 s spent on 4 iterations; evaluation 3 s every epoch,
