@@ -99,7 +99,11 @@ def bench_speed(models, size: int, batch: int, repeats: int, tv_aux: bool, num_c
 
 # ------------------------------------------------------------------------------------------ (b) training
 SEMANTIC_TARGET = 0.75
-TRAIN_MODELS = {"unet": {"base_channels": 16}, "deeplabv3plus_resnet18": {"output_stride": 16, "decoder_channels": 128},
+#: DeepLabv3+ with ASPP at 128 channels and the decoder at 96 (the paper: 256 and 256): fwd + bwd of a
+#: batch of 8 at 128 px (bf16, channels_last, 2 threads) 149 -> 115 ms, 5,086 -> 7,204 iterations in
+#: 20 minutes, mIoU 0.687 -> 0.738 (with the stalled cosine of before the schedule fix)
+TRAIN_MODELS = {"unet": {"base_channels": 16},
+                "deeplabv3plus_resnet18": {"output_stride": 16, "channels": 128, "decoder_channels": 96},
                 "deeplabv3_resnet18": {"output_stride": 16}}
 DEFAULT_TRAIN_MODELS = ("unet", "deeplabv3plus_resnet18")
 #: stride of each trained model's logits before the final bilinear resize to the input
