@@ -49,6 +49,8 @@ def main(argv=None) -> int:
     p.add_argument("--size", type=int, default=320, help="image size (drawn and trained at this size)")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--lr", type=float, default=0.02)
+    p.add_argument("--schedule", choices=("wsd", "cosine"), default="wsd",
+                   help="optim.schedule: wsd (LR held, then linear to 0 over the last quarter) or cosine")
     p.add_argument("--eval-every", type=int, default=2, help="evaluate every N epochs (and at the end)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--warmup", type=int, default=100, help="optim.warmup_iters")
@@ -80,7 +82,8 @@ def main(argv=None) -> int:
     if any(m in PERSON_ONLY for m in models):
         synthetic_dataset(Path(args.person_data), args.images, args.val, args.size, args.seed,
                           thing_classes=("person",))
-    optim = dict(name="sgd", lr=args.lr, momentum=0.9, weight_decay=1e-4, warmup_iters=args.warmup, schedule="cosine",
+    optim = dict(name="sgd", lr=args.lr, momentum=0.9, weight_decay=1e-4, warmup_iters=args.warmup,
+                 schedule=args.schedule,
                  clip_grad_norm=args.clip or None)
     summary = []
     for name in models:

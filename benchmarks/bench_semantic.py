@@ -138,7 +138,7 @@ def bench_train(args) -> list[dict]:
 
     root, out = Path(args.data), Path(args.out)
     synthetic_dataset(root, args.images, args.val, args.image_size, args.seed)
-    optim = dict(name="adamw", lr=args.lr, weight_decay=1e-4, warmup_iters=50, schedule="cosine",
+    optim = dict(name="adamw", lr=args.lr, weight_decay=1e-4, warmup_iters=50, schedule=args.schedule,
                  clip_grad_norm=10.0)
     extra = json.loads(args.model_kwargs)
     # the size the network sees (the model's preprocessor resizes; predictions come back at image size)
@@ -212,6 +212,8 @@ def main(argv=None) -> int:
                    help="cross-entropy class weights computed from the training label maps (SegNet's "
                         "median-frequency balancing)")
     p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--schedule", choices=("wsd", "cosine"), default="wsd",
+                   help="optim.schedule: wsd (LR held, then linear to 0 over the last quarter) or cosine")
     p.add_argument("--eval-every", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data", default="runs/bench_semantic/data3k", help="dataset folder (drawn if missing)")

@@ -55,7 +55,8 @@ class OptimConfig:
     lr: float = 0.02
     momentum: float = 0.9
     weight_decay: float = 1e-4
-    schedule: str = "cosine"  # cosine | step | constant
+    schedule: str = "cosine"  # cosine | wsd (constant, then linear to 0 over decay_fraction) | step | constant
+    decay_fraction: float = 0.25  # wsd: the final part of the run over which the LR decays
     steps: tuple[int, ...] = ()  # epochs at which "step" multiplies lr by gamma
     gamma: float = 0.1
     warmup_iters: int = 100

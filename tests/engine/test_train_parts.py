@@ -208,6 +208,23 @@ def test_frequent_reanchors_do_not_stall_the_cosine():
         assert seq[400] == pytest.approx(0.5 * (1 + math.cos(0.4 * math.pi)), abs=0.01)  # 0.65
 
 
+def test_wsd_holds_then_decays_linearly_and_reanchors_onto_itself():
+    kw = dict(total_iters=1000, schedule="wsd", decay_fraction=0.25)
+    assert [lr_factor(i, **kw) for i in (0, 500, 750, 800, 875, 1000, 1200)] == \
+        pytest.approx([1.0, 1.0, 1.0, 0.8, 0.5, 0.0, 0.0])
+    assert lr_factor(5, warmup_iters=10, warmup_factor=0.1, **kw) == pytest.approx(0.55)
+    # a re-plan in the stable part (factor 1) moves the start of the decay with the new end
+    assert lr_factor(900, total_iters=1200, schedule="wsd", anchor_iter=600, anchor_factor=1.0) == 1.0
+    assert lr_factor(1050, total_iters=1200, schedule="wsd", anchor_iter=600, anchor_factor=1.0) == pytest.approx(0.5)
+    # in the decay: on from the anchor's value in a straight line to the new end ...
+    f = lr_factor(875, **kw)
+    moved = dict(kw, total_iters=1100, anchor_iter=875, anchor_factor=f)
+    assert [lr_factor(i, **moved) for i in (875, 987.5, 1100)] == pytest.approx([0.5, 0.25, 0.0])
+    # ... which, when the end stays, is the same line
+    same = dict(kw, anchor_iter=875, anchor_factor=f)
+    assert [lr_factor(i, **same) for i in range(875, 1001)] == pytest.approx([lr_factor(i, **kw) for i in range(875, 1001)])
+
+
 # ---- results.csv and plots -------------------------------------------------------------------------
 def test_results_csv_columns_and_cells(tmp_path):
     history = [

@@ -8,8 +8,8 @@ What one run does (everything under ``cfg.train.out``, written by rank 0, atomic
   function of ``(seed, epoch)`` (:mod:`.data_order`) and augmentation (``data.hflip``,
   ``data.scale_jitter``) is seeded per sample;
 * optimisation: SGD or AdamW without weight decay on norm layers and biases (:mod:`.optim`), the LR
-  set every iteration by :func:`~sceneparse.engine.schedule.lr_factor` (warm-up + cosine / step /
-  constant), gradient clipping, mixed precision (float16 autocast + GradScaler on CUDA, bfloat16 autocast on CPUs with AVX512-BF16; ignored with a
+  set every iteration by :func:`~sceneparse.engine.schedule.lr_factor` (warm-up + cosine / wsd /
+  step / constant), gradient clipping, mixed precision (float16 autocast + GradScaler on CUDA, bfloat16 autocast on CPUs with AVX512-BF16; ignored with a
   warning on CPU), optional EMA of the weights (evaluated and saved instead of the raw weights);
 * evaluation every ``train.eval_every`` epochs and after the last one
   (:func:`~sceneparse.engine.evaluator.evaluate_model`); ``best.pt`` by ``train.primary_metric``
@@ -22,7 +22,7 @@ What one run does (everything under ``cfg.train.out``, written by rank 0, atomic
   its evaluations and the final one end within the budget, and re-planned from the recent speed at
   every epoch end and quarter epoch (extended when the machine got faster, shortened when it got
   slower; one line ``time budget: N epochs -> M epochs (x s/it measured)`` per change). The cosine
-  LR is re-anchored at each change so it stays continuous and still ends at 0 (:mod:`.budget`,
+  (or wsd) LR is re-anchored at each change so it stays continuous and still ends at 0 (:mod:`.budget`,
   :mod:`.schedule`); the anchor is in ``last.pt`` so a resumed run continues exactly. Each
   ``results.csv`` row then also holds ``planned_epochs``;
 * data-parallel under ``torchrun`` (DistributedDataParallel; gloo on CPU, NCCL on CUDA):
@@ -215,8 +215,9 @@ def _validate(cfg: Config) -> None:
         (len(d.scale_jitter) == 2 and 0 < float(d.scale_jitter[0]) <= float(d.scale_jitter[1]), "data.scale_jitter",
          "must be [lo, hi] with 0 < lo <= hi", d.scale_jitter),
         (0.0 <= d.hflip <= 1.0, "data.hflip", "must be a probability", d.hflip),
-        (o.schedule in ("cosine", "step", "constant"), "optim.schedule", "must be cosine, step or constant",
-         o.schedule),
+        (o.schedule in ("cosine", "wsd", "step", "constant"), "optim.schedule",
+         "must be cosine, wsd, step or constant", o.schedule),
+        (0.0 < o.decay_fraction <= 1.0, "optim.decay_fraction", "must be in (0, 1]", o.decay_fraction),
     ]
     bad = [f"{key}: {why} (got {val!r})" for ok, key, why, val in checks if not ok]
     if bad:
@@ -574,7 +575,7 @@ class Trainer:
         return lr_factor(iteration, total_iters=self.total_iters, schedule=o.schedule,
                          warmup_iters=o.warmup_iters if warmup else 0, warmup_factor=o.warmup_factor, steps=o.steps,
                          gamma=o.gamma, iters_per_epoch=self.iters_per_epoch, anchor_iter=anchor[0],
-                         anchor_factor=anchor[1])
+                         anchor_factor=anchor[1], decay_fraction=o.decay_fraction)
 
     def _lr(self) -> float:
         return self.cfg.optim.lr * self._lr_factor(self.iteration)
