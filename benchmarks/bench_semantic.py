@@ -36,7 +36,7 @@ mIoU 0.531 with 128 px crops of the 256 px images, 0.750 with whole scenes at 12
 DeepLabv3+ R18 (decoder 128) 0.687 in 20 minutes each -- both with the time-budget cosine of before
 2026-12-02, which stalled near the base LR and dropped at the end. DeepLabv3+ with ASPP 128 /
 decoder 96 (7,200-7,500 iterations): 0.738 with that stalled cosine, 0.693 with the fixed cosine,
-0.74997 with wsd (the default now).
+0.74997 with wsd (the default now; a repeat: 0.748).
 
     python benchmarks/bench_semantic.py --train --amp                          # 2 x 20 min, bf16
     python benchmarks/bench_semantic.py --train --train-models unet --minutes 5 --threads 1
