@@ -40,15 +40,13 @@ def lr_factor(iteration: int, *, total_iters: int, schedule: str = "cosine", war
     ``anchor_iter`` where the anchor lies in the decay),
     ``step`` multiplies by ``gamma`` at each epoch in ``steps``, ``constant`` keeps 1.
     """
+    span = total_iters - anchor_iter  # the anchored schedules' remaining run, and how much of it is done
+    done = min(max(iteration - anchor_iter, 0), max(span, 0))
     if schedule == "cosine":
-        span = total_iters - anchor_iter
-        done = min(max(iteration - anchor_iter, 0), max(span, 0))
         theta0 = math.acos(min(1.0, max(-1.0, 2.0 * anchor_factor - 1.0)))
         f = 0.5 * (1.0 + math.cos(theta0 + (math.pi - theta0) * done / max(1, span)))
     elif schedule == "wsd":
         if anchor_factor < 1.0:  # re-planned during the decay: the line from the anchor to the new end
-            span = total_iters - anchor_iter
-            done = min(max(iteration - anchor_iter, 0), max(span, 0))
             f = anchor_factor * (1.0 - done / max(1, span))
         else:
             decay = max(1.0, decay_fraction * total_iters)
