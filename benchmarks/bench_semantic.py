@@ -156,6 +156,7 @@ def bench_train(args) -> list[dict]:
 
         maps = (np.asarray(Image.open(f)) for f in sorted((root / "semantic" / "train").glob("*.png")))
         extra["class_weights"] = [round(float(w), 4) for w in median_frequency_weights(maps, len(names))]
+        extra.setdefault("logit_adjustment", args.logit_adjustment)
         print("median-frequency class weights: " + ", ".join(f"{n} {w:.2f}" for n, w in
                                                           zip(names, extra["class_weights"])), flush=True)
     models = [m for m in args.train_models.split(",") if m]
@@ -214,6 +215,8 @@ def main(argv=None) -> int:
     p.add_argument("--class-weights", choices=("none", "median-frequency"), default="median-frequency",
                    help="cross-entropy class weights computed from the training label maps (SegNet's "
                         "median-frequency balancing)")
+    p.add_argument("--logit-adjustment", type=float, default=1.0,
+                   help="with class weights: tau of the model's logit_adjustment (scores - tau log w at inference)")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--schedule", choices=("wsd", "cosine"), default="wsd",
                    help="optim.schedule: wsd (LR held, then linear to 0 over the last quarter) or cosine")

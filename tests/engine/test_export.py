@@ -186,9 +186,10 @@ def test_roi_levels_stay_dynamic_when_a_level_had_one_roi_in_the_trace(tmp_path)
 
 # ---- segmentors ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", SEGMENTORS)
-def test_segmentor_onnx_matches_eager(tmp_path, name):
-    kwargs = SEG_KWARGS.get(name, {})
+@pytest.mark.parametrize("name,kwargs", [(n, SEG_KWARGS.get(n, {})) for n in SEGMENTORS] + [
+    ("unet", {**SEG_KWARGS["unet"], "class_weights": [1.0, 2.0, 0.5, 4.0], "logit_adjustment": 1.0})],
+    ids=SEGMENTORS + ["unet-logit-adjustment"])
+def test_segmentor_onnx_matches_eager(tmp_path, name, kwargs):
     ckpt = _checkpoint(tmp_path, name, 4, kwargs, "semantic")
     loaded = model_from_checkpoint(ckpt)
     model = loaded.model
@@ -206,14 +207,18 @@ def test_segmentor_onnx_matches_eager(tmp_path, name):
         assert logits.shape == (batch.shape[0], 4, *batch.shape[2:]) and labels.dtype == np.int64
         pre = model.preprocessor
         with torch.no_grad():
-            ref = model.segment(pre.pad(pre.normalize(batch)))[0][:, :, : batch.shape[2], : batch.shape[3]]
+            ref = model.inference_logits(pre.pad(pre.normalize(batch)))[:, :, : batch.shape[2], : batch.shape[3]]
+            if model.logit_bias is not None:  # the graph scores what predict scores: segment - tau log w
+                raw = model.segment(pre.pad(pre.normalize(batch)))[0][:, :, : batch.shape[2], : batch.shape[3]]
+                np.testing.assert_allclose(ref - raw, -torch.tensor(kwargs["class_weights"]).log()[None, :, None, None]
+                                           .expand_as(ref), rtol=0, atol=1e-5)
         assert float(ref.std()) > 0  # not a constant map
         np.testing.assert_allclose(logits, ref.numpy(), rtol=0, atol=1e-4)
     # labels == predict's where predict does not resize (short side == min_size)
     labels = session.run(["labels"], {"images": first[0][None].numpy()})[0][0]
     pred = model.predict(first)[0].labels.numpy()
     with torch.no_grad():
-        top2 = model.segment(pre.normalize(first[0][None]))[0][0].topk(2, dim=0).values
+        top2 = model.inference_logits(pre.normalize(first[0][None]))[0].topk(2, dim=0).values
     differ = labels != pred
     assert not differ[(top2[0] - top2[1]).numpy() >= 1e-4].any()
 

@@ -411,3 +411,66 @@ def test_train_crop_is_validated_and_training_still_learns():
     losses["loss_ce"].backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
     assert model.eval().predict([torch.rand(3, 32, 32)])[0].labels.shape == (32, 32)
+
+
+# ---- logit adjustment ------------------------------------------------------------------------------
+class _Prior(SemanticSegmentor):
+    """Learnable per-class scores, the same at every pixel: weighted cross-entropy has a closed-form optimum."""
+
+    def __init__(self, **kw):
+        super().__init__(NC, **kw)
+        self.bias = torch.nn.Parameter(torch.zeros(NC))
+
+    def segment(self, x, with_aux=False):
+        return self.bias[None, :, None, None].expand(x.shape[0], NC, *x.shape[-2:]), None
+
+
+def test_logit_adjustment_divides_the_class_weights_back_out():
+    freq = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    w = torch.tensor([0.2, 1.0, 1.0, 5.0])  # w * freq = [0.1, 0.3, 0.15, 0.25]: the weighted argmax is class 1
+    labels = torch.repeat_interleave(torch.arange(NC), (freq * 400).long()).reshape(1, 20, 20)
+    model = _Prior(class_weights=w.tolist(), logit_adjustment=1.0, preprocessor=_pre(20))
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    x = torch.zeros(1, 3, 20, 20)
+    for _ in range(600):
+        loss = model.loss_from_labels(model(ImageBatch(x, [(20, 20)], [(20, 20)], [(1.0, 1.0)])), labels)["loss_ce"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    # weighted CE's optimum: softmax = w_c n_c / sum; the adjusted scores give the class frequencies back
+    trained = model.bias.detach().softmax(0)
+    torch.testing.assert_close(trained, w * freq / (w * freq).sum(), atol=2e-3, rtol=0)
+    model.eval()
+    with torch.no_grad():
+        raw = model(ImageBatch(x, [(20, 20)], [(20, 20)], [(1.0, 1.0)]))
+    torch.testing.assert_close(raw.logits[0, :, 0, 0], model.bias.detach() - w.log())
+    torch.testing.assert_close(raw.logits[0, :, 0, 0].softmax(0), freq, atol=2e-3, rtol=0)
+    assert model.predict([torch.rand(3, 20, 20)])[0].labels.unique().tolist() == [0]  # the frequent class
+    model.logit_bias = None  # tau = 0: the weighted scores
+    assert model.predict([torch.rand(3, 20, 20)])[0].labels.unique().tolist() == [1]
+
+
+def test_logit_adjustment_only_at_inference_and_in_tiled_predict():
+    w = [0.5, 1.0, 2.0, 4.0]
+    torch.manual_seed(0)
+    plain = _Pointwise(preprocessor=Preprocessor(min_size=40, max_size=200, size_divisible=8))
+    adjusted = _Pointwise(preprocessor=plain.preprocessor, class_weights=w, logit_adjustment=0.5)
+    adjusted.load_state_dict(plain.state_dict())
+    batch = ImageBatch(torch.rand(2, 3, 40, 48), [(40, 48)] * 2, [(40, 48)] * 2, [(1.0, 1.0)] * 2)
+    torch.testing.assert_close(adjusted.train()(batch).logits, plain.train()(batch).logits)  # training: unchanged
+    with torch.no_grad():
+        diff = adjusted.eval()(batch).logits - plain.eval()(batch).logits
+    torch.testing.assert_close(diff, (-0.5 * torch.tensor(w).log())[None, :, None, None].expand_as(diff))
+    images = [torch.rand(3, 75, 101)]
+    whole = adjusted.predict(images, return_scores=True)[0]
+    tiled = adjusted.predict(images, tile=24, tile_overlap=0.25, return_scores=True)[0]
+    torch.testing.assert_close(whole.scores, tiled.scores)
+    assert not torch.equal(whole.labels, plain.predict(images)[0].labels)  # the bias changes decisions
+
+
+def test_logit_adjustment_needs_positive_class_weights():
+    with pytest.raises(ValueError, match="logit_adjustment needs class_weights"):
+        UNet(NC, base_channels=4, logit_adjustment=1.0)
+    with pytest.raises(ValueError, match="positive"):
+        UNet(NC, base_channels=4, class_weights=[1.0, 0.0, 1.0, 1.0], logit_adjustment=1.0)
+    assert UNet(NC, base_channels=4, class_weights=[1.0, 0.0, 1.0, 1.0]).logit_bias is None

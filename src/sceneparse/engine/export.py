@@ -129,7 +129,7 @@ def _min_opset(model: nn.Module, task: str) -> tuple[int, str]:
 
 class SegmentorGraph(nn.Module):
     """``images [N, 3, H, W]`` in [0, 1] -> ``(logits [N, C, H, W], labels [N, H, W])``: normalise,
-    pad to the model's size multiple, :meth:`SemanticSegmentor.segment`, crop, argmax."""
+    pad to the model's size multiple, :meth:`SemanticSegmentor.inference_logits`, crop, argmax."""
 
     output_names = ("logits", "labels")
 
@@ -140,7 +140,7 @@ class SegmentorGraph(nn.Module):
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         h, w = images.shape[-2], images.shape[-1]
         pre = self.model.preprocessor
-        logits, _ = self.model.segment(pre.pad(pre.normalize(images)))
+        logits = self.model.inference_logits(pre.pad(pre.normalize(images)))
         logits = logits[:, :, :h, :w]
         return logits, logits.argmax(dim=1)
 

@@ -67,6 +67,13 @@ class SemanticSegmentor(nn.Module):
         aux_weight: weight of the auxiliary-head cross-entropy (torchvision's recipe uses 0.5).
         dice_weight: weight of an added soft-Dice loss (0: none).
         class_weights: optional ``[C]`` cross-entropy class weights.
+        logit_adjustment: ``tau`` (needs ``class_weights``): at inference the logits get
+            ``- tau * log(class_weights)``. Cross-entropy weighted by ``w`` trains the softmax towards
+            ``w_c p(c | x)`` (normalised), so rare classes with large weights are over-predicted;
+            ``tau = 1`` divides the weights back out (post-hoc logit adjustment, Menon et al. 2021),
+            ``0`` (default) keeps the weighted scores, as torchvision / mmsegmentation do. Training
+            keeps the weighted loss either way; only ``forward`` in eval mode, tiled ``predict`` and
+            the exported graph (:meth:`inference_logits`) see the adjustment.
         train_crop: training only: the loss is computed on one random ``train_crop`` window
             (``int`` or ``(h, w)``) per image of the resized batch -- mmsegmentation's / torchvision's
             resize-then-``RandomCrop`` recipe, done after the preprocessor so the crop keeps the
@@ -77,7 +84,7 @@ class SemanticSegmentor(nn.Module):
     def __init__(self, num_classes: int, *, preprocessor: Preprocessor | None = None,
                  min_size: int | Sequence[int] = 520, max_size: int = 2080, size_divisible: int = 8,
                  ignore_index: int = IGNORE_INDEX, aux_weight: float = 0.5, dice_weight: float = 0.0,
-                 class_weights: Sequence[float] | None = None,
+                 class_weights: Sequence[float] | None = None, logit_adjustment: float = 0.0,
                  train_crop: int | Sequence[int] | None = None):
         super().__init__()
         if num_classes < 1:
@@ -97,6 +104,16 @@ class SemanticSegmentor(nn.Module):
             self.register_buffer("class_weights", cw, persistent=False)
         else:
             self.class_weights = None
+        self.logit_adjustment = float(logit_adjustment)
+        if self.logit_adjustment != 0:
+            if self.class_weights is None:
+                raise ValueError("logit_adjustment needs class_weights (it divides them back out of the scores)")
+            if not bool((self.class_weights > 0).all()):
+                raise ValueError("logit_adjustment needs positive class_weights, got "
+                                 f"{[round(float(v), 4) for v in self.class_weights]}")
+            self.register_buffer("logit_bias", -self.logit_adjustment * self.class_weights.log(), persistent=False)
+        else:
+            self.logit_bias = None
         if train_crop is not None:
             crop = (int(train_crop),) * 2 if isinstance(train_crop, (int, float)) else tuple(int(v) for v in train_crop)
             if len(crop) != 2 or min(crop) < 1:
@@ -110,6 +127,12 @@ class SemanticSegmentor(nn.Module):
         """``x``: normalised ``[B, 3, H, W]`` -> ``(logits [B, C, H, W], aux_logits [B, C, H, W] or None)``.
         ``aux_logits`` only when ``with_aux`` and the model has an auxiliary head."""
         raise NotImplementedError
+
+    def inference_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """``segment``'s logits with the ``logit_adjustment`` bias (per class, so it commutes with the
+        bilinear resizes): what evaluation, prediction and export score."""
+        logits = self.segment(x)[0]
+        return logits if self.logit_bias is None else logits + self.logit_bias.to(logits.dtype)[:, None, None]
 
     # ---- the protocol ---------------------------------------------------------------------------
     def prepare(self, images: Sequence[torch.Tensor], targets: Sequence[Target] | None = None
@@ -153,8 +176,12 @@ class SemanticSegmentor(nn.Module):
         return ImageBatch(tensor, sizes, list(sizes), [(1.0, 1.0)] * b), out
 
     def forward(self, batch: ImageBatch, targets: Sequence[Target] | None = None) -> SemanticRaw:
-        """``targets`` is accepted for the common model signature and not used."""
-        logits, aux = self.segment(batch.tensor, with_aux=self.training)
+        """``targets`` is accepted for the common model signature and not used. In eval mode the logits
+        are :meth:`inference_logits`."""
+        if self.training:
+            logits, aux = self.segment(batch.tensor, with_aux=True)
+        else:
+            logits, aux = self.inference_logits(batch.tensor), None
         return SemanticRaw(logits, aux, list(batch.image_sizes), list(batch.original_sizes))
 
     def loss(self, raw: SemanticRaw, targets: Sequence[Target]) -> dict[str, torch.Tensor]:
@@ -234,7 +261,7 @@ class SemanticSegmentor(nn.Module):
             for image in images:
                 batch, _ = self.prepare([image])
                 h, w = batch.image_sizes[0]
-                logits = sliding_window_logits(lambda t: self.segment(t)[0], batch.tensor[0, :, :h, :w], tile,
+                logits = sliding_window_logits(self.inference_logits, batch.tensor[0, :, :h, :w], tile,
                                                overlap=tile_overlap, batch_size=tile_batch,
                                                weighting=tile_weighting)
                 out += semantic_maps_from_logits(logits[None], batch.image_sizes, batch.original_sizes,
