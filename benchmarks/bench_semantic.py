@@ -142,7 +142,7 @@ def bench_train(args) -> list[dict]:
     root, out = Path(args.data), Path(args.out)
     synthetic_dataset(root, args.images, args.val, args.image_size, args.seed)
     optim = dict(name="adamw", lr=args.lr, weight_decay=1e-4, warmup_iters=50, schedule=args.schedule,
-                 clip_grad_norm=10.0)
+                 decay_fraction=args.decay_fraction, clip_grad_norm=10.0)
     extra = json.loads(args.model_kwargs)
     # the size the network sees (the model's preprocessor resizes; predictions come back at image size)
     net_size = {"min_size": args.net_size, "max_size": args.net_size} if args.net_size else {}
@@ -220,6 +220,7 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--schedule", choices=("wsd", "cosine"), default="wsd",
                    help="optim.schedule: wsd (LR held, then linear to 0 over the last quarter) or cosine")
+    p.add_argument("--decay-fraction", type=float, default=0.25, help="wsd: share of the run the LR decays over")
     p.add_argument("--eval-every", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data", default="runs/bench_semantic/data3k", help="dataset folder (drawn if missing)")
