@@ -39,7 +39,7 @@ DeepLabv3+ R18 (decoder 128) 0.687 in 20 minutes each -- both with the time-budg
 2026-12-02, which stalled near the base LR and dropped at the end. DeepLabv3+ with ASPP 128 /
 decoder 96 (7,200-7,500 iterations): 0.738 with that stalled cosine, 0.693 with the fixed cosine,
 0.74997 with wsd (the default now; a repeat: 0.748). With the logit adjustment: **0.767** (seed 0,
-6,853 iterations) and **0.727** (seed 1, other scenes, 6,774 iterations): DeepLabv3+ R18 from scratch
+6,853 iterations) **0.727** (seed 1, other scenes, 6,774 iterations) and 0.755 (seed 2, 6,616): DeepLabv3+ R18 from scratch
 sits at the target, not safely above it. No gain, same seed-0 data unless said: AdamW LR 3e-3 0.738
 (unadjusted; 0.760 adjusted), batch 4 (1.7x the steps, fewer images: behind at every equal time,
 stopped at 10 min), ``--decay-fraction 0.4`` on seed 1: 0.727. U-Net with wsd and the adjustment (the
