@@ -17,33 +17,34 @@ slower).
 (ResNet-18, output stride 16, ASPP of 128 and decoder of 96 channels, from scratch: no pretrained
 weights in this world) on their semantic maps (7 things + 5 stuff classes) through ``Trainer`` with
 ``train.time_limit_min = --minutes`` (evaluations included), AdamW + warm-up + ``--schedule`` (wsd:
-the LR held, then linear to 0 over the last quarter), ``train.channels_last``. Prints held-out mIoU against training time and against the target
-(mIoU >= 0.75 within 20 minutes each on 2 cores).
+the LR held, then linear to 0 over the last quarter), ``train.channels_last``. Prints held-out mIoU
+against training time and against the target (mIoU >= 0.75 within 20 minutes each on 2 cores).
 
-Before training it prints each model's *resolution ceiling*: the mIoU of perfect scores on the
-model's logit grid, resized bilinearly to the label maps (:func:`resolution_ceiling`). Plain
-DeepLabv3 (``--train-models deeplabv3_resnet18``) at output stride 16 on 128 px input has 8x8
-logits: ceiling 0.665 on these scenes, below the target however well it trains (16x16: 0.816;
-DeepLabv3+'s stride-4 decoder: 32x32, 0.921).
+Before training it prints each model's *resolution ceiling*: the mIoU of perfect scores on the model's
+logit grid, resized bilinearly to the label maps (:func:`resolution_ceiling`). Plain DeepLabv3
+(``--train-models deeplabv3_resnet18``) at output stride 16 on 128 px input has 8x8 logits: ceiling
+0.665 on these scenes, below the target however well it trains (16x16: 0.816; DeepLabv3+'s stride-4
+decoder: 32x32, 0.921).
 
 The default recipe: the network sees whole scenes at ``--net-size`` 128 px (the model's own
 preprocessor resizes the 256 px images; its logits are resized back, so mIoU is counted on the
-full-resolution label maps), cross-entropy with median-frequency class weights plus soft Dice,
-batch 8; evaluation scores ``logits - log w`` (the model's ``logit_adjustment = --logit-adjustment``,
-1: the class weights divided back out -- weighted cross-entropy over-predicts the up-weighted thing
-classes; on the same trained DeepLabv3+ it is worth +0.016 mIoU, on U-Net +0.008). Shape identity is what the thing classes hinge on, and at half resolution every shape lies
-within U-Net's receptive field and 4x more scenes fit in the budget than at full size (U-Net:
-mIoU 0.531 with 128 px crops of the 256 px images, 0.750 with whole scenes at 128 px, same budget;
-0.641 with another seed). With ``train.channels_last`` and 3,000 training scenes: U-Net 0.828,
-DeepLabv3+ R18 (decoder 128) 0.687 in 20 minutes each -- both with the time-budget cosine of before
-2026-12-02, which stalled near the base LR and dropped at the end. DeepLabv3+ with ASPP 128 /
-decoder 96 (7,200-7,500 iterations): 0.738 with that stalled cosine, 0.693 with the fixed cosine,
-0.74997 with wsd (the default now; a repeat: 0.748). With the logit adjustment: **0.767** (seed 0,
-6,853 iterations) **0.727** (seed 1, other scenes, 6,774 iterations) and 0.755 (seed 2, 6,616): DeepLabv3+ R18 from scratch
-sits at the target, not safely above it. No gain, same seed-0 data unless said: AdamW LR 3e-3 0.738
-(unadjusted; 0.760 adjusted), batch 4 (1.7x the steps, fewer images: behind at every equal time,
-stopped at 10 min), ``--decay-fraction 0.4`` on seed 1: 0.727. U-Net with wsd and the adjustment (the
-default recipe, seed 0): 0.824 (10,922 iterations).
+full-resolution label maps), cross-entropy with median-frequency class weights plus soft Dice, batch
+8; evaluation scores ``logits - log w`` (the model's ``logit_adjustment = --logit-adjustment``, 1: the
+class weights divided back out -- weighted cross-entropy over-predicts the up-weighted thing classes;
+on the same trained DeepLabv3+ it is worth +0.016 mIoU, on U-Net +0.008). Shape identity is what the
+thing classes hinge on, and at half resolution every shape lies within U-Net's receptive field and 4x
+more scenes fit in the budget than at full size (U-Net: mIoU 0.531 with 128 px crops of the 256 px
+images, 0.750 with whole scenes at 128 px, same budget; 0.641 with another seed). With
+``train.channels_last`` and 3,000 training scenes: U-Net 0.828, DeepLabv3+ R18 (decoder 128) 0.687 in
+20 minutes each -- both with the time-budget cosine of before 2026-12-02, which stalled near the base
+LR and dropped at the end. DeepLabv3+ with ASPP 128 / decoder 96 (7,200-7,500 iterations): 0.738 with
+that stalled cosine, 0.693 with the fixed cosine, 0.74997 with wsd (the default now; a repeat: 0.748).
+With the logit adjustment: **0.767** (seed 0, 6,853 iterations), **0.727** (seed 1, other scenes,
+6,774 iterations) and 0.755 (seed 2, 6,616): DeepLabv3+ R18 from scratch sits at the target, not
+safely above it. No gain, same seed-0 data unless said: AdamW LR 3e-3 0.738 (unadjusted; 0.760
+adjusted), batch 4 (1.7x the steps, fewer images: behind at every equal time, stopped at 10 min),
+``--decay-fraction 0.4`` on seed 1: 0.727. U-Net with wsd and the adjustment (the default recipe, seed
+0): 0.824 (10,922 iterations).
 
     python benchmarks/bench_semantic.py --train --amp                          # 2 x 20 min, bf16
     python benchmarks/bench_semantic.py --train --train-models unet --minutes 5 --threads 1
