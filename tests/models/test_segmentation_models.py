@@ -41,6 +41,7 @@ CONFIGS = {
     "deeplabv3_r18_os16": lambda **kw: DeepLabV3(NC, backbone="resnet18", output_stride=16, aux=True, **kw),
     "deeplabv3_r18_os8": lambda **kw: DeepLabV3(NC, backbone="resnet18", output_stride=8, **kw),
     "deeplabv3plus_r18": lambda **kw: DeepLabV3Plus(NC, depth=18, output_stride=16, **kw),
+    "deeplabv3plus_r18_3stages": lambda **kw: DeepLabV3Plus(NC, depth=18, output_stride=16, trunk_stages=3, **kw),
     "lraspp": lambda **kw: LRASPP(NC, **kw),
 }
 
@@ -285,6 +286,38 @@ def test_segmentation_trunks_are_the_shared_backbones_trainable_with_batchnorm()
     assert {(m.eps, m.momentum) for m in mb.modules() if isinstance(m, torch.nn.BatchNorm2d)} == {(1e-3, 0.01)}
     with pytest.raises(ValueError, match="unknown trunk"):
         build_trunk("vgg16")
+
+
+def test_resnet_trunk_without_layer4():
+    """``stages=3``: layer4 is not built (no parameters, no checkpoint entries), the first three maps are
+    the whole trunk's, with the same strides; an ImageNet ResNet-18 still loads (its layer4 skipped)."""
+    from torchvision.models import resnet18
+
+    from sceneparse.models.segmentation import load_imagenet_trunk
+
+    full, cut = build_trunk("resnet18", 16).eval(), build_trunk("resnet18", 16, stages=3).eval()
+    assert not hasattr(cut.trunk, "layer4") and cut.dropped_layers == ("layer4",)
+    assert not any(k.startswith("trunk.layer4.") for k in cut.state_dict())
+    n_full, n_cut = (sum(p.numel() for p in t.parameters()) for t in (full, cut))
+    assert n_full - n_cut == sum(p.numel() for p in full.trunk.layer4.parameters()) == 8_393_728
+    assert cut.out_channels == [64, 128, 256] and cut.strides == [4, 8, 16]
+    assert build_trunk("resnet18", 8, stages=3).strides == [4, 8, 8]
+    r18 = resnet18(weights=None)
+    load_imagenet_trunk(full, r18.state_dict())
+    load_imagenet_trunk(cut, r18.state_dict())  # layer4 and fc are skipped, everything else must fit
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        for a, b in zip(cut(x), full(x)[:3]):
+            torch.testing.assert_close(a, b)
+    # DeepLabv3+ on it: the ASPP reads layer3 (256 channels at stride 16)
+    m = DeepLabV3Plus(NC, depth=18, output_stride=16, trunk_stages=3, channels=16, decoder_channels=8)
+    assert m.aspp.conv1x1.conv.in_channels == 256
+    with pytest.raises(ValueError, match="3 or 4 stages"):
+        build_trunk("resnet18", 16, stages=2)
+    with pytest.raises(ValueError, match="output stride 8 or 16"):
+        build_trunk("resnet18", 32, stages=3)
+    with pytest.raises(ValueError, match="ResNet trunks"):
+        build_trunk("mobilenet_v3_large", 16, stages=3)
 
 
 def test_aspp_branches_and_image_pooling():

@@ -66,7 +66,9 @@ class ResNetBackbone(nn.Module):
             (torchvision's legacy COCO R-CNN checkpoints were trained with ``0.0``).
         trainable_layers: how many of ``layer4, layer3, layer2, layer1, conv1`` (counted from the
             top) keep gradients; 5 also trains ``bn1``. 0 freezes the whole trunk.
-        returned_stages: stages (1..4) whose outputs are returned.
+        returned_stages: stages (1..4) whose outputs are returned. The stages after the last one are
+            not built (a trunk returning ``(1, 2, 3)`` has no ``layer4``: ResNet-18 without its
+            ``layer4`` keeps 2.8 of its 11.2 M parameters); their checkpoint entries are skipped on load.
         output_stride: 32 (plain), 16 (``layer4`` dilated 2) or 8 (``layer3`` dilated 2, ``layer4``
             dilated 4): torchvision's ``replace_stride_with_dilation`` ``[False, False, True]`` /
             ``[False, True, True]``, also for ResNet-18/34.
@@ -92,6 +94,10 @@ class ResNetBackbone(nn.Module):
         trunk = _DEPTHS[depth](weights=None, norm_layer=norm_layer(norm, bn_eps))
         del trunk.fc, trunk.avgpool  # classification head: not part of a backbone
         _replace_stride_with_dilation(trunk, _DILATE[output_stride])
+        #: ``layer<k>`` names this trunk does not build (after the last returned stage)
+        self.dropped_layers = tuple(f"layer{k}" for k in range(returned_stages[-1] + 1, 5))
+        for name in self.dropped_layers:
+            delattr(trunk, name)
         self.trunk = trunk
         self.depth = depth
         self.output_stride = output_stride
@@ -111,12 +117,10 @@ class ResNetBackbone(nn.Module):
         t = self.trunk
         x = t.maxpool(t.relu(t.bn1(t.conv1(x))))
         out = []
-        for k, layer in enumerate((t.layer1, t.layer2, t.layer3, t.layer4), start=1):
-            x = layer(x)
+        for k in range(1, self.returned_stages[-1] + 1):
+            x = getattr(t, f"layer{k}")(x)
             if k in self.returned_stages:
                 out.append(x)
-            if k == self.returned_stages[-1]:
-                break
         return out
 
     def torchvision_module_map(self) -> dict[str, str]:

@@ -27,11 +27,19 @@ __all__ = ["TRUNKS", "build_trunk"]
 TRUNKS = ("resnet18", "resnet34", "resnet50", "resnet101", "mobilenet_v3_large")
 
 
-def build_trunk(name: str, output_stride: int = 8) -> nn.Module:
+def build_trunk(name: str, output_stride: int = 8, stages: int = 4) -> nn.Module:
     """A trunk by name with the requested output stride; attributes ``out_channels`` and ``strides``
-    describe the returned maps."""
+    describe the returned maps. ``stages``: a ResNet's stages kept (4: all; 3: without ``layer4``,
+    whose stride is then 16 without dilation, or 8 with ``layer3`` dilated)."""
     if name.startswith("resnet") and name[6:].isdigit():
-        return ResNetBackbone(int(name[6:]), norm="bn", trainable_layers=5, output_stride=output_stride)
+        if stages not in (3, 4):
+            raise ValueError(f"a ResNet trunk keeps 3 or 4 stages, got {stages}")
+        if stages == 3 and output_stride == 32:
+            raise ValueError("a ResNet trunk without layer4 has output stride 8 or 16, not 32")
+        return ResNetBackbone(int(name[6:]), norm="bn", trainable_layers=5, output_stride=output_stride,
+                              returned_stages=tuple(range(1, stages + 1)))
+    if stages != 4:
+        raise ValueError(f"stages applies to ResNet trunks, not {name!r}")
     if name == "mobilenet_v3_large":
         if output_stride not in (16, 32):
             raise ValueError(f"mobilenet_v3_large supports output_stride 16 or 32, got {output_stride}")

@@ -51,7 +51,8 @@ def module_map_rules(module_map: Mapping[str, str]) -> tuple[Rule, ...]:
 
 def load_imagenet_trunk(trunk: nn.Module, source: str | os.PathLike | Mapping[str, torch.Tensor]) -> None:
     """Initialise a trunk from a torchvision ImageNet classifier state dict (``resnetXX`` /
-    ``mobilenet_v3_large``, file or mapping); the classifier layers (``fc.*`` / ``classifier.*``) are dropped."""
+    ``mobilenet_v3_large``, file or mapping); the classifier layers (``fc.*`` / ``classifier.*``) are dropped, and
+    so are the stages a truncated ResNet trunk does not have."""
     path = None
     if isinstance(source, Mapping):
         state = dict(source)
@@ -71,7 +72,9 @@ def load_imagenet_trunk(trunk: nn.Module, source: str | os.PathLike | Mapping[st
     else:
         module_map = trunk.torchvision_module_map()  # type: ignore[operator]
         head = "fc."
-    state = {k: v for k, v in state.items() if not k.startswith(head)}
+    # the classifier, and the stages a truncated trunk does not build (``ResNetBackbone.dropped_layers``)
+    skipped = (head, *(f"{name}." for name in getattr(trunk, "dropped_layers", ())))
+    state = {k: v for k, v in state.items() if not k.startswith(skipped)}
     try:
         load_torchvision_checkpoint(trunk, state, rules=module_map_rules(module_map))
     except CheckpointError as e:

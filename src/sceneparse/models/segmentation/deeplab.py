@@ -147,6 +147,10 @@ class DeepLabV3Plus(SemanticSegmentor):
         channels: ASPP width (256 in the paper).
         decoder_channels: width of the decoder's two 3x3 convs (default ``channels``). They run at
             stride 4, where they cost more than a ResNet-18 trunk at 256: a CPU-sized model halves them.
+        trunk_stages: 4 (the whole ResNet) or 3: the ASPP sits on ``layer3`` (stride 16 undilated, 8 with
+            ``output_stride=8``) and ``layer4`` is not built. ResNet-18 at output stride 16 with ASPP 128
+            and decoder 96 (the CPU-sized model): 13.4 -> 4.1 M parameters, 1.36 -> 0.77 GMAC per 128 px
+            image (layer4 dilated at stride 16 is 0.54 of them), training step 1.75x faster.
         **kwargs: :class:`SemanticSegmentor` options.
 
     ``segment``: ``a = ASPP(c5)``; ``d = fuse(cat(up(a -> c2 size), low_proj(c2)))`` with two 3x3
@@ -155,10 +159,10 @@ class DeepLabV3Plus(SemanticSegmentor):
 
     def __init__(self, num_classes: int, *, depth: int = 50, output_stride: int = 16,
                  atrous_rates: Sequence[int] | None = None, low_level_channels: int = 48, channels: int = 256,
-                 decoder_channels: int | None = None, **kwargs):
+                 decoder_channels: int | None = None, trunk_stages: int = 4, **kwargs):
         super().__init__(num_classes, **kwargs)
-        self.backbone = build_trunk(f"resnet{depth}", output_stride)
-        c2, _, _, c5 = self.backbone.out_channels
+        self.backbone = build_trunk(f"resnet{depth}", output_stride, stages=trunk_stages)
+        c2, c5 = self.backbone.out_channels[0], self.backbone.out_channels[-1]
         self.aspp = ASPP(c5, atrous_rates or default_atrous_rates(output_stride), channels)
         self.low_proj = ConvNormAct(c2, low_level_channels, 1)
         dec = decoder_channels or channels
@@ -166,7 +170,8 @@ class DeepLabV3Plus(SemanticSegmentor):
         self.classifier = nn.Conv2d(dec, num_classes, 1)
 
     def segment(self, x: torch.Tensor, with_aux: bool = False):
-        c2, _, _, c5 = self.backbone(x)
+        features = self.backbone(x)
+        c2, c5 = features[0], features[-1]
         a = _resize_to(self.aspp(c5), c2)
         d = self.fuse(torch.cat([a, self.low_proj(c2)], dim=1))
         return _resize_to(self.classifier(d), x), None
