@@ -68,7 +68,8 @@ class ResNetBackbone(nn.Module):
             top) keep gradients; 5 also trains ``bn1``. 0 freezes the whole trunk.
         returned_stages: stages (1..4) whose outputs are returned. The stages after the last one are
             not built (a trunk returning ``(1, 2, 3)`` has no ``layer4``: ResNet-18 without its
-            ``layer4`` keeps 2.8 of its 11.2 M parameters); their checkpoint entries are skipped on load.
+            ``layer4`` keeps 2.8 of its 11.2 M parameters); an ImageNet checkpoint's entries for them
+            are skipped (``load_imagenet_trunk``).
         output_stride: 32 (plain), 16 (``layer4`` dilated 2) or 8 (``layer3`` dilated 2, ``layer4``
             dilated 4): torchvision's ``replace_stride_with_dilation`` ``[False, False, True]`` /
             ``[False, True, True]``, also for ResNet-18/34.
