@@ -205,3 +205,42 @@ def test_panoptic_unknown_category_is_an_error(tmp_path):
     aset.panoptic[1].segments_info[0]["category_id"] = 99
     with pytest.raises(DataError, match=r"image 1 segment 300: category_id: unknown category id \(got 99\)"):
         SceneDataset(aset, load_panoptic=True)[0]
+
+
+def test_cache_returns_what_the_files_give_and_reads_each_file_once(tmp_path):
+    aset, _, _ = _make_set(tmp_path, panoptic=False)
+    Image.fromarray((np.arange(H * W).reshape(H, W) * 37 % 65536).astype(np.uint16)).save(tmp_path / "img" / "c.png")
+    Image.fromarray(np.full((H, W), 1, np.uint8)).save(tmp_path / "sem" / "c.png")
+    aset.images.append(ImageRecord(3, "c.png", H, W))  # 16-bit grayscale: kept as the float tensor
+    aset.reindex()
+    plain = [SceneDataset(aset, load_semantic=True)[i] for i in range(3)]
+    assert 0 < float(plain[2][0][0, 0, 1]) < 1 / 255  # really 16-bit (37 / 65535): not quantised to 1/255
+    cached = SceneDataset(aset, load_semantic=True, cache=True)
+    assert cached.cache_bytes == 0 and cached.preload() == []
+    # RGB and 8-bit grey as uint8 HWC, the 16-bit image as float32 CHW, labels (0..255) as uint8
+    assert cached.cache_bytes == 2 * H * W * 3 + 3 * H * W * 4 + 3 * H * W
+    for f in list((tmp_path / "img").iterdir()) + list((tmp_path / "sem").iterdir()):
+        f.unlink()  # from now on only the cache can answer
+    for i in range(3):
+        (a, ta), (b, tb) = plain[i], cached[i]
+        assert a.dtype == b.dtype == torch.float32 and torch.equal(a, b)
+        assert tb.semantic.labels.dtype == torch.int64 and torch.equal(ta.semantic.labels, tb.semantic.labels)
+        assert torch.equal(ta.instances.boxes, tb.instances.boxes) and torch.equal(ta.instances.masks, tb.instances.masks)
+        b.fill_(0.5)  # a read is a new tensor: changing it leaves the cache alone
+        tb.semantic.labels.fill_(7)
+        assert torch.equal(cached[i][0], a) and torch.equal(cached[i][1].semantic.labels, ta.semantic.labels)
+    with pytest.raises(ValueError, match="cache=True"):
+        SceneDataset(aset).preload()
+
+
+def test_cache_preload_goes_past_unreadable_files_and_names_them(tmp_path):
+    aset, _, _ = _make_set(tmp_path, panoptic=False)
+    (tmp_path / "img" / "a.png").write_bytes(b"not a png")
+    (tmp_path / "sem" / "b.png").unlink()
+    ds = SceneDataset(aset, load_semantic=True, cache=True)
+    problems = ds.preload()
+    assert [(p.file, p.record, p.field) for p in problems] == [
+        (str(tmp_path / "img" / "a.png"), "image 1", "file_name"), (str(tmp_path / "sem" / "b.png"), "image 2", "file_name")]
+    assert ds.cache_bytes == H * W * 3  # b's pixels were read; its label map was not
+    with pytest.raises(DataError, match="a.png"):
+        ds[0]  # still an error when read, as without the cache

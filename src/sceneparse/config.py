@@ -36,6 +36,7 @@ class DataConfig:
     val_semantic: str | None = None
     batch_size: int = 4
     workers: int = 0
+    cache: bool = False  # decoded images and label maps kept in RAM (read once, up front for training)
     hflip: float = 0.5
     scale_jitter: tuple[float, float] = (1.0, 1.0)
     max_images: int | None = None  # use only the first N training images (quick runs)

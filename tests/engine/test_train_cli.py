@@ -17,7 +17,7 @@ def test_train_then_val_from_the_command_line(synth, tmp_path, capsys):
     out = tmp_path / "run"
     # key=value words may come before and after flags
     argv = ["train", "--model", "unet", KW, "--data", str(synth), "--epochs", "2", "--batch", "2", "--imgsz", "64",
-            "--out", str(out), "--quiet", "--lr", "0.05", "train.threads=1", "optim.warmup_iters=1"]
+            "--out", str(out), "--quiet", "--lr", "0.05", "--cache", "train.threads=1", "optim.warmup_iters=1"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "trained 2 epoch(s), 8 iterations" in printed and f"-> {out / 'best.pt'}" in printed
@@ -27,6 +27,7 @@ def test_train_then_val_from_the_command_line(synth, tmp_path, capsys):
     kwargs = last["config"]["model"]["kwargs"]
     assert (kwargs["min_size"], kwargs["max_size"], kwargs["base_channels"]) == (64, 64, 4)  # --imgsz
     assert last["config"]["optim"]["lr"] == 0.05 and last["config"]["optim"]["warmup_iters"] == 1
+    assert last["config"]["data"]["cache"] is True  # --cache
 
     report = tmp_path / "val.json"
     assert main(["val", "--model", str(out / "last.pt"), "--data", str(synth), "--json", str(report), "--quiet"]) == 0

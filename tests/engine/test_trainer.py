@@ -88,6 +88,42 @@ def test_same_seed_same_weights_other_seed_other_weights(synth, tmp_path):
     assert not _weights_equal(runs["a"], runs["c"])
 
 
+def test_data_cache_trains_the_same_weights_and_reports_every_unreadable_image(synth, tmp_path, monkeypatch):
+    args = ("train.epochs=1", "train.max_iters_per_epoch=3", "train.eval_every=1", "data.scale_jitter=[0.8,1.25]")
+    runs, reports = {}, {}
+    for name, cache in (("disk", False), ("ram", True)):
+        trainer = Trainer(tiny_config(synth, tmp_path / name, "unet", None, *args, f"data.cache={cache}"), progress=False)
+        reports[name] = trainer.fit().metrics
+        runs[name] = load_checkpoint(tmp_path / name / "last.pt")["model"]
+        assert trainer.train_set.dataset.cache is cache and trainer.val_set.cache is cache
+        if cache:  # every training image held (uint8 pixels and label maps), read before the first step
+            assert trainer.train_set.dataset.cache_bytes == 8 * 64 * 64 * 4
+    assert _weights_equal(runs["disk"], runs["ram"]) and reports["disk"] == reports["ram"]
+    # unreadable training images: all of them named before training starts
+    broken = tmp_path / "broken"
+    shutil.copytree(synth, broken)
+    names = sorted(p.name for p in (broken / "images" / "train").iterdir())
+    (broken / "images" / "train" / names[1]).write_bytes(b"no image")
+    (broken / "semantic" / "train" / (names[5].rsplit(".", 1)[0] + ".png")).write_bytes(b"\x89PNG broken")
+    cfg = tiny_config(broken, tmp_path / "b", "unet", None, *args, "data.cache=true")
+    with pytest.raises(DataError, match=rf"(?s)data.cache: 2 of 8 training images could not be read.*{names[1]}.*"
+                                        rf"unreadable image.*semantic/train/{names[5][:-4]}.png: image 6: file_name: unreadable"):
+        Trainer(cfg, progress=False).fit()
+    assert not (tmp_path / "b" / "last.pt").exists()
+    # more than half the available memory: a warning and the disk
+    monkeypatch.setattr(trainer_mod, "available_memory", lambda: 2 * 8 * 64 * 64 * 4 - 2)
+    with pytest.warns(UserWarning, match="need about .* reading them from disk"):
+        trainer = Trainer(tiny_config(synth, tmp_path / "small", "unet", None, *args, "data.cache=true"), progress=False)
+        trainer.fit()
+    assert trainer.train_set.dataset.cache is False
+    with pytest.raises(ConfigError, match="data.cache: expected true/false, got 2"):
+        tiny_config(synth, tmp_path / "c", "unet", None, "data.cache=2")
+    cfg = tiny_config(synth, tmp_path / "c", "unet")
+    cfg.data.cache = "yes"  # set in code: checked by the trainer
+    with pytest.raises(ConfigError, match="data.cache: must be true or false"):
+        Trainer(cfg, progress=False).fit()
+
+
 def test_resume_from_a_mid_epoch_checkpoint_continues_exactly(synth, tmp_path, monkeypatch):
     """R-CNN (random proposal sampling), EMA, flips: an uninterrupted run, and a run resumed from the
     checkpoint its first run wrote after iteration 3 of 4, end with bit-identical weights."""

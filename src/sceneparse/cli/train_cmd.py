@@ -18,6 +18,7 @@ data.*, model.*, optim.*, train.*; unknown keys are errors). The flags are short
   --device D     train.device (auto, cpu, cuda, cuda:N, N)
   --out DIR      train.out (the run folder)      --lr X   optim.lr     --seed N   train.seed
   --workers N    data.workers                    --time-limit MIN   train.time_limit_min
+  --cache        data.cache=true (decoded images and label maps kept in RAM, read once up front)
 
 the run folder gets: config.yaml, last.pt (every epoch and every train.checkpoint_every iterations),
 best.pt (best train.primary_metric; auto = keypoints_AP / segm_AP / bbox_AP / miou), results.csv,
@@ -55,6 +56,8 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, metavar="N")
     p.add_argument("--workers", type=int, metavar="N", help="DataLoader processes")
     p.add_argument("--time-limit", type=float, metavar="MIN", help="wall-clock budget in minutes")
+    p.add_argument("--cache", action="store_const", const=True, default=None,
+                   help="keep the decoded training images (and label maps) in RAM")
     p.add_argument("--resume", nargs="?", const=True, default=None, metavar="CKPT",
                    help="continue a run: OUT/last.pt, or the given checkpoint / run folder")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -96,7 +99,7 @@ def overrides_from_args(args: argparse.Namespace) -> list[str]:
         out.append(f"data.root={data}")
     for flag, key in (("epochs", "train.epochs"), ("batch", "data.batch_size"), ("device", "train.device"),
                       ("out", "train.out"), ("lr", "optim.lr"), ("seed", "train.seed"), ("workers", "data.workers"),
-                      ("time_limit", "train.time_limit_min")):
+                      ("time_limit", "train.time_limit_min"), ("cache", "data.cache")):
         v = getattr(args, flag)
         if v is not None:
             out.append(f"{key}={v}")
@@ -119,7 +122,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.cfg, overrides)
     if args.resume is not None:
         ignored = [o.split("=", 1)[0] for o in overrides
-                   if o.split("=", 1)[0] not in ("train.device", "train.threads", "data.workers", "train.out")]
+                   if o.split("=", 1)[0] not in ("train.device", "train.threads", "data.workers", "data.cache",
+                                                   "train.out")]
         if ignored or args.cfg:
             print(f"note: resuming with the checkpoint's configuration; ignored: "
                   f"{', '.join((['--cfg'] if args.cfg else []) + ignored)}", file=sys.stderr)

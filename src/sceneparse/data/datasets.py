@@ -57,8 +57,12 @@ def pil_to_tensor(img: Image.Image) -> torch.Tensor:
         return gray.unsqueeze(0).expand(3, -1, -1).contiguous()
     if img.mode != "RGB":
         img = img.convert("RGB")
-    a = np.asarray(img, dtype=np.uint8)
-    return torch.from_numpy(a.copy()).permute(2, 0, 1).float().div_(255.0)
+    return _rgb8_to_tensor(np.asarray(img, dtype=np.uint8))
+
+
+def _rgb8_to_tensor(a: np.ndarray) -> torch.Tensor:
+    """``uint8 [H, W, 3]`` -> ``float32 [3, H, W]`` in ``[0, 1]`` (a new tensor; ``a`` is not shared)."""
+    return torch.from_numpy(a if a.flags.writeable else a.copy()).permute(2, 0, 1).float().div_(255.0)
 
 
 def load_image(path: str | Path, *, exif: bool = True) -> torch.Tensor:
@@ -92,6 +96,12 @@ class SceneDataset(torch.utils.data.Dataset):
             255 = ignore) into ``Target.semantic``.
         load_panoptic: read the image's panoptic PNG (``aset.panoptic`` / ``aset.panoptic_root``)
             into ``Target.panoptic`` (segment ``label`` filled from the set's category map).
+        cache: keep each decoded image and semantic label map in memory after its first read
+            (ultralytics' ``cache=ram``): 8-bit images as ``uint8 [H, W, 3]``, label maps in the
+            smallest integer type that holds them, so a 256 x 256 scene costs 256 KiB instead of the
+            1.3 MB of its float / int64 tensors; every read returns exactly what an uncached read
+            would. :meth:`preload` fills it up front. Masks, keypoints and panoptic maps are built
+            per read as without the cache.
 
     Orientation: EXIF orientation is applied. If the record's ``height``/``width`` match only the
     file's stored (un-rotated) orientation, the annotations were made on the stored pixels and
@@ -99,8 +109,12 @@ class SceneDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, aset: AnnotationSet, transforms: Transform | None = None, *, load_masks: bool = True,
-                 load_keypoints: bool = True, load_semantic: bool = False, load_panoptic: bool = False):
+                 load_keypoints: bool = True, load_semantic: bool = False, load_panoptic: bool = False,
+                 cache: bool = False):
         self.aset = aset
+        self.cache = bool(cache)
+        self._images: dict[int, np.ndarray | torch.Tensor] = {}
+        self._labels: dict[int, np.ndarray] = {}
         self.transforms = transforms
         self.load_semantic = load_semantic
         self.load_panoptic = load_panoptic
@@ -134,6 +148,31 @@ class SceneDataset(torch.utils.data.Dataset):
     def record(self, index: int) -> ImageRecord:
         return self.aset.images[index]
 
+    @property
+    def cache_bytes(self) -> int:
+        """Bytes the cache holds now."""
+        return sum(int(a.nbytes) if isinstance(a, np.ndarray) else a.numel() * a.element_size()
+                   for d in (self._images, self._labels) for a in d.values())
+
+    def preload(self, progress: bool = False) -> list[Problem]:
+        """Read every image (and label map) into the cache now, going past unreadable ones; returns
+        their problems (file, image id, field), one per image, for the caller to report. Those
+        images are left out of the cache and raise again when read."""
+        if not self.cache:
+            raise ValueError("preload() needs SceneDataset(..., cache=True)")
+        from tqdm import tqdm
+
+        problems: list[Problem] = []
+        for rec in tqdm(self.aset.images, desc="caching images", unit="img", disable=not progress,
+                        dynamic_ncols=True, leave=False):
+            try:
+                h, w = self._load_image(rec).shape[-2:]
+                if self.load_semantic:
+                    self._semantic(rec, int(h), int(w))
+            except DataError as e:
+                problems.extend(e.problems)
+        return problems
+
     # ---- loading -------------------------------------------------------------------------
     def __getitem__(self, index: int) -> tuple[torch.Tensor, Target]:
         rec = self.aset.images[index]
@@ -148,6 +187,21 @@ class SceneDataset(torch.utils.data.Dataset):
         return f"image {rec.id}"
 
     def _load_image(self, rec: ImageRecord) -> torch.Tensor:
+        if not self.cache:
+            return pil_to_tensor(self._decode(rec))
+        key = int(rec.id)
+        held = self._images.get(key)
+        if held is None:
+            img = self._decode(rec)
+            # 8-bit images stay uint8 (a quarter of the float tensor); other modes keep the tensor
+            held = pil_to_tensor(img) if img.mode in _SIXTEEN_BIT_MODES or img.mode == "F" else \
+                np.array(img if img.mode == "RGB" else img.convert("RGB"), dtype=np.uint8)
+            self._images[key] = held
+        if isinstance(held, torch.Tensor):
+            return held.clone()
+        return _rgb8_to_tensor(held)
+
+    def _decode(self, rec: ImageRecord) -> Image.Image:
         path = self.aset.image_path(rec)
         raw = _open_pil(path, self._where(rec))
         img = ImageOps.exif_transpose(raw)
@@ -159,7 +213,7 @@ class SceneDataset(torch.utils.data.Dataset):
                 raise DataError(Problem(str(path), self._where(rec), "height/width",
                                         f"image file is {img.height}x{img.width} (HxW) but the record says "
                                         f"{want[0]}x{want[1]}"))
-        return pil_to_tensor(img)
+        return img
 
     def _load_target(self, rec: ImageRecord, h: int, w: int) -> Target:
         objs = self.aset.annotations_of(rec.id)
@@ -228,6 +282,18 @@ class SceneDataset(torch.utils.data.Dataset):
         return torch.from_numpy(kps)
 
     def _semantic(self, rec: ImageRecord, h: int, w: int) -> SemanticMap:
+        if not self.cache:
+            return SemanticMap(self._read_labels(rec, h, w))
+        held = self._labels.get(int(rec.id))
+        if held is None:
+            labels = self._read_labels(rec, h, w)
+            lo, hi = (int(labels.min()), int(labels.max())) if labels.numel() else (0, 0)
+            small = next(t for t in (np.uint8, np.uint16, np.int32, np.int64)
+                         if np.iinfo(t).min <= lo and hi <= np.iinfo(t).max)
+            held = self._labels[int(rec.id)] = labels.numpy().astype(small)
+        return SemanticMap(torch.from_numpy(held.astype(np.int64)))
+
+    def _read_labels(self, rec: ImageRecord, h: int, w: int) -> torch.Tensor:
         path = Path(self.aset.semantic_root) / (Path(rec.file_name).stem + ".png")  # type: ignore[arg-type]
         img = _open_pil(path, self._where(rec))
         if img.mode not in ("L", "P", "I", "I;16", "I;16B", "I;16L", "I;16N"):
@@ -237,7 +303,7 @@ class SceneDataset(torch.utils.data.Dataset):
         if tuple(labels.shape) != (h, w):
             raise DataError(Problem(str(path), self._where(rec), "semantic",
                                     f"label map is {tuple(labels.shape)} but the image is ({h}, {w})"))
-        return SemanticMap(labels)
+        return labels
 
     def _panoptic(self, rec: ImageRecord, h: int, w: int) -> PanopticMap:
         prec = self.aset.panoptic.get(int(rec.id))

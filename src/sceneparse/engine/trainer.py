@@ -72,7 +72,7 @@ PLAN_AFTER_ITERS = 3
 #: with a time budget, re-plan at every epoch end and every 1/REPLANS_PER_EPOCH of an epoch
 REPLANS_PER_EPOCH = 4
 #: configuration keys that may differ when a run is resumed (they do not change the numbers)
-RUNTIME_KEYS = (("train", "device"), ("train", "threads"), ("data", "workers"))
+RUNTIME_KEYS = (("train", "device"), ("train", "threads"), ("data", "workers"), ("data", "cache"))
 
 
 @dataclass
@@ -144,6 +144,22 @@ class _AugmentedSet(torch.utils.data.Dataset):
         return image, target
 
 
+def available_memory() -> int | None:
+    """Bytes of memory available to new allocations (``MemAvailable`` of ``/proc/meminfo``; the free
+    pages elsewhere), or None where neither can be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 #: consecutive non-finite losses a mixed-precision run skips before it stops as diverged
 MAX_SKIPPED_STEPS = 10
 
@@ -199,6 +215,7 @@ def _validate(cfg: Config) -> None:
         (t.epochs >= 1, "train.epochs", "must be >= 1", t.epochs),
         (d.batch_size >= 1, "data.batch_size", "must be >= 1", d.batch_size),
         (d.workers >= 0, "data.workers", "must be >= 0", d.workers),
+        (isinstance(d.cache, bool), "data.cache", "must be true or false", d.cache),
         (t.eval_every >= 0, "train.eval_every", "must be >= 0 (0: no evaluation)", t.eval_every),
         (t.checkpoint_every >= 0, "train.checkpoint_every", "must be >= 0 (0: at epoch ends only)",
          t.checkpoint_every),
@@ -241,8 +258,8 @@ class Trainer:
     Args:
         cfg: the run's :class:`~sceneparse.config.Config`.
         resume: ``True`` (``cfg.train.out/last.pt``) or a checkpoint / run folder: continue that run
-            with *its* configuration (only ``train.device``, ``train.threads`` and ``data.workers``
-            are taken from ``cfg``) in its folder.
+            with *its* configuration (only ``train.device``, ``train.threads``, ``data.workers`` and
+            ``data.cache`` are taken from ``cfg``) in its folder.
         progress: tqdm bars and per-epoch lines (rank 0).
         clock: seconds, monotonic (``time.perf_counter``); the time budget reads it.
     """
@@ -428,11 +445,39 @@ class Trainer:
                          f"({len(res.mismatched)} of another shape, e.g. the class layers)")
         self.module = model.to(self.device, memory_format=torch.channels_last if cfg.train.channels_last
                                else torch.preserve_format)
-        ds = SceneDataset(train, None, load_masks=masks, load_keypoints=keypoints, load_semantic=kind == "semantic")
+        ds = SceneDataset(train, None, load_masks=masks, load_keypoints=keypoints, load_semantic=kind == "semantic",
+                          cache=self._cache_fits(train, kind))
+        if ds.cache:
+            self._preload(ds)
         self.train_set = _AugmentedSet(ds, seed=cfg.train.seed, hflip=cfg.data.hflip,
                                        scale_jitter=tuple(cfg.data.scale_jitter), keypoint_set=train.keypoint_set)
-        self.val_set = SceneDataset(val, None, load_masks=False, load_keypoints=False,
-                                    load_semantic=kind == "semantic") if val is not None else None
+        self.val_set = SceneDataset(val, None, load_masks=False, load_keypoints=False, load_semantic=kind == "semantic",
+                                    cache=ds.cache) if val is not None else None
+
+    def _cache_fits(self, train: AnnotationSet, kind: str) -> bool:
+        """``data.cache``, unless the split's pixels (from the records' sizes) would take more than half
+        of the memory available now: then a warning and no cache."""
+        if not self.cfg.data.cache:
+            return False
+        px = sum(int(r.height or 0) * int(r.width or 0) for r in train.images)
+        need = px * (3 + (1 if kind == "semantic" else 0))  # uint8 RGB (+ uint8 labels, typically)
+        avail = available_memory()
+        if avail is not None and need > avail // 2:
+            warnings.warn(f"data.cache=true: the {len(train.images)} training images need about {need / 2**30:.1f} "
+                          f"GiB, more than half of the {avail / 2**30:.1f} GiB available; reading them from disk "
+                          "instead", stacklevel=2)
+            return False
+        return True
+
+    def _preload(self, ds: SceneDataset) -> None:
+        t = self.clock()
+        problems = ds.preload(progress=self.progress and self.main)
+        if problems:
+            raise DataError([Problem(None, None, "data.cache", f"{len(problems)} of {len(ds)} training images "
+                                     "could not be read"), *problems])
+        if self.main:
+            self.log(f"data.cache: {len(ds)} training images in RAM ({ds.cache_bytes / 2**20:.0f} MiB, "
+                     f"read in {self.clock() - t:.1f} s)")
 
     def _check_fits(self, aset: AnnotationSet, name: str, kind: str, masks: bool, keypoints: bool, n_kp: int) -> None:
         src = aset.source or None
