@@ -37,7 +37,8 @@ def synthetic_dataset(root: Path, images: int, val: int, size: int, seed: int,
 
 def budget_config(name: str, root: Path, out: Path, *, size: int, batch: int, minutes: float, threads: int,
                   seed: int, optim: dict[str, Any], eval_every: int, model_kwargs: dict | None = None,
-                  max_val_images: int | None = None, amp: bool = False, channels_last: bool = False):
+                  max_val_images: int | None = None, amp: bool = False, channels_last: bool = False,
+                  cache: bool = False):
     from sceneparse.config import Config
 
     cfg = Config()
@@ -46,6 +47,7 @@ def budget_config(name: str, root: Path, out: Path, *, size: int, batch: int, mi
     cfg.data.root = str(root)
     cfg.data.batch_size = batch
     cfg.data.max_val_images = max_val_images
+    cfg.data.cache = cache  # decoded images in RAM, read once (inside the budget: setup counts)
     for k, v in optim.items():
         setattr(cfg.optim, k, v)
     cfg.train.out = str(out)

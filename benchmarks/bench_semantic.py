@@ -17,7 +17,9 @@ slower).
 (the first three stages of ResNet-18, output stride 16, ASPP of 128 and decoder of 96 channels, from
 scratch: no pretrained weights in this world) on their semantic maps (7 things + 5 stuff classes) through ``Trainer`` with
 ``train.time_limit_min = --minutes`` (evaluations included), AdamW + warm-up + ``--schedule`` (wsd:
-the LR held, then linear to 0 over the last quarter), ``train.channels_last``. Prints held-out mIoU
+the LR held, then linear to 0 over the last quarter), ``train.channels_last`` and ``data.cache`` (the
+scenes decoded once into RAM, inside the budget: 5-15 s for 3,000; ``--no-cache`` reads them every
+epoch, ~13 ms of a ~190 ms DeepLabv3+ step). Prints held-out mIoU
 against training time and against the target (mIoU >= 0.75 within 20 minutes each on 2 cores).
 
 Before training it prints each model's *resolution ceiling*: the mIoU of perfect scores on the model's
@@ -26,7 +28,8 @@ logit grid, resized bilinearly to the label maps (:func:`resolution_ceiling`). P
 0.665 on these scenes, below the target however well it trains (16x16: 0.816; DeepLabv3+'s stride-4
 decoder: 32x32, 0.921).
 
-The default recipe: the network sees whole scenes at ``--net-size`` 128 px (the model's own
+The default recipe: the network sees whole scenes at ``NET_SIZE`` (U-Net 96 px, DeepLab 128 px;
+``--net-size`` sets one size for all) (the model's own
 preprocessor resizes the 256 px images; its logits are resized back, so mIoU is counted on the
 full-resolution label maps), cross-entropy with median-frequency class weights plus soft Dice, batch
 8; evaluation scores ``logits - log w`` (the model's ``logit_adjustment = --logit-adjustment``, 1: the
@@ -55,9 +58,15 @@ the default here since 2026-12-02): the ASPP reads layer3, layer4 (dilated at st
 0.740 (seed 0, 5,681 iterations; same data and seed as the 0.630), 0.743 (seed 1, 5,671) and 0.763
 (seed 2, 6,034) -- per iteration as good as the whole trunk (0.767 / 0.727 / 0.755 at ~6,800 on the
 faster host), 1.6x the iterations per minute; on that host at the target (mean 0.749), not above it. ``--model-kwargs
-'{"trunk_stages": 4}'`` trains the whole ResNet-18. U-Net at ``--net-size 96`` on that host: 0.739
-(8,027 iterations at 0.15 s) against 0.650 at 128 -- smaller scenes, more of them; not yet tried on
-a faster host, where 128 px gave 0.824.
+'{"trunk_stages": 4}'`` trains the whole ResNet-18. With ``data.cache`` (same host, later that day):
+0.742 (seed 0, 6,048 iterations against 5,681 from disk) and 0.746 (seed 1, 6,016 against 5,671).
+ASPP rates (2, 4, 6) for the 8x8 map instead of (6, 12, 18), seed 0: 0.720 (5,272 iterations, a
+run slowed for a minute by a test run beside it) -- not adopted. U-Net at 96 px on that host (its
+default since then, ``NET_SIZE``): 0.739 (seed 0, 8,027 iterations at 0.15 s), 0.759 (seed 1, 8,508),
+with ``data.cache`` 0.759 (seed 0, 8,538) -- against 0.650 at 128: smaller scenes, more of them; not yet
+tried on a faster host, where 128 px gave 0.824 (``--net-size 128``). That host's speed also drifts
+within a run (a DeepLabv3+ step 0.17-0.23 s), and anything else on the 2 cores slows a 2-thread run
+out of proportion (a few seconds of pytest beside it: ~1 s per step for a minute): run benchmarks alone.
 
     python benchmarks/bench_semantic.py --train --amp                          # 2 x 20 min, bf16
     python benchmarks/bench_semantic.py --train --train-models unet --minutes 5 --threads 1
@@ -133,6 +142,11 @@ TRAIN_MODELS = {"unet": {"base_channels": 16},
                                            "trunk_stages": 3},
                 "deeplabv3_resnet18": {"output_stride": 16}}
 DEFAULT_TRAIN_MODELS = ("unet", "deeplabv3plus_resnet18")
+#: the size each model sees by default (``--net-size`` sets one for all): U-Net at 96 px -- on the 2-core
+#: AMD EPYC host of 2026-12-02 it reached 0.739 / 0.759 (seeds 0 / 1) in 20 minutes at 96 px against
+#: 0.650 at 128 (5,500 iterations there; its full-resolution first level and the loss on 128 x 128
+#: logits are about a third of a step in torch.profiler)
+NET_SIZE = {"unet": 96, "deeplabv3plus_resnet18": 128, "deeplabv3_resnet18": 128}
 #: stride of each trained model's logits before the final bilinear resize to the input
 LOGIT_STRIDE = {"unet": 1, "deeplabv3_resnet18": 16, "deeplabv3plus_resnet18": 4}
 
@@ -169,7 +183,8 @@ def bench_train(args) -> list[dict]:
                  decay_fraction=args.decay_fraction, clip_grad_norm=10.0)
     extra = json.loads(args.model_kwargs)
     # the size the network sees (the model's preprocessor resizes; predictions come back at image size)
-    net_size = {"min_size": args.net_size, "max_size": args.net_size} if args.net_size else {}
+    net_sizes = {m: (args.net_size if args.net_size is not None else NET_SIZE.get(m, 128)) or args.image_size
+                 for m in args.train_models.split(",") if m}
     cats = sorted(yaml.safe_load((root / "dataset.yaml").read_text())["categories"], key=lambda c: c["label"])
     names = [c["name"] for c in cats]  # by label: the label maps' values
     if args.class_weights == "median-frequency":
@@ -184,14 +199,16 @@ def bench_train(args) -> list[dict]:
         print("median-frequency class weights: " + ", ".join(f"{n} {w:.2f}" for n, w in
                                                           zip(names, extra["class_weights"])), flush=True)
     models = [m for m in args.train_models.split(",") if m]
-    _print_ceilings(root, models, args.net_size or args.image_size, len(names))
+    _print_ceilings(root, net_sizes, len(names))
     rows = []
     for name in models:
         cfg = budget_config(name, root, out / name, size=args.image_size, batch=args.batch or 8,
                             minutes=args.minutes, threads=args.threads, seed=args.seed, optim=optim,
                             eval_every=args.eval_every, amp=args.amp, channels_last=not args.nchw,
+                            cache=not args.no_cache,
                             model_kwargs={**TRAIN_MODELS.get(name, {}), "train_crop": args.crop or None,
-                                          "dice_weight": args.dice, **net_size, **extra})
+                                          "dice_weight": args.dice, "min_size": net_sizes[name],
+                                          "max_size": net_sizes[name], **extra})
         rows.append(train_and_report(cfg, "miou", SEMANTIC_TARGET, ("miou", "pixel_acc", "mean_acc")))
     print_summary(rows)
     out.mkdir(parents=True, exist_ok=True)
@@ -199,13 +216,13 @@ def bench_train(args) -> list[dict]:
     return rows
 
 
-def _print_ceilings(root: Path, models, net_size: int, num_classes: int) -> None:
+def _print_ceilings(root: Path, net_sizes: dict[str, int], num_classes: int) -> None:
     """Print :func:`resolution_ceiling` on the held-out label maps for the logit grid of each model."""
     import numpy as np
     from PIL import Image
 
     maps = np.stack([np.asarray(Image.open(f)) for f in sorted((root / "semantic" / "val").glob("*.png"))])
-    for name in models:
+    for name, net_size in net_sizes.items():
         if name in LOGIT_STRIDE:
             grid = max(1, net_size // LOGIT_STRIDE[name])
             print(f"{name}: logits on a {grid}x{grid} grid for {maps.shape[1]}x{maps.shape[2]} label maps; "
@@ -223,15 +240,17 @@ def main(argv=None) -> int:
     p.add_argument("--tv-aux", action="store_true", help="time torchvision with its aux head (its eval default)")
     p.add_argument("--amp", action="store_true", help="train.amp: bfloat16 autocast on CPUs that run it natively")
     p.add_argument("--nchw", action="store_true", help="train in NCHW layout (default: train.channels_last)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="read the images from disk every epoch (default: data.cache, decoded once into RAM)")
     p.add_argument("--train", action="store_true", help="run (b), accuracy within a training budget, instead of (a)")
     p.add_argument("--train-models", default=",".join(DEFAULT_TRAIN_MODELS))
     p.add_argument("--minutes", type=float, default=20.0, help="training budget per model (includes evaluations)")
     p.add_argument("--images", type=int, default=3200, help="synthetic images, train + val")
     p.add_argument("--val", type=int, default=200, help="held-out images")
     p.add_argument("--image-size", type=int, default=256)
-    p.add_argument("--net-size", type=int, default=128,
-                   help="the network sees the images resized to this size (0: --image-size); mIoU is "
-                        "counted at the label maps' full resolution")
+    p.add_argument("--net-size", type=int, default=None,
+                   help="the network sees the images resized to this size (0: --image-size; default: "
+                        "NET_SIZE, U-Net 96, DeepLab 128); mIoU is counted at the label maps' full resolution")
     p.add_argument("--crop", type=int, default=0,
                    help="train on random crops of this size of the resized images (0: whole images)")
     p.add_argument("--dice", type=float, default=1.0, help="weight of the soft-Dice loss added to cross-entropy")
