@@ -63,8 +63,8 @@ faster host), 1.6x the iterations per minute; on that host at the target (mean 0
 ASPP rates (2, 4, 6) for the 8x8 map instead of (6, 12, 18), seed 0: 0.720 (5,272 iterations, a
 run slowed for a minute by a test run beside it) -- not adopted. U-Net at 96 px on that host (its
 default since then, ``NET_SIZE``): 0.739 (seed 0, 8,027 iterations at 0.15 s), 0.759 (seed 1, 8,508),
-with ``data.cache`` 0.759 (seed 0, 8,538) -- against 0.650 at 128: smaller scenes, more of them; not yet
-tried on a faster host, where 128 px gave 0.824 (``--net-size 128``). That host's speed also drifts
+with ``data.cache`` 0.759 (seed 0, 8,538) and 0.780 (seed 2, 8,813) -- against 0.650 at 128:
+smaller scenes, more of them; not yet tried on a faster host, where 128 px gave 0.824 (``--net-size 128``). That host's speed also drifts
 within a run (a DeepLabv3+ step 0.17-0.23 s), and anything else on the 2 cores slows a 2-thread run
 out of proportion (a few seconds of pytest beside it: ~1 s per step for a minute): run benchmarks alone.
 
@@ -143,7 +143,7 @@ TRAIN_MODELS = {"unet": {"base_channels": 16},
                 "deeplabv3_resnet18": {"output_stride": 16}}
 DEFAULT_TRAIN_MODELS = ("unet", "deeplabv3plus_resnet18")
 #: the size each model sees by default (``--net-size`` sets one for all): U-Net at 96 px -- on the 2-core
-#: AMD EPYC host of 2026-12-02 it reached 0.739 / 0.759 (seeds 0 / 1) in 20 minutes at 96 px against
+#: AMD EPYC host of 2026-12-02 it reached 0.739-0.780 (four runs, seeds 0-2) in 20 minutes at 96 px against
 #: 0.650 at 128 (5,500 iterations there; its full-resolution first level and the loss on 128 x 128
 #: logits are about a third of a step in torch.profiler)
 NET_SIZE = {"unet": 96, "deeplabv3plus_resnet18": 128, "deeplabv3_resnet18": 128}
