@@ -64,7 +64,8 @@ ASPP rates (2, 4, 6) for the 8x8 map instead of (6, 12, 18), seed 0: 0.720 (5,27
 run slowed for a minute by a test run beside it) -- not adopted. U-Net at 96 px on that host (its
 default since then, ``NET_SIZE``): 0.739 (seed 0, 8,027 iterations at 0.15 s), 0.759 (seed 1, 8,508),
 with ``data.cache`` 0.759 (seed 0, 8,538) and 0.780 (seed 2, 8,813) -- against 0.650 at 128:
-smaller scenes, more of them; not yet tried on a faster host, where 128 px gave 0.824 (``--net-size 128``). That host's speed also drifts
+smaller scenes, more of them; not yet tried on a faster host, where 128 px gave 0.824
+(``--net-size 128``). That host's speed also drifts
 within a run (a DeepLabv3+ step 0.17-0.23 s), and anything else on the 2 cores slows a 2-thread run
 out of proportion (a few seconds of pytest beside it: ~1 s per step for a minute): run benchmarks alone.
 
