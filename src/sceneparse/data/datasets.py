@@ -166,7 +166,8 @@ class SceneDataset(torch.utils.data.Dataset):
         for rec in tqdm(self.aset.images, desc="caching images", unit="img", disable=not progress,
                         dynamic_ncols=True, leave=False):
             try:
-                h, w = self._load_image(rec).shape[-2:]
+                held = self._held_pixels(rec)  # no float conversion: only the size is needed here
+                h, w = held.shape[-2:] if isinstance(held, torch.Tensor) else held.shape[:2]
                 if self.load_semantic:
                     self._semantic(rec, int(h), int(w))
             except DataError as e:
@@ -189,17 +190,20 @@ class SceneDataset(torch.utils.data.Dataset):
     def _load_image(self, rec: ImageRecord) -> torch.Tensor:
         if not self.cache:
             return pil_to_tensor(self._decode(rec))
+        held = self._held_pixels(rec)
+        return held.clone() if isinstance(held, torch.Tensor) else _rgb8_to_tensor(held)
+
+    def _held_pixels(self, rec: ImageRecord) -> np.ndarray | torch.Tensor:
+        """The cached pixels of ``rec`` (decoded and stored on first use): 8-bit images as ``uint8
+        [H, W, 3]`` (a quarter of the float tensor), other modes as the float tensor."""
         key = int(rec.id)
         held = self._images.get(key)
         if held is None:
             img = self._decode(rec)
-            # 8-bit images stay uint8 (a quarter of the float tensor); other modes keep the tensor
             held = pil_to_tensor(img) if img.mode in _SIXTEEN_BIT_MODES or img.mode == "F" else \
                 np.array(img if img.mode == "RGB" else img.convert("RGB"), dtype=np.uint8)
             self._images[key] = held
-        if isinstance(held, torch.Tensor):
-            return held.clone()
-        return _rgb8_to_tensor(held)
+        return held
 
     def _decode(self, rec: ImageRecord) -> Image.Image:
         path = self.aset.image_path(rec)
