@@ -25,7 +25,8 @@ from sceneparse.structures.masks import masks_to_boxes
 from sceneparse.structures.segmaps import rgb2id
 from sceneparse.data.synthetic import (
     STUFF_NAMES, SYNTH_CATEGORIES, THING_NAMES, CrowdSpec, PersonSpec, SceneLayout, ShapeSpec, StuffLayout,
-    SyntheticConfig, corner_polygons, generate_scene, image_rng, pose_keypoints, render_scene, write_dataset,
+    SyntheticConfig, corner_polygons, generate_scene, image_rng, keypoint_pixels, pose_keypoints, render_scene,
+    write_dataset,
 )
 
 # small, non-square (catches x/y mix-ups), many crowds and empties so that a few images show them all
@@ -240,6 +241,25 @@ def test_keypoint_visibility_rule_on_a_constructed_occlusion():
     assert [dropped.categories.names[i.label] for i in dropped.instances] == ["person"]
     assert dropped.instances[0].keypoints[9, 2] == 2.0
     assert np.array_equal(dropped.semantic[dropped.instances[0].mask], np.zeros(dropped.instances[0].area))
+
+
+def test_a_keypoint_just_below_a_pixel_edge_lies_in_the_pixel_its_written_coordinates_name():
+    # the files hold coordinates rounded to 0.01 px: x = 70.996 is written 71.0, in column 71, and the
+    # figure must paint that pixel (it painted column 70, the unrounded one, and generating a dataset
+    # of 12,200 images with seed 1 failed on such a point)
+    cfg = SyntheticConfig(height=96, width=128, thing_classes=("person",), stuff_classes=("grass",), noise_std=0.0)
+    person = _person(40.0, (64.0, 80.0))
+    person.limb_width = 1.0
+    hx, hy = person.head_center
+    ear = np.array([np.floor(hx) + 6.996, np.floor(hy) + 0.5])  # 6-7 px beside the head: off the figure
+    person.keypoints[3] = ear
+    scene = render_scene(np.random.default_rng(0), SceneLayout(_plain_stuff(128), [person]), cfg)
+    kp = scene.instances[0].keypoints
+    col, row = int(np.floor(hx)) + 7, int(np.floor(hy))
+    assert np.allclose(kp[3], (col, row + 0.5, 2.0), atol=1e-4)  # written 71.00: visible, in column 71
+    assert scene.instances[0].mask[row, col] and not scene.instances[0].mask[row, col - 1]
+    pix = keypoint_pixels(np.array([[70.996, 3.004], [70.994, -0.004], [0.0, 2.5]]))
+    assert pix.tolist() == [[71, 3], [70, 0], [0, 2]]
 
 
 def test_keypoint_visibility_in_generated_data_follows_the_rule(dataset):

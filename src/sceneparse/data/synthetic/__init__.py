@@ -18,7 +18,7 @@ On disk (COCO layout, see :mod:`.writer`)::
 from .categories import STUFF_NAMES, SYNTH_CATEGORIES, SYNTH_CATEGORY_MAP, THING_NAMES, synth_category_map
 from .coco_layout import coco_dicts, corner_polygons, scene_records
 from .config import SyntheticConfig
-from .person import PersonSpec, pose_keypoints, sample_person
+from .person import PersonSpec, keypoint_pixels, pose_keypoints, sample_person
 from .scene import (CrowdSpec, Scene, SceneInstance, SceneLayout, generate_scene, image_rng, keypoint_visibility,
                     render_scene, sample_layout)
 from .shapes import SHAPE_NAMES, ShapeSpec, sample_shape
@@ -29,6 +29,6 @@ __all__ = [
     "AREA_RANGES", "CrowdSpec", "PersonSpec", "SHAPE_NAMES", "STUFF_NAMES", "SYNTH_CATEGORIES", "SYNTH_CATEGORY_MAP",
     "Scene", "SceneInstance", "SceneLayout", "ShapeSpec", "SplitPaths", "StuffLayout", "SyntheticConfig",
     "SyntheticDataset", "THING_NAMES", "area_stats", "coco_dicts", "corner_polygons", "generate_scene", "image_rng",
-    "keypoint_visibility", "pose_keypoints", "render_scene", "sample_layout", "sample_person", "sample_shape",
-    "sample_stuff_layout", "scene_records", "split_paths", "synth_category_map", "write_dataset",
+    "keypoint_pixels", "keypoint_visibility", "pose_keypoints", "render_scene", "sample_layout", "sample_person",
+    "sample_shape", "sample_stuff_layout", "scene_records", "split_paths", "synth_category_map", "write_dataset",
 ]

@@ -137,6 +137,13 @@ def sample_person(rng: np.random.Generator, foot: tuple[float, float], height: f
 _LEGS, _SHIRT, _SKIN = 1, 2, 3
 
 
+def keypoint_pixels(keypoints: np.ndarray) -> np.ndarray:
+    """``int64 [K, 2]`` (column, row) of the pixel each keypoint lies in, as the dataset files give it:
+    the coordinates rounded to 0.01 px (what the JSON holds), then floored. A point at x = 9.996 lies in
+    column 10, not 9."""
+    return np.floor(np.round(np.asarray(keypoints, dtype=np.float64), 2)).astype(np.int64)
+
+
 def render_person(rng: np.random.Generator, spec: PersonSpec, image_size: tuple[int, int]) -> Sprite | None:
     """Rasterise a person into a crop; the sprite carries the keypoints (``None`` if fully outside)."""
     kp, t, r = spec.keypoints, spec.limb_width, spec.head_radius
@@ -158,7 +165,7 @@ def render_person(rng: np.random.Generator, spec: PersonSpec, image_size: tuple[
     draw_segment(parts, neck, hc, t * 0.9, x0, y0, _SKIN)
     draw_disc(parts, hc, r, x0, y0, _SKIN)
     # the keypoint pixels belong to the figure (tiny people: a head radius of 1 px may miss an ear)
-    ij = np.floor(kp).astype(np.int64) - (x0, y0)
+    ij = keypoint_pixels(kp) - (x0, y0)  # the pixel the written (rounded) point lies in
     inside = (ij[:, 0] >= 0) & (ij[:, 0] < x1 - x0) & (ij[:, 1] >= 0) & (ij[:, 1] < y1 - y0)
     cols, rows = ij[inside, 0], ij[inside, 1]
     parts[rows, cols] = np.where(parts[rows, cols] == 0, _SKIN, parts[rows, cols])

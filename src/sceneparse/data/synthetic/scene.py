@@ -33,7 +33,7 @@ from ...structures.instances import Instances
 from ...structures.segmaps import PanopticMap, SegmentInfo, SemanticMap
 from ...structures.target import Target
 from .config import SyntheticConfig
-from .person import K, PersonSpec, render_person, sample_person
+from .person import K, PersonSpec, keypoint_pixels, render_person, sample_person
 from .raster import Sprite
 from .shapes import ShapeSpec, render_shape, sample_shape
 from .stuff import StuffLayout, render_stuff, sample_stuff_layout
@@ -291,8 +291,8 @@ def keypoint_visibility(keypoints: np.ndarray, owner: np.ndarray, own_id: int) -
     kp = np.round(np.asarray(keypoints, dtype=np.float64), 2)  # what the JSON files hold
     x, y = kp[:, 0], kp[:, 1]
     inside = (x >= 0) & (x < w) & (y >= 0) & (y < h)
-    cols = np.clip(np.floor(x).astype(np.int64), 0, w - 1)
-    rows = np.clip(np.floor(y).astype(np.int64), 0, h - 1)
+    pix = keypoint_pixels(kp)  # the pixel render_person paints for each point
+    cols, rows = np.clip(pix[:, 0], 0, w - 1), np.clip(pix[:, 1], 0, h - 1)
     at = owner[rows, cols]
     if np.any(inside & (at < own_id)):
         raise RuntimeError("internal error: a keypoint pixel is not painted by its own person")  # see render_person
