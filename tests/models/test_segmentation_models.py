@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from sceneparse.errors import DataError
 from sceneparse.models import zoo
+from sceneparse.models.layers import AtrousConv2d, SeparableConvNormAct
 from sceneparse.models.layers.upsampling import interpolate
 from sceneparse.models.preprocess import Preprocessor
 from sceneparse.models.segmentation import (
@@ -331,6 +332,57 @@ def test_aspp_branches_and_image_pooling():
         assert pooled.shape == (2, 5, 9, 11)
         torch.testing.assert_close(pooled, ref.expand(-1, -1, 9, 11))
         assert aspp(x).shape == (2, 5, 9, 11)
+
+
+@pytest.mark.parametrize("kernel,dilation,size", [
+    (3, 12, (8, 8)),     # both axes within the padding: the centre tap alone (ASPP rate 12 on an 8x8 map)
+    (3, 6, (8, 8)),      # taps at +-6 reach some positions: nothing to skip
+    (3, 12, (8, 20)),    # rows skipped, columns kept: a 1x3 kernel
+    (5, 4, (9, 6)),      # a 5x5 kernel: rows keep all 5 taps, columns keep the inner 3
+    (3, 2, (1, 1)),
+])
+def test_atrous_conv_skips_only_taps_that_read_padding(kernel, dilation, size):
+    torch.manual_seed(0)
+    ref = torch.nn.Conv2d(6, 4, kernel, padding=dilation * (kernel - 1) // 2, dilation=dilation, bias=True)
+    conv = AtrousConv2d(6, 4, kernel, padding=dilation * (kernel - 1) // 2, dilation=dilation, bias=True)
+    conv.load_state_dict(ref.state_dict())
+    x = torch.randn(2, 6, *size, dtype=torch.float64, requires_grad=True)
+    ref, conv = ref.double(), conv.double()
+    calls = []
+    orig = F.conv2d
+    with pytest.MonkeyPatch.context() as mp:  # the kernel actually convolved
+        mp.setattr(F, "conv2d", lambda inp, w, *a: calls.append(tuple(w.shape[-2:])) or orig(inp, w, *a))
+        y = conv(x)
+    half = (kernel - 1) // 2
+    expect = tuple(2 * min(half, (n - 1) // dilation) + 1 for n in size)
+    assert calls == [expect]  # the taps that can read the input, no more
+    y_ref = ref(x)
+    torch.testing.assert_close(y, y_ref, rtol=0, atol=1e-12)
+    g = torch.randn_like(y)
+    gx, gw, gb = torch.autograd.grad(y, (x, conv.weight, conv.bias), g)
+    rx, rw, rb = torch.autograd.grad(y_ref, (x, ref.weight, ref.bias), g)
+    for a, b in ((gx, rx), (gw, rw), (gb, rb)):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+    # traced, the full kernel runs: the graph stays right at other sizes
+    traced = torch.jit.trace(conv, x.detach())
+    big = torch.randn(1, 6, 30, 30, dtype=torch.float64)
+    torch.testing.assert_close(traced(big), ref(big), rtol=0, atol=1e-12)
+
+
+def test_aspp_uses_atrous_convs_and_separable_decoder_option():
+    aspp = ASPP(8, (6, 12, 18), out_channels=5).eval()
+    assert all(type(c.conv) is AtrousConv2d for c in aspp.atrous) and type(aspp.conv1x1.conv) is torch.nn.Conv2d
+    m = DeepLabV3Plus(NC, depth=18, trunk_stages=3, channels=32, decoder_channels=24, separable_decoder=True)
+    first, second = m.fuse
+    assert isinstance(first, SeparableConvNormAct) and first.depthwise.conv.groups == 32 + 48
+    assert first.depthwise.conv.kernel_size == (3, 3) and first.pointwise.conv.weight.shape == (24, 80, 1, 1)
+    assert second.pointwise.out_channels == 24
+    x = torch.randn(2, 3, 64, 64)
+    sep = SeparableConvNormAct(3, 4).eval()
+    with torch.no_grad():  # = depthwise conv-BN-ReLU, then pointwise conv-BN-ReLU
+        d = F.relu(sep.depthwise.bn(F.conv2d(x, sep.depthwise.conv.weight, padding=1, groups=3)))
+        torch.testing.assert_close(sep(x), F.relu(sep.pointwise.bn(F.conv2d(d, sep.pointwise.conv.weight))))
+    assert m.segment(x)[0].shape == (2, NC, 64, 64)
 
 
 def test_deeplab_default_rates_follow_the_output_stride():

@@ -1,5 +1,5 @@
 """Reusable layers without a task of their own (conv-BN-activation, in-network upsampling)."""
-from .conv import ConvNormAct
+from .conv import AtrousConv2d, ConvNormAct, SeparableConvNormAct
 from .upsampling import (
     BedOfNailsUnpool,
     Interpolate,
@@ -18,12 +18,14 @@ from .upsampling import (
 )
 
 __all__ = [
+    "AtrousConv2d",
     "BedOfNailsUnpool",
     "ConvNormAct",
     "Interpolate",
     "MaxPoolWithIndices",
     "MaxUnpool",
     "NearestUnpool",
+    "SeparableConvNormAct",
     "TransposedConv2d",
     "bed_of_nails_unpool",
     "bilinear_kernel",

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers.conv import ConvNormAct
+from ..layers.conv import ConvNormAct, SeparableConvNormAct
 from .backbones import build_trunk
 from .base import SemanticSegmentor
 from ..zoo import register
@@ -151,6 +151,10 @@ class DeepLabV3Plus(SemanticSegmentor):
             ``output_stride=8``) and ``layer4`` is not built. ResNet-18 at output stride 16 with ASPP 128
             and decoder 96 (the CPU-sized model): 13.4 -> 4.1 M parameters, 1.36 -> 0.77 GMAC per 128 px
             image (layer4 dilated at stride 16 is 0.54 of them), training step 1.75x faster.
+        separable_decoder: the decoder's two 3x3 convs depthwise-separable (:class:`SeparableConvNormAct`),
+            as in the paper (which makes the ASPP separable too; on a CPU a dilated depthwise conv on an
+            8 x 8 map is slower than the dense one, so the ASPP stays dense). The CPU-sized model above:
+            a training step (batch 8, 128 px, bf16) 178 -> 156 ms.
         **kwargs: :class:`SemanticSegmentor` options.
 
     ``segment``: ``a = ASPP(c5)``; ``d = fuse(cat(up(a -> c2 size), low_proj(c2)))`` with two 3x3
@@ -159,14 +163,16 @@ class DeepLabV3Plus(SemanticSegmentor):
 
     def __init__(self, num_classes: int, *, depth: int = 50, output_stride: int = 16,
                  atrous_rates: Sequence[int] | None = None, low_level_channels: int = 48, channels: int = 256,
-                 decoder_channels: int | None = None, trunk_stages: int = 4, **kwargs):
+                 decoder_channels: int | None = None, trunk_stages: int = 4, separable_decoder: bool = False,
+                 **kwargs):
         super().__init__(num_classes, **kwargs)
         self.backbone = build_trunk(f"resnet{depth}", output_stride, stages=trunk_stages)
         c2, c5 = self.backbone.out_channels[0], self.backbone.out_channels[-1]
         self.aspp = ASPP(c5, atrous_rates or default_atrous_rates(output_stride), channels)
         self.low_proj = ConvNormAct(c2, low_level_channels, 1)
         dec = decoder_channels or channels
-        self.fuse = nn.Sequential(ConvNormAct(channels + low_level_channels, dec, 3), ConvNormAct(dec, dec, 3))
+        block = SeparableConvNormAct if separable_decoder else ConvNormAct
+        self.fuse = nn.Sequential(block(channels + low_level_channels, dec, 3), block(dec, dec, 3))
         self.classifier = nn.Conv2d(dec, num_classes, 1)
 
     def segment(self, x: torch.Tensor, with_aux: bool = False):
