@@ -140,7 +140,7 @@ SEMANTIC_TARGET = 0.75
 #: per image, 13.4 -> 4.1 M parameters, training step 303 -> 174 ms on an AMD EPYC (Zen 4) host
 TRAIN_MODELS = {"unet": {"base_channels": 16},
                 "deeplabv3plus_resnet18": {"output_stride": 16, "channels": 128, "decoder_channels": 96,
-                                           "trunk_stages": 3},
+                                           "trunk_stages": 3, "separable_decoder": True},
                 "deeplabv3_resnet18": {"output_stride": 16}}
 DEFAULT_TRAIN_MODELS = ("unet", "deeplabv3plus_resnet18")
 #: the size each model sees by default (``--net-size`` sets one for all): U-Net at 96 px -- on the 2-core
@@ -246,8 +246,8 @@ def main(argv=None) -> int:
     p.add_argument("--train", action="store_true", help="run (b), accuracy within a training budget, instead of (a)")
     p.add_argument("--train-models", default=",".join(DEFAULT_TRAIN_MODELS))
     p.add_argument("--minutes", type=float, default=20.0, help="training budget per model (includes evaluations)")
-    p.add_argument("--images", type=int, default=3200, help="synthetic images, train + val")
-    p.add_argument("--val", type=int, default=200, help="held-out images")
+    p.add_argument("--images", type=int, default=13000, help="synthetic images, train + val")
+    p.add_argument("--val", type=int, default=1000, help="held-out images")
     p.add_argument("--image-size", type=int, default=256)
     p.add_argument("--net-size", type=int, default=None,
                    help="the network sees the images resized to this size (0: --image-size; default: "
@@ -267,7 +267,7 @@ def main(argv=None) -> int:
     p.add_argument("--decay-fraction", type=float, default=0.25, help="wsd: share of the run the LR decays over")
     p.add_argument("--eval-every", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data", default="runs/bench_semantic/data3k", help="dataset folder (drawn if missing)")
+    p.add_argument("--data", default="runs/bench_semantic/data13k", help="dataset folder (drawn if missing)")
     p.add_argument("--out", default="runs/bench_semantic")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -52,8 +52,7 @@ class ConvNormAct(nn.Module):
         super().__init__()
         conv = AtrousConv2d if dilation > 1 and stride == 1 else nn.Conv2d  # the same function, faster on small maps
         self.conv = conv(in_channels, out_channels, kernel_size, stride=stride,
-                              padding=dilation * (kernel_size - 1) // 2, dilation=dilation, groups=groups,
-                              bias=False)
+                         padding=dilation * (kernel_size - 1) // 2, dilation=dilation, groups=groups, bias=False)
         self.bn = nn.BatchNorm2d(out_channels, eps=bn_eps, momentum=bn_momentum)
         # in place: the BN output is a fresh tensor nobody else holds (saves an allocation per layer)
         self.act = act(inplace=True) if act is not None else nn.Identity()
