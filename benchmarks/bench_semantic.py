@@ -35,7 +35,7 @@ back, so mIoU is counted on the full-resolution label maps), cross-entropy with 
 weights plus soft Dice, batch 8; evaluation scores ``logits - log w`` (``logit_adjustment``, 1: the
 class weights divided back out -- weighted cross-entropy over-predicts the up-weighted thing classes;
 +0.016 mIoU on a trained DeepLabv3+, +0.008 on U-Net). What limits the score is shape identity
-(triangle / rectangle / cross / star: IoU 0.45-0.60, the stuff classes 0.96-0.98).
+(triangle / rectangle / cross / star: IoU 0.44-0.59, the stuff classes 0.96-0.98).
 
 Results on the 2-core AMD EPYC host (Zen 4: AVX512-BF16, no AMX), ``--amp``, 2026-12-02/03; mIoU on
 the run's own held-out split, and in brackets on one common set of 1,000 scenes drawn with seed 99
@@ -68,6 +68,9 @@ How the recipe got there (same host unless said):
   16: 0.54 of 1.36 GMAC per image, 8.4 of 13.4 M parameters) is not built; a step 0.34 -> 0.21 s, and
   20 minutes of the whole trunk reached 0.630 (3,546 iterations) against 0.740 (5,681).
   ``--model-kwargs '{"trunk_stages": 4}'`` trains the whole ResNet-18.
+- Whole scenes, not crops: at reduced size every shape lies within U-Net's receptive field and more
+  scenes fit in the budget (U-Net on an earlier host: 0.531 with 128 px crops of the 256 px images,
+  0.750 with whole scenes at 128 px, same budget).
 - U-Net at 96 px: 0.650 at 128 (5,511 iterations, 0.21 s a step; the full-resolution first level and
   the loss on 128 x 128 logits are a third of a step in torch.profiler), 0.739-0.780 at 96.
 - Not adopted here: DeepLabv3+ at 112 px (0.730 against 0.742 at 128, seed 0, 3,000 scenes); ASPP
