@@ -2,18 +2,19 @@
 
 RLE encoding/decoding is pycocotools' (``compressed`` = COCO's string form with ``counts: str``;
 ``uncompressed`` = ``counts: list[int]``, column-major run lengths starting with zeros).
-Polygons are COCO's: a list of flat ``[x0, y0, x1, y1, ...]`` rings in absolute pixels.
+Polygons are COCO's: a list of flat ``[x0, y0, x1, y1, ...]`` rings in absolute pixels; they are
+rasterised by :mod:`.rle` (the one polygon-to-RLE, torch-free so that evaluation shares it).
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 from pycocotools import mask as mask_utils
 
-Polygons = list[list[float]]
-RLE = dict[str, Any]
+from . import rle as _rle
+from .rle import RLE, Polygons
 
 
 def _as_numpy_bool(masks) -> np.ndarray:
@@ -69,11 +70,10 @@ def rle_to_uncompressed(rle: RLE) -> RLE:
 
 
 def polygons_to_rle(polygons: Polygons, height: int, width: int) -> RLE:
-    """COCO polygons -> one merged compressed RLE (pycocotools' rasterisation)."""
-    rles = mask_utils.frPyObjects([list(map(float, p)) for p in polygons], height, width)
-    rle = mask_utils.merge(rles)
-    rle["counts"] = rle["counts"].decode("ascii")
-    return rle
+    """COCO polygons -> one merged compressed RLE with ``counts`` as ``str`` (the rasterisation is
+    :func:`.rle.polygons_to_rle`'s, i.e. pycocotools' ``annToRLE``)."""
+    rle = _rle.polygons_to_rle(polygons, height, width)
+    return {"size": rle["size"], "counts": rle["counts"].decode("ascii")}
 
 
 def polygons_to_mask(polygons: Polygons, height: int, width: int) -> np.ndarray:

@@ -2,10 +2,10 @@
 detection's own area, all in pycocotools' C code (``mask.iou`` on run-length encodings).
 
 Conversion to RLE follows ``COCO.annToRLE``: polygons are rasterised with the *image* size and the
-parts of one object merged; uncompressed RLEs are compressed; compressed RLEs are used as they are.
-Instead of one pycocotools call per annotation, all polygons (or uncompressed RLEs) of images of
-one size go through a single ``frPyObjects`` call; an object with one polygon then needs no merge
-(``merge`` of a single RLE returns it unchanged).
+parts of one object merged, by :func:`sceneparse.structures.rle.polygons_to_rles` (the one
+polygon-to-RLE; numpy and pycocotools only, no torch); uncompressed RLEs are compressed; compressed
+RLEs are used as they are. Instead of one pycocotools call per annotation, all polygons (or
+uncompressed RLEs) of images of one size go through a single call.
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from ...errors import DataError, Problem
+from ...structures.rle import polygons_to_rles
 
 
 #: :func:`segmentation_kinds` codes
@@ -86,21 +87,16 @@ def to_rles(segmentations: Sequence, image_ids: np.ndarray, gt, source: str | No
     for part in np.split(by_size, cuts):  # one pycocotools call per image size and kind
         sel = todo[part]
         h, w = int(heights[part[0]]), int(widths[part[0]])
-        polys = sel[kind[sel] == POLYGONS].tolist()
+        # polygons, and lists whose first part has <= 4 numbers (annToRLE's boxes: polygons_to_rles
+        # gives those their own pycocotools call, as annToRLE does)
+        polys = sel[(kind[sel] == POLYGONS) | (kind[sel] == ODD_POLYGONS)].tolist()
         if polys:
-            flat = [p for i in polys for p in segmentations[i]]
-            rles = mask_utils.frPyObjects(flat, h, w)
-            k = 0
-            for i in polys:
-                m = len(segmentations[i])
-                out[i] = rles[k] if m == 1 else mask_utils.merge(rles[k:k + m])
-                k += m
+            for i, r in zip(polys, polygons_to_rles([segmentations[i] for i in polys], h, w)):
+                out[i] = r
         unc = sel[kind[sel] == UNCOMPRESSED].tolist()
         if unc:
             for i, r in zip(unc, mask_utils.frPyObjects([segmentations[i] for i in unc], h, w)):
                 out[i] = r
-        for i in sel[kind[sel] == ODD_POLYGONS].tolist():  # what annToRLE does with a first part of <= 4 numbers
-            out[i] = mask_utils.merge(mask_utils.frPyObjects(segmentations[i], h, w))
     return out
 
 
