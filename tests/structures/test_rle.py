@@ -1,7 +1,9 @@
 """One polygon-to-RLE (``sceneparse.structures.rle``): bit-identical to pycocotools' ``annToRLE``
 (``merge(frPyObjects(rings, h, w))``), torch-free, and the function every other layer calls."""
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,6 +11,9 @@ from pycocotools import mask as mask_utils
 
 from sceneparse.structures import masks as M
 from sceneparse.structures import rle as R
+
+SRC = Path(__file__).resolve().parents[2] / "src" / "sceneparse"
+
 
 def _ann_to_rle(rings, h, w):
     """pycocotools' own rule for one object given as polygons (``COCO.annToRLE``)."""
@@ -99,6 +104,14 @@ def test_every_layer_calls_the_one_implementation(monkeypatch):
     out = mask_iou.to_rles(segs, np.array([1, 1, 1]), Sizes)
     assert calls == [2]
     assert [o["counts"] for o in out[:2]] == [_ann_to_rle(s, 8, 8)["counts"] for s in segs[:2]]
+
+
+def test_no_other_polygon_rasterisation_in_the_source():
+    """Polygons are merged (``annToRLE``) in structures/rle.py only; validate.py has no converter of its own."""
+    merging = sorted(str(p.relative_to(SRC)) for p in SRC.rglob("*.py")
+                     if re.search(r"\bmerge\(", p.read_text()) and "mask_utils" in p.read_text())
+    assert merging == ["structures/rle.py"]
+    assert "frPyObjects" not in (SRC / "evaluation" / "validate.py").read_text()  # coco_columns uses to_rles
 
 
 def test_rle_module_needs_no_torch():

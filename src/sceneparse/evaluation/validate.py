@@ -1,6 +1,11 @@
 """The results boundary: read COCO ground truth / results files, check results record by record, and
 turn both into typed columns for matching.
 
+Files are read, and ground truth and results turned into columns, by the one COCO table reader,
+:mod:`.coco.tables` (:func:`~.coco.tables.load_ground_truth`, :func:`~.coco.tables.load_results`);
+:func:`coco_columns` re-indexes its tables for the class-agnostic matching of the confusion matrix
+and the error breakdown.
+
 :func:`validate_coco_results` is what every COCO-style evaluator calls before evaluating: malformed
 predictions fail with a :class:`~sceneparse.errors.PredictionError` that names the record (its index
 in the results list and its ``image_id``), the field and the offending value, instead of an
@@ -8,15 +13,17 @@ in the results list and its ``image_id``), the field and the offending value, in
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
+from pycocotools import mask as mask_utils
 
 from ..errors import DataError, FormatError, PredictionError, Problem
+from .coco.mask_iou import to_rles
+from .coco.tables import ground_truth_dict, load_coco_json, load_ground_truth, load_results
 
 IOU_TYPES = ("bbox", "segm", "keypoints")
 
@@ -27,16 +34,15 @@ MAX_PROBLEMS = 19
 
 # ---- reading ----------------------------------------------------------------------------
 def load_coco_gt(gt: "str | os.PathLike | dict") -> tuple[dict, str | None]:
-    """A COCO ground-truth JSON path or an already loaded dict -> ``(dict, file name or None)``."""
+    """A COCO ground-truth JSON path or an already loaded dict -> ``(dict, file name or None)``
+    (read and checked by :func:`.coco.tables.ground_truth_dict`; a missing file is a :class:`FormatError`)."""
     if isinstance(gt, dict):
-        data, name = gt, None
-    else:
-        name = str(gt)
-        data = _read_json(name, "ground-truth", FormatError)
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(data.get(key) if isinstance(data, dict) else None, list):
-            raise FormatError(Problem(name, None, key, f"a COCO ground truth needs a {key!r} list"))
-    return data, name
+        return ground_truth_dict(gt)[0], None
+    name = str(gt)
+    try:
+        return ground_truth_dict(name)[0], name
+    except FileNotFoundError:
+        raise FormatError(Problem(name, None, None, "ground-truth file not found")) from None
 
 
 def load_coco_results(results: "str | os.PathLike | Sequence[dict]") -> tuple[list, str | None]:
@@ -68,13 +74,15 @@ def results_for(results: Sequence[dict], iou_type: str) -> list[dict]:
 
 
 def _read_json(path: str, what: str, err) -> Any:
+    """:func:`.coco.tables.load_coco_json` with its errors as ``err`` (a missing file too)."""
     try:
-        with open(path) as f:
-            return json.load(f)
+        return load_coco_json(path, what)
     except FileNotFoundError:
         raise err(Problem(path, None, None, f"{what} file not found")) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise err(Problem(path, None, None, f"not valid JSON: {e}")) from None
+    except FormatError as e:
+        if err is FormatError:
+            raise
+        raise err(e.problems) from None
 
 
 # ---- validation -------------------------------------------------------------------------
@@ -336,76 +344,68 @@ class CocoPair:
 
 
 def coco_columns(gt, results, iou_type: str = "bbox", validate: bool = True) -> CocoPair:
-    """Read (if paths), validate and convert COCO ground truth + results for ``bbox`` or ``segm`` matching."""
+    """Read (if paths), validate and convert COCO ground truth + results for ``bbox`` or ``segm`` matching.
+
+    The ground truth and the results go through the one COCO table reader
+    (:func:`~.coco.tables.load_ground_truth`, :func:`~.coco.tables.load_results`, whose checks they
+    pass: annotation ``id`` and ``area`` are required, as for :func:`~.coco.evaluate.evaluate_coco`);
+    masks become pycocotools RLEs by :func:`~.coco.mask_iou.to_rles` (``annToRLE``'s rule, at the
+    image size). Annotations of images or categories missing from the ground truth are a
+    :class:`DataError` here, as is an image without a positive size in a ``segm`` matching.
+    """
     if iou_type not in ("bbox", "segm"):
         raise ValueError(f"matching needs iou_type 'bbox' or 'segm', got {iou_type!r}")
     gt_dict, gt_file = load_coco_gt(gt)
     res, res_file = load_coco_results(results)
     if validate:
         validate_coco_results(gt_dict, res, iou_type, file=res_file)
-    image_ids = np.array(sorted(img["id"] for img in gt_dict["images"]), dtype=np.int64)
-    by_id = {img["id"]: img for img in gt_dict["images"]}
-    sizes = np.array([[by_id[i].get("height", 0), by_id[i].get("width", 0)] for i in image_ids.tolist()],
-                     dtype=np.int64).reshape(-1, 2)
-    cats = sorted(gt_dict["categories"], key=lambda c: c["id"])
-    cat_ids = np.array([c["id"] for c in cats], dtype=np.int64)
-    names = [str(c.get("name", c["id"])) for c in cats]
-    anns = gt_dict["annotations"]
+    table = load_ground_truth(gt_dict, iou_type, source=gt_file)
+    image_ids = np.sort(table.img_ids)
+    heights, widths = table.image_sizes(image_ids)
+    sizes = np.stack([heights, widths], axis=1).astype(np.int64).reshape(-1, 2)
+    cat_ids = table.cat_ids.astype(np.int64)
+    names = [table.cat_names[c] for c in cat_ids.tolist()]
     problems = []
-    cat_set = set(cat_ids.tolist())
     if iou_type == "segm" and (sizes <= 0).any():
         bad_img = int(image_ids[np.flatnonzero((sizes <= 0).any(1))[0]])
         problems.append(Problem(gt_file, f"image id {bad_img}", "height, width",
                                 "mask evaluation needs the image size (polygons are rasterised at it)"))
-    for j, a in enumerate(anns):
-        where = f"annotation {j} (id {a.get('id')})"
-        if a.get("image_id") not in by_id:
-            problems.append(Problem(gt_file, where, "image_id", "unknown image id", a.get("image_id")))
-        elif a.get("category_id") not in cat_set:
-            problems.append(Problem(gt_file, where, "category_id", "unknown category id", a.get("category_id")))
-        elif iou_type == "bbox" and not (isinstance(a.get("bbox"), (list, tuple)) and len(a["bbox"]) == 4):
-            problems.append(Problem(gt_file, where, "bbox", "needs [x, y, width, height]", a.get("bbox")))
-        elif iou_type == "segm" and not a.get("segmentation"):
-            problems.append(Problem(gt_file, where, "segmentation", "missing or empty"))
-        if len(problems) >= MAX_PROBLEMS:
-            break
+    bad_image = ~np.isin(table.image_ids, image_ids)
+    bad_cat = ~bad_image & ~np.isin(table.category_ids, cat_ids)
+    for j in np.flatnonzero(bad_image | bad_cat)[:MAX_PROBLEMS - len(problems)].tolist():
+        where = f"annotation {j} (id {int(table.ids[j])})"
+        if bad_image[j]:
+            problems.append(Problem(gt_file, where, "image_id", "unknown image id", int(table.image_ids[j])))
+        else:
+            problems.append(Problem(gt_file, where, "category_id", "unknown category id", int(table.category_ids[j])))
     if problems:
         raise DataError(problems)
+    dets = load_results(res, table, iou_type, source=res_file)
 
-    def columns(rows, is_gt: bool) -> CocoColumns:
-        n = len(rows)
-        img = np.searchsorted(image_ids, np.fromiter((r["image_id"] for r in rows), dtype=np.int64, count=n))
-        lab = np.searchsorted(cat_ids, np.fromiter((r["category_id"] for r in rows), dtype=np.int64, count=n))
-        score = np.ones(n) if is_gt else np.fromiter((r["score"] for r in rows), dtype=np.float64, count=n)
-        crowd = np.fromiter((bool(r.get("iscrowd", 0)) for r in rows), dtype=bool, count=n) if is_gt \
-            else np.zeros(n, dtype=bool)
+    def columns(img_of, cat_of, scores, crowd, boxes, segs, kinds, ids, source) -> CocoColumns:
+        n = len(img_of)
         rles = None
         if iou_type == "segm":
-            rles = [_to_rle(r["segmentation"], *sizes[i]) for r, i in zip(rows, img.tolist())]
-        if iou_type == "bbox":
-            boxes = np.array([r["bbox"] for r in rows], dtype=np.float64).reshape(n, 4)
-        else:
-            from pycocotools import mask as mask_utils
-
+            rles = _pycoco_bytes(to_rles(list(segs), img_of, table, source, kinds))
             boxes = np.asarray(mask_utils.toBbox(rles), dtype=np.float64).reshape(n, 4) if n else np.zeros((0, 4))
-        ids = np.fromiter((r.get("id", j + 1) for j, r in enumerate(rows)), dtype=np.int64, count=n) if is_gt \
-            else np.arange(1, n + 1, dtype=np.int64)
-        return CocoColumns(img.astype(np.int64), lab.astype(np.int64), score, crowd, boxes, rles,
-                           np.arange(n, dtype=np.int64), ids)
+        return CocoColumns(np.searchsorted(image_ids, img_of).astype(np.int64),
+                           np.searchsorted(cat_ids, cat_of).astype(np.int64), scores, crowd,
+                           np.asarray(boxes, dtype=np.float64).reshape(n, 4), rles, np.arange(n, dtype=np.int64), ids)
 
-    return CocoPair(columns(anns, True), columns(res, False), image_ids, cat_ids, names, sizes, iou_type)
+    n_gt, n_dt = len(table.ids), len(dets)
+    return CocoPair(
+        columns(table.image_ids, table.category_ids, np.ones(n_gt), table.iscrowd.astype(bool), table.boxes,
+                table.segmentations, table.segmentation_kinds, table.ids.astype(np.int64), table.source),
+        columns(dets.image_ids, dets.category_ids, dets.scores.astype(np.float64), np.zeros(n_dt, dtype=bool),
+                dets.boxes, dets.segmentations, dets.segmentation_kinds, dets.ids, dets.source),
+        image_ids, cat_ids, names, sizes, iou_type)
 
 
-def _to_rle(seg, h: int, w: int) -> dict:
-    """Polygons / uncompressed RLE / compressed RLE -> pycocotools' compressed RLE (as ``annToRLE``)."""
-    from pycocotools import mask as mask_utils
-
-    if isinstance(seg, list):
-        return mask_utils.merge(mask_utils.frPyObjects(seg, int(h), int(w)))
-    if isinstance(seg.get("counts"), list):
-        return mask_utils.frPyObjects(seg, *seg["size"])
-    counts = seg["counts"]
-    return {"size": list(seg["size"]), "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+def _pycoco_bytes(rles: list) -> list:
+    """Compressed RLEs as :class:`CocoColumns` holds them: ``counts`` as ``bytes`` (pycocotools'
+    own output already is; a compressed RLE read from JSON has ``counts`` as ``str``)."""
+    return [{"size": list(r["size"]), "counts": r["counts"].encode("ascii")} if isinstance(r["counts"], str) else r
+            for r in rles]
 
 
 __all__ = ["CocoColumns", "CocoPair", "IOU_TYPES", "coco_columns", "load_coco_gt", "load_coco_results",

@@ -179,11 +179,15 @@ def gc_paused():
             gc.enable()
 
 
-def _load_json(path, what: str):
-    """A COCO JSON file, decoded by msgspec (into the same dicts and lists as ``json.loads``, about
-    twice as fast: 0.32 against 0.59-0.89 s for bench_eval's 115 MB segm results). A file msgspec
-    refuses goes through ``json`` as well, which also reads the non-standard ``NaN`` / ``Infinity``
-    (reported later as bad values of the record that holds them) and words the syntax error."""
+def load_coco_json(path, what: str):
+    """A COCO JSON file (ground truth or results), decoded by msgspec (into the same dicts and lists
+    as ``json.loads``, about twice as fast: 0.32 against 0.59-0.89 s for bench_eval's 115 MB segm
+    results). A file msgspec refuses goes through ``json`` as well, which also reads the non-standard
+    ``NaN`` / ``Infinity`` (reported later as bad values of the record that holds them) and words the
+    syntax error. Every COCO file of :mod:`sceneparse.evaluation` is read here.
+
+    Raises ``FileNotFoundError`` (``what`` names the file's role) and :class:`FormatError` naming
+    the file for invalid JSON."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"{what} file not found: {p}")
@@ -196,6 +200,25 @@ def _load_json(path, what: str):
         return json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise FormatError(Problem(str(p), None, None, f"not valid JSON: {e}")) from None
+
+
+def ground_truth_dict(gt: "str | os.PathLike | Mapping") -> tuple[Mapping, str]:
+    """A COCO ground-truth path or loaded dict -> ``(dict, source)`` (``source``: the file name, or
+    ``"<dict>"``), with the top level checked: a JSON object with ``images``, ``annotations`` and
+    ``categories`` lists, else :class:`FormatError` naming the file and key."""
+    if isinstance(gt, (str, os.PathLike)):
+        source = str(gt)
+        data = load_coco_json(gt, "ground-truth")
+    elif isinstance(gt, Mapping):
+        source, data = "<dict>", gt
+    else:
+        raise TypeError(f"gt must be a path or a COCO dict, got {type(gt).__name__}")
+    if not isinstance(data, Mapping):
+        raise FormatError(Problem(source, None, None, "a COCO ground-truth file must hold a JSON object"))
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(data.get(key, None), list):
+            raise FormatError(Problem(source, None, key, "missing or not a list"))
+    return data, source
 
 
 def _first_bad(records: Sequence[Mapping], key: str, check: Callable[[Any], bool]) -> int:
@@ -292,26 +315,18 @@ def _check_finite(col: _Column, key: str, values: np.ndarray) -> None:
 # ----------------------------------------------------------------------------- ground truth
 
 @gc_paused()
-def load_ground_truth(gt: "str | os.PathLike | Mapping", iou_type: str) -> GroundTruthTable:
+def load_ground_truth(gt: "str | os.PathLike | Mapping", iou_type: str, *, source: str | None = None
+                      ) -> GroundTruthTable:
     """Read a COCO ground-truth file (or its loaded dict) into a :class:`GroundTruthTable`.
 
     Only the fields the ``iou_type`` needs are read (and required): ``id``, ``image_id``,
     ``category_id``, ``area`` always; ``bbox`` for bbox and keypoints; ``segmentation`` for segm;
     ``keypoints`` and ``num_keypoints`` for keypoints. A missing ``iscrowd`` counts as 0. The input
-    is never modified (pycocotools writes ``ignore`` and RLEs into it).
+    is never modified (pycocotools writes ``ignore`` and RLEs into it). ``source`` names a dict's
+    file in messages (default: the path, or ``"<dict>"``).
     """
-    if isinstance(gt, (str, os.PathLike)):
-        source = str(gt)
-        data = _load_json(gt, "ground-truth")
-    elif isinstance(gt, Mapping):
-        source, data = "<dict>", gt
-    else:
-        raise TypeError(f"gt must be a path or a COCO dict, got {type(gt).__name__}")
-    if not isinstance(data, Mapping):
-        raise FormatError(Problem(source, None, None, "a COCO ground-truth file must hold a JSON object"))
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(data.get(key, None), list):
-            raise FormatError(Problem(source, None, key, "missing or not a list"))
+    data, default_source = ground_truth_dict(gt)
+    source = source or default_source
 
     images = data["images"]
     icol = _Column(images, source, lambda i: f"image {i}")
@@ -407,7 +422,7 @@ def _mask_area_and_box(segs: list, image_ids: np.ndarray, gt: GroundTruthTable, 
 
 
 @gc_paused()
-def load_results(results, gt: GroundTruthTable, iou_type: str) -> DetectionTable:
+def load_results(results, gt: GroundTruthTable, iou_type: str, *, source: str | None = None) -> DetectionTable:
     """Read COCO results (a JSON path, a list of result dicts, pycocotools' ``[N, 7]`` array
     ``[image_id, x, y, w, h, score, category_id]``, or :class:`DetectionColumns`) into a
     :class:`DetectionTable`, as ``loadRes`` would.
@@ -415,13 +430,14 @@ def load_results(results, gt: GroundTruthTable, iou_type: str) -> DetectionTable
     Raises :class:`~sceneparse.errors.PredictionError` naming the result (index and image id) for a
     missing field, a non-finite score or box, keypoints of the wrong length, or an image id that
     is not in the ground truth (pycocotools asserts the same). Results of categories outside the
-    evaluated ones are dropped later, silently, as pycocotools does.
+    evaluated ones are dropped later, silently, as pycocotools does. ``source`` names the file of
+    already loaded results in messages (default: the path, or ``"<results>"``).
     """
     if isinstance(results, (str, os.PathLike)):
-        source = str(results)
-        results = _load_json(results, "results")
+        source = source or str(results)
+        results = load_coco_json(results, "results")
     else:
-        source = "<results>"
+        source = source or "<results>"
     if isinstance(results, DetectionColumns):
         table = _from_columns(results, source, gt, iou_type)
     elif isinstance(results, np.ndarray):
