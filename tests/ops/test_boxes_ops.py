@@ -145,3 +145,71 @@ def test_paired_gradcheck(fn):
         fn(far_a, far_b).sum().backward()
         assert far_a.grad.abs().sum() > 0
         assert math.isfinite(float(far_a.grad.abs().sum()))
+
+
+# --- integer boxes, from torchvision's TestBoxArea / TestBoxIou / TestGeneralizedBoxIou /
+# TestDistanceBoxIoU cases (issue 22): they used to be computed in float32 ----------------------------
+
+INT_BOXES = [[0, 0, 100, 100], [0, 0, 50, 50], [200, 200, 300, 300], [0, 0, 25, 25]]
+INT_BOXES2 = [[0, 0, 100, 100], [0, 0, 50, 50], [200, 200, 300, 300]]
+INT_EXPECTED = {  # torchvision's expected values (4 decimals)
+    box_iou: [[1.0, 0.25, 0.0], [0.25, 1.0, 0.0], [0.0, 0.0, 1.0], [0.0625, 0.25, 0.0]],
+    generalized_box_iou: [[1.0, 0.25, -0.7778], [0.25, 1.0, -0.8611], [-0.7778, -0.8611, 1.0],
+                          [0.0625, 0.25, -0.8819]],
+    distance_box_iou: [[1.0, 0.1875, -0.4444], [0.1875, 1.0, -0.5625], [-0.4444, -0.5625, 1.0],
+                       [-0.0781, 0.1875, -0.6267]],
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8])
+def test_box_area_integer_boxes_exact(dtype):
+    """torchvision's test_int_boxes (int8 included: 100 x 100 overflows int8, so integers widen) and
+    the case that found the defect: ``[0, 0, 2**31 - 1, 3]`` was 3 off through float32."""
+    area = box_area(torch.tensor([[0, 0, 100, 100], [0, 0, 0, 0]], dtype=dtype))
+    assert area.dtype == torch.int64 and area.tolist() == [10000, 0]
+    assert torch.equal(area, torchvision.ops.box_area(torch.tensor([[0, 0, 100, 100], [0, 0, 0, 0]])))
+    if dtype in (torch.int32, torch.int64):
+        big = torch.tensor([[0, 0, 2**31 - 1, 3], [5, 7, 2**31 - 1, 2**31 - 2]], dtype=dtype)
+        assert box_area(big).tolist() == [(2**31 - 1) * 3, (2**31 - 6) * (2**31 - 9)]
+        assert torch.equal(box_area(big[:1]), torchvision.ops.box_area(big[:1].long()))
+
+
+@pytest.mark.parametrize("fn", [box_iou, generalized_box_iou, distance_box_iou])
+@pytest.mark.parametrize("dtype", [torch.int16, torch.int32, torch.int64])
+def test_pairwise_integer_boxes_exact(fn, dtype):
+    """torchvision's integer IoU / GIoU / DIoU cases; integer boxes give float64, bitwise the result
+    of the same boxes given as float64 (exact integer intermediates, one rounding per ratio)."""
+    a, b = torch.tensor(INT_BOXES, dtype=dtype), torch.tensor(INT_BOXES2, dtype=dtype)
+    got = fn(a, b)
+    assert got.dtype == torch.float64
+    torch.testing.assert_close(got, torch.tensor(INT_EXPECTED[fn], dtype=torch.float64), rtol=0, atol=1e-4)
+    assert torch.equal(got, fn(a.double(), b.double()))
+    tv = {box_iou: torchvision.ops.box_iou, generalized_box_iou: torchvision.ops.generalized_box_iou,
+          distance_box_iou: torchvision.ops.distance_box_iou}[fn]
+    torch.testing.assert_close(got, tv(a.double(), b.double()), rtol=0, atol=1e-15)
+
+
+def test_integer_boxes_beyond_float32_stay_exact():
+    """Coordinates past 2**24: float32 rounds them (IoU 1.0 for boxes that differ); int64 does not."""
+    n = 2**31 - 1
+    a = torch.tensor([[0, 0, n, 3]])
+    b = torch.tensor([[1, 0, n, 3], [0, 0, n, 3]])
+    iou = box_iou(a, b)
+    assert iou.dtype == torch.float64
+    assert iou.tolist() == [[(n - 1) / n, 1.0]]  # Python's float division: correctly rounded
+    assert float(box_iou(a.float(), b.float())[0, 0]) == 1.0  # what the float32 upcast gave
+    assert box_iou_paired(a.expand(2, 4), b, eps=0.0).tolist() == [(n - 1) / n, 1.0]
+    # GIoU: the enclosing box is a itself; DIoU: centres half a pixel apart
+    assert generalized_box_iou(a, b)[0, 0].item() == (n - 1) / n
+    diag2 = n**2 + 9
+    assert distance_box_iou(a, b, eps=0.0)[0, 0].item() == pytest.approx((n - 1) / n - 0.25 / diag2, abs=1e-16)
+    assert generalized_box_iou_paired(a, b[:1], eps=0.0).item() == (n - 1) / n
+    assert distance_box_iou_paired(a, b[:1], eps=0.0).item() == distance_box_iou(a, b, eps=0.0)[0, 0].item()
+
+
+@pytest.mark.parametrize("fn", [box_iou_paired, generalized_box_iou_paired, distance_box_iou_paired])
+def test_paired_integer_boxes_match_float64(fn):
+    a = torch.tensor(INT_BOXES[:3], dtype=torch.int32)
+    b = torch.tensor(INT_BOXES2[::-1], dtype=torch.int32)
+    got = fn(a, b)
+    assert got.dtype == torch.float64 and torch.equal(got, fn(a.double(), b.double()))

@@ -275,3 +275,79 @@ def test_errors():
         soft_nms(torch.zeros(1, 4), torch.ones(1), method="hard")
     with pytest.raises(ValueError, match="kernel"):
         matrix_nms(torch.zeros(1, 4), torch.ones(1), torch.zeros(1), kernel="box")
+
+
+# --- dtypes (issue 22): nms cast the scores to the boxes' dtype and failed on int64 / float16 boxes ----
+
+def test_nms_float16_case_from_torchvision():
+    """torchvision's test_nms_float16 (a CUDA test there): float16 boxes and scores keep what the
+    float32 ones keep. The areas (~6e5) overflow float16; sceneparse runs the kernel in float32."""
+    boxes = torch.tensor([[285.3538, 185.5758, 1193.5110, 851.4551],
+                          [285.1472, 188.7374, 1192.4984, 851.0669],
+                          [279.2440, 197.9812, 1189.4746, 849.2019]])
+    scores = torch.tensor([0.6370, 0.7569, 0.3966])
+    keep32 = torchvision.ops.nms(boxes, scores, 0.2)
+    assert torch.equal(nms(boxes.half(), scores.half(), 0.2), keep32)
+    assert torch.equal(batched_nms(boxes.half(), scores.half(), torch.zeros(3, dtype=torch.long), 0.2), keep32)
+
+
+@pytest.mark.parametrize("iou", [0.2, 0.5, 0.8])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_nms_half_boxes_keep_their_float32_values_keep(iou, dtype):
+    """torchvision's test_autocast_cpu: boxes and scores in ``dtype`` keep what their float32 values
+    keep (with 1000 boxes and a pair at IoU ``iou``)."""
+    g = torch.Generator().manual_seed(int(iou * 10))
+    boxes = torch.rand(1000, 4, generator=g) * 100
+    boxes[:, 2:] += boxes[:, :2]
+    boxes[-1, :] = boxes[0, :]
+    x0, y0, x1, y1 = boxes[-1].tolist()
+    boxes[-1, 2] += (x1 - x0) * (1 - iou) / iou  # IoU with box 0 = iou
+    scores = torch.rand(1000, generator=g)
+    ref = torchvision.ops.nms(boxes.to(dtype).float(), scores.to(dtype).float(), iou)
+    assert torch.equal(nms(boxes.to(dtype), scores.to(dtype), iou), ref)
+    # batched_nms, one group: the same kept set (it orders exact score ties its own way)
+    got = batched_nms(boxes.to(dtype), scores.to(dtype), torch.zeros(1000, dtype=torch.long), iou)
+    assert sorted(got.tolist()) == sorted(ref.tolist())
+
+
+@pytest.mark.parametrize("n", [300, 1500])  # batched_nms: one kernel call / one call per group
+@pytest.mark.parametrize("box_dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64,
+                                       torch.int32, torch.int64])
+@pytest.mark.parametrize("score_dtype", [torch.float16, torch.float32, torch.float64])
+def test_nms_and_batched_nms_accept_the_same_dtypes(n, box_dtype, score_dtype):
+    """Every pair of dtypes: nms gives torchvision's keep indices on the boxes and scores converted to
+    the type that holds both exactly (half -> float32, integers -> float64, then the wider), and
+    batched_nms with one group keeps the same boxes."""
+    nms_module = sys.modules["sceneparse.ops.nms"]
+    g = torch.Generator().manual_seed(n)
+    boxes = (clustered_boxes(n, g) * 4).round().to(box_dtype)  # integer pixels: every dtype holds them
+    scores = (torch.randperm(n, generator=g).double() / n).to(score_dtype)  # no ties, even in float16
+    assert len(scores.unique()) == n
+    kdt = nms_module._kernel_dtype(boxes, scores)
+    assert kdt == torch.promote_types(
+        {torch.float16: torch.float32, torch.bfloat16: torch.float32, torch.int32: torch.float64,
+         torch.int64: torch.float64}.get(box_dtype, box_dtype),
+        {torch.float16: torch.float32}.get(score_dtype, score_dtype))
+    ref = torchvision.ops.nms(boxes.to(kdt), scores.to(kdt), 0.5)
+    keep = nms(boxes, scores, 0.5)
+    assert torch.equal(keep, ref) and len(ref) < n
+    if box_dtype == score_dtype == torch.float32:  # torchvision takes these as they are
+        assert torch.equal(keep, torchvision.ops.nms(boxes, scores, 0.5))
+    labels = torch.zeros(n, dtype=torch.long)
+    assert torch.equal(batched_nms(boxes, scores, labels, 0.5), ref)
+    labels = torch.randint(0, 3, (n,), generator=g)
+    assert torch.equal(batched_nms(boxes, scores, labels, 0.5),
+                       per_group_nms(boxes.to(kdt), scores.to(kdt), labels, 0.5))
+
+
+def test_nms_does_not_round_scores_to_the_boxes_dtype():
+    """Two overlapping boxes whose scores differ below the boxes' precision: the higher score wins
+    (casting the scores to the boxes' dtype made them a tie, won by the lower index)."""
+    boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 9.0]])
+    s64 = torch.tensor([0.5, 0.5 + 1e-12], dtype=torch.float64)
+    assert nms(boxes, s64, 0.5).tolist() == [1]
+    assert torchvision.ops.nms(boxes.double(), s64, 0.5).tolist() == [1]
+    s32 = torch.tensor([0.5, 0.5001])  # equal in float16
+    assert nms(boxes.half(), s32, 0.5).tolist() == [1]
+    assert nms(boxes.long(), s32, 0.5).tolist() == [1]
+    assert batched_nms(boxes.half(), s32, torch.zeros(2, dtype=torch.long), 0.5).tolist() == [1]

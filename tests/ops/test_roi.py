@@ -186,11 +186,12 @@ def test_parallel_cpu_roi_align_is_torchvisions_kernel(monkeypatch):
             torch.testing.assert_close(f1.grad, f2.grad, rtol=1e-5, atol=1e-6)
             assert f1.grad.abs().sum() > 0
         assert calls == [2, 2]  # the chunked path ran
-        # bfloat16 autocast: computed in float32, returned in the input's dtype, like torchvision's wrapper
+        # bfloat16 autocast: computed in float32 (float32 RoIs as they are), returned in the input's dtype,
+        # like torchvision's wrapper
         with torch.autocast("cpu", dtype=torch.bfloat16):
             fb = feat.to(torch.bfloat16)
             got = roi_align(fb, rois, 7, 0.25, 2)
-            ref = torchvision.ops.roi_align(fb, rois.to(torch.bfloat16), (7, 7), 0.25, 2)
+            ref = torchvision.ops.roi_align(fb, rois, (7, 7), 0.25, 2)
         assert got.dtype == torch.bfloat16
         assert torch.equal(got, ref)
         small = torch.randn(1, 2, 7, 7, dtype=torch.float64, requires_grad=True)
@@ -272,3 +273,83 @@ def test_sparse_roi_align_backward_is_torchvisions_gradient(sampling, aligned):
     finally:
         torch.set_num_threads(threads)
     torch.testing.assert_close(f.grad, ref, rtol=1e-6, atol=2e-6)
+
+
+# --- cases found by running torchvision's own RoIAlign tests against sceneparse (issue 22) ----------
+
+@pytest.mark.parametrize("sampling", [2, -1])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_roi_align_zero_rois_with_grad_is_empty_like_torchvision(sampling, threads):
+    """Zero RoIs, features requiring grad: an empty ``[0, C, oh, ow]`` whose backward gives the
+    features a zero gradient, as torchvision -- directly and through a single-level (and a
+    multi-level) multiscale_roi_align. (The own CPU path used to raise from ``torch.cat([])``.)"""
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        f1 = torch.rand(2, 3, 10, 10, requires_grad=True)
+        f2 = f1.detach().clone().requires_grad_()
+        got = roi_align(f1, torch.zeros(0, 5), (5, 4), 0.5, sampling)
+        ref = torchvision.ops.roi_align(f2, torch.zeros(0, 5), (5, 4), 0.5, sampling)
+        assert got.shape == ref.shape == (0, 3, 5, 4) and got.dtype == ref.dtype
+        got.sum().backward()
+        ref.sum().backward()
+        assert torch.equal(f1.grad, f2.grad) and not f1.grad.any()
+        # the list-of-boxes form, and the FPN pooler with one level and with two
+        feats = [torch.rand(2, 3, 16, 16, requires_grad=True), torch.rand(2, 3, 8, 8, requires_grad=True)]
+        empty = [torch.zeros(0, 4), torch.zeros(0, 4)]
+        assert roi_align(feats[0], empty, 2, 1.0, sampling).shape == (0, 3, 2, 2)
+        for levels in (1, 2):
+            names = [f"p{k}" for k in range(levels)]
+            out = multiscale_roi_align(feats[:levels], empty, [(64, 64), (64, 64)], 7, sampling)
+            tv = torchvision.ops.MultiScaleRoIAlign(names, 7, sampling)(OrderedDict(zip(names, feats)), empty,
+                                                                        [(64, 64), (64, 64)])
+            assert out.shape == tv.shape == (0, 3, 7, 7)
+            out.sum().backward()
+            assert all(f.grad is not None and not f.grad.any() for f in feats[:levels])
+    finally:
+        torch.set_num_threads(old)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("sampling", [-1, 2])
+def test_roi_align_half_types_give_one_answer_whatever_the_roi_count(dtype, sampling):
+    """torchvision's test_forward case in float16 / bfloat16, the RoIs alone (one plain call) and
+    repeated 10 times (40 RoIs: the threaded CPU path): float16 used to differ by up to ~1e-3 between
+    the two (torchvision's half kernel below 32 RoIs, float32 above) and bfloat16 raised for few RoIs.
+    Now both are the float32 computation rounded once: bitwise equal, for any count, within
+    torchvision's tolerance of the float64 reference."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 50, 10, 10, generator=g).to(dtype)
+    rois = torch.tensor([[0, 0, 0, 9, 9], [0, 0, 5, 4, 9], [0, 5, 5, 9, 9], [1, 0, 0, 9, 9]], dtype=dtype)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        few = roi_align(x, rois, 5, 1.0, sampling)
+        many = roi_align(x, rois.repeat(10, 1), 5, 1.0, sampling)
+        singles = torch.cat([roi_align(x, rois[i:i + 1], 5, 1.0, sampling) for i in range(4)])
+        x_grad = x.clone().requires_grad_()  # the gradient-carrying path too
+        with_grad = roi_align(x_grad, rois.repeat(10, 1), 5, 1.0, sampling)
+    finally:
+        torch.set_num_threads(threads)
+    assert few.dtype == many.dtype == dtype
+    for other in (*many.split(4), singles, with_grad.detach()[:4]):
+        assert torch.equal(other, few)
+    # the rule: float32 features and RoIs, one rounding at the end (= torchvision's autocast wrapper)
+    assert torch.equal(few, torchvision.ops.roi_align(x.float(), rois.float(), 5, 1.0, sampling).to(dtype))
+    tol = 4e-3 if dtype is torch.float16 else 5e-3
+    ref = ref_roi_align(x.double(), rois.double(), (5, 5), 1.0, sampling, False)
+    torch.testing.assert_close(few.double(), ref, rtol=tol, atol=tol)
+    with_grad.float().sum().backward()
+    assert x_grad.grad.dtype == dtype and x_grad.grad.abs().sum() > 0
+
+
+def test_roi_align_half_features_keep_float32_rois_unrounded():
+    """float16 features with float32 RoIs: the RoIs are not rounded to float16 on the way (a box edge
+    at 1000.3 px would move by up to 0.25 px), so the output is the float32 one rounded once."""
+    g = torch.Generator().manual_seed(1)
+    feat = torch.randn(1, 4, 80, 80, generator=g).half()
+    rois = torch.cat([torch.zeros(3, 1), random_boxes(3, 1200.0, g)], 1)
+    assert not torch.equal(rois.half().float(), rois)
+    got = roi_align(feat, rois, 7, 1 / 16, 2)
+    assert torch.equal(got, roi_align(feat.float(), rois, 7, 1 / 16, 2).half())
+    assert not torch.equal(got, roi_align(feat.float(), rois.half().float(), 7, 1 / 16, 2).half())

@@ -51,3 +51,26 @@ def test_hflip_twice_is_identity():
     f = B.hflip(b, 10)
     assert f.tolist() == [[5, 2, 9, 9]]
     assert torch.equal(B.hflip(f, 10), b)
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int64])
+def test_integer_tensor_boxes_are_never_rounded_to_float32(dtype):
+    """Issue 22 (the box_area defect's pattern): integer tensors were divided in float32, which
+    rounds coordinates past 2**24. Divisions now run in float64 for them (as numpy does for integer
+    arrays), and what divides nothing keeps the integer dtype."""
+    n = 2**31 - 1
+    b = torch.tensor([[1, 2, n, n - 2], [0, 0, 3, 4]], dtype=dtype)
+    as_np = b.numpy().astype(np.int64)
+    cxcywh = B.convert(b, "xyxy", "cxcywh")
+    assert cxcywh.dtype == torch.float64
+    assert cxcywh[0].tolist() == [(1 + n) / 2, n / 2, n - 1, n - 4]
+    np.testing.assert_array_equal(cxcywh.numpy(), B.convert(as_np, "xyxy", "cxcywh"))
+    assert torch.equal(B.convert(cxcywh, "cxcywh", "xyxy"), b.double())
+    assert B.convert(b, "xywh", "cxcywh")[0].tolist() == [1 + n / 2, 2 + (n - 2) / 2, n, n - 2]
+    assert B.convert(b, "cxcywh", "xyxy")[1].tolist() == [-1.5, -2.0, 1.5, 2.0]
+    xywh = B.convert(b, "xyxy", "xywh")
+    assert xywh.dtype == dtype and xywh[0].tolist() == [1, 2, n - 1, n - 4]
+    assert B.area(b.long()).tolist() == [(n - 1) * (n - 4), 12]
+    normalized = B.normalize(b, (n, n))
+    assert normalized.dtype == torch.float64 and normalized[0].tolist() == [1 / n, 2 / n, 1.0, (n - 2) / n]
+    np.testing.assert_array_equal(normalized.numpy(), B.normalize(as_np, (n, n)))

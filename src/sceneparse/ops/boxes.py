@@ -11,7 +11,12 @@ Two families, same formulas:
   stay finite for degenerate boxes.
 
 Boxes are expected valid (``x1 <= x2``, ``y1 <= y2``); the area is ``w * h`` (COCO's rule, no ``+1``).
-Half-precision inputs are computed and returned in float32 (products of pixel sizes overflow fp16).
+Dtypes: float32 / float64 are computed as they are. Half-precision inputs are computed and returned in
+float32 (products of pixel sizes overflow fp16). Integer inputs (any width, bool included) are exact:
+widths, areas, intersections and unions in int64 (no int8/int16/int32 overflow, nothing rounded to
+float32), so :func:`box_area` returns int64, and every ratio (IoU, GIoU, DIoU) is taken in float64 and
+returned as float64 -- one rounding of the exact quantities while they stay below ``2**53``.
+(torchvision keeps int32 / int64 and returns its IoUs in float32: exact areas, rounded ratios.)
 
 Formulas (``I`` intersection, ``U`` union, ``C`` area of the smallest enclosing box, ``rho`` the
 distance between centres, ``c`` the diagonal of the enclosing box):
@@ -42,14 +47,23 @@ def _check(boxes: Tensor, name: str) -> None:
 
 
 def _upcast(t: Tensor) -> Tensor:
-    """Float16/bfloat16 -> float32 (areas of pixel boxes overflow fp16); ints -> float32."""
+    """Float16/bfloat16 -> float32 (areas of pixel boxes overflow fp16); integers -> int64 (exact
+    products); float32 / float64 unchanged."""
     if t.is_floating_point():
         return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
-    return t.float()
+    return t.long()
+
+
+def _real(t: Tensor) -> Tensor:
+    """An exact integer quantity (int64) as float64 before a division or an ``eps`` (int64 / int64
+    and int64 + float would give float32); floating tensors unchanged."""
+    return t if t.is_floating_point() else t.double()
 
 
 def box_area(boxes: Tensor) -> Tensor:
-    """Area ``(x2 - x1) * (y2 - y1)`` of XYXY boxes ``[..., 4] -> [...]`` (no ``+1``, no clamping)."""
+    """Area ``(x2 - x1) * (y2 - y1)`` of XYXY boxes ``[..., 4] -> [...]`` (no ``+1``, no clamping).
+
+    Integer boxes give the exact int64 area; half types give float32."""
     _check(boxes, "boxes")
     boxes = _upcast(boxes)
     return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
@@ -76,7 +90,7 @@ def box_iou(a: Tensor, b: Tensor) -> Tensor:
     _check(b, "b")
     a, b = _upcast(a), _upcast(b)
     inter, union = _pairwise_inter_union(a, b)
-    return inter / union
+    return _real(inter) / _real(union)
 
 
 def _pairwise_iou_enclosing(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -86,7 +100,7 @@ def _pairwise_iou_enclosing(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tenso
     lt = torch.minimum(a[..., :, None, :2], b[..., None, :, :2])
     rb = torch.maximum(a[..., :, None, 2:], b[..., None, :, 2:])
     wh = (rb - lt).clamp(min=0)
-    return inter / union, union, wh[..., 0], wh[..., 1]
+    return _real(inter) / _real(union), union, wh[..., 0], wh[..., 1]
 
 
 def generalized_box_iou(a: Tensor, b: Tensor) -> Tensor:
@@ -99,10 +113,11 @@ def generalized_box_iou(a: Tensor, b: Tensor) -> Tensor:
     _check(b, "b")
     iou, union, ew, eh = _pairwise_iou_enclosing(_upcast(a), _upcast(b))
     enclosing = ew * eh
-    return iou - (enclosing - union) / enclosing
+    return iou - _real(enclosing - union) / _real(enclosing)
 
 
 def _centres(boxes: Tensor) -> tuple[Tensor, Tensor]:
+    boxes = _real(boxes)  # integer boxes: half-integer centres, exact in float64
     return (boxes[..., 0] + boxes[..., 2]) / 2, (boxes[..., 1] + boxes[..., 3]) / 2
 
 
@@ -116,7 +131,7 @@ def distance_box_iou(a: Tensor, b: Tensor, eps: float = 1e-7) -> Tensor:
     _check(b, "b")
     a, b = _upcast(a), _upcast(b)
     iou, _, ew, eh = _pairwise_iou_enclosing(a, b)
-    diag2 = ew**2 + eh**2 + eps
+    diag2 = _real(ew**2 + eh**2) + eps
     ax, ay = _centres(a)
     bx, by = _centres(b)
     rho2 = (ax[..., :, None] - bx[..., None, :]) ** 2 + (ay[..., :, None] - by[..., None, :]) ** 2
@@ -152,7 +167,7 @@ def box_iou_paired(a: Tensor, b: Tensor, eps: float = 1e-7) -> Tensor:
     """IoU of matched pairs: ``a [..., 4]``, ``b [..., 4]`` -> ``[...]``, ``I / (U + eps)``."""
     a, b = _check_paired(a, b)
     inter, union, _, _ = _paired_inter_union_enclosing(a, b)
-    return inter / (union + eps)
+    return _real(inter) / (_real(union) + eps)
 
 
 def generalized_box_iou_paired(a: Tensor, b: Tensor, eps: float = 1e-7) -> Tensor:
@@ -163,7 +178,7 @@ def generalized_box_iou_paired(a: Tensor, b: Tensor, eps: float = 1e-7) -> Tenso
     a, b = _check_paired(a, b)
     inter, union, ew, eh = _paired_inter_union_enclosing(a, b)
     enclosing = ew * eh
-    return inter / (union + eps) - (enclosing - union) / (enclosing + eps)
+    return _real(inter) / (_real(union) + eps) - _real(enclosing - union) / (_real(enclosing) + eps)
 
 
 def distance_box_iou_paired(a: Tensor, b: Tensor, eps: float = 1e-7) -> Tensor:
@@ -176,4 +191,4 @@ def distance_box_iou_paired(a: Tensor, b: Tensor, eps: float = 1e-7) -> Tensor:
     ax, ay = _centres(a)
     bx, by = _centres(b)
     rho2 = (ax - bx) ** 2 + (ay - by) ** 2
-    return inter / (union + eps) - rho2 / (ew**2 + eh**2 + eps)
+    return _real(inter) / (_real(union) + eps) - rho2 / (_real(ew**2 + eh**2) + eps)

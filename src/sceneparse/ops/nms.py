@@ -31,14 +31,41 @@ def _check(boxes: Tensor, scores: Tensor) -> None:
         raise ValueError(f"scores must be [N] with N = {boxes.shape[0]}, got {tuple(scores.shape)}")
 
 
+def _kernel_dtype(boxes: Tensor, scores: Tensor) -> torch.dtype:
+    """The one floating type the greedy kernel gets boxes and scores in (it needs both the same, and
+    has no integer, nor -- on the CPU -- half variants): each side's exact floating form (float32 /
+    float64 as they are, float16 / bfloat16 -> float32, integers -> float64, exact below ``2**53``),
+    then the wider of the two. Nothing is rounded on the way: a score cast to a narrower type could
+    tie with its neighbour and a half-precision area overflows."""
+
+    def exact(dtype: torch.dtype) -> torch.dtype:
+        if dtype in (torch.float32, torch.float64):
+            return dtype
+        return torch.float32 if dtype in (torch.float16, torch.bfloat16) else torch.float64
+
+    return torch.promote_types(exact(boxes.dtype), exact(scores.dtype))
+
+
+def _as_kernel_inputs(boxes: Tensor, scores: Tensor) -> tuple[Tensor, Tensor]:
+    dtype = _kernel_dtype(boxes, scores)
+    return boxes.to(dtype), scores.to(dtype)
+
+
 def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     """Greedy NMS. Returns the kept indices (int64 ``[K]``) in decreasing order of score.
 
     A box is suppressed by a higher-scoring kept box when their IoU is strictly greater than
     ``iou_threshold``.
+
+    Any real dtypes of boxes and scores, as :func:`batched_nms`: float32 or float64 boxes and scores
+    of the same type run torchvision's kernel as they are (its keep indices); otherwise both are
+    converted to the narrowest floating type that holds each exactly (:func:`_kernel_dtype`: half
+    types -> float32, integers -> float64, then the wider of the two), so that e.g. float16 boxes keep
+    what their float32 values keep and int64 boxes what their float64 values keep.
     """
     _check(boxes, scores)
-    return torchvision.ops.nms(boxes, scores.to(boxes.dtype), float(iou_threshold))
+    boxes, scores = _as_kernel_inputs(boxes, scores)
+    return torchvision.ops.nms(boxes, scores, float(iou_threshold))
 
 
 #: Up to this many boxes one kernel call runs over all groups (the coordinate trick below); above
@@ -154,7 +181,7 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
 
     Returns the kept indices (int64 ``[K]``) in decreasing order of score; the kept set equals
     running :func:`nms` on each group separately (boxes with exactly equal scores may come out in
-    either order, as in torchvision).
+    either order, as in torchvision). Accepts the dtypes :func:`nms` accepts.
 
     Small inputs run one greedy kernel on all boxes, each group translated by ``rank * (extent + 1)``
     along the diagonal (``rank`` = the group's position among the groups present, ``extent`` = span of
@@ -183,12 +210,13 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
         extent = b.max() - lo
         shifted = (b - lo) + (rank.double() * (extent + 1))[:, None]
         return torchvision.ops.nms(shifted, scores.double(), float(iou_threshold))
+    boxes_k, scores_k = _as_kernel_inputs(boxes, scores)  # float32 / float64, as in nms
     call = rank
     size = torch.bincount(rank)
     if boxes.device.type == "cpu" and bool((size >= _GRAPH_MIN_GROUP).any()) and iou_threshold > _IOU_SLACK \
-            and boxes.dtype in (torch.float32, torch.float64) and bool(torch.isfinite(boxes).all()):
+            and bool(torch.isfinite(boxes_k).all()):
         big = torch.where(size[rank] >= _GRAPH_MIN_GROUP)[0]
-        label = _overlap_components(boxes[big], rank[big], float(iou_threshold))
+        label = _overlap_components(boxes_k[big], rank[big], float(iou_threshold))
         if label is not None:
             part = torch.zeros(n, dtype=torch.long, device=boxes.device)
             part[big] = big[label] + 1  # component = its smallest box; 0 for the boxes of small groups
@@ -197,9 +225,8 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
     keep_mask = torch.zeros(n, dtype=torch.bool, device=boxes.device)
     order = torch.argsort(call, stable=True)  # by call, then by index (the kernel's tie order)
     counts = torch.bincount(call).tolist()
-    scores_b = scores.to(boxes.dtype)
     for members in torch.split(order, counts):  # one kernel per call: a loop over calls, not boxes
-        keep_mask[members[torchvision.ops.nms(boxes[members], scores_b[members], float(iou_threshold))]] = True
+        keep_mask[members[torchvision.ops.nms(boxes_k[members], scores_k[members], float(iou_threshold))]] = True
     kept = torch.where(keep_mask)[0]
     return kept[scores[kept].sort(descending=True)[1]]  # torchvision's final ordering, ties included
 

@@ -19,6 +19,14 @@ Boxes are XYXY in *input-image* pixels; ``spatial_scale`` maps them to the featu
 (``1 / stride``). RoIs are either a ``[K, 5]`` tensor ``(batch_index, x1, y1, x2, y2)`` or a list with
 one ``[K_i, 4]`` tensor per image.
 
+Dtypes: float32 and float64 features are computed as they are, with the RoIs cast to that type.
+float16 and bfloat16 features are always computed in float32 -- features upcast (exact), RoIs cast
+from their own type straight to float32 (never rounded to the half type), the float32 result rounded
+once to the features' type -- on every device and path, whatever the number of RoIs. So a RoI's
+output does not depend on the other RoIs of the call, bit for bit, in any dtype. (torchvision's CPU
+kernel has no bfloat16 variant and runs float16 in float16 arithmetic; its autocast wrapper computes
+in float32 as this rule does.)
+
 :func:`multiscale_roi_align` pools each RoI from one FPN level chosen by :func:`assign_levels`
 (FPN eq. 1: ``k = floor(k0 + log2(sqrt(w h) / 224))``) and is numerically identical to
 ``torchvision.ops.MultiScaleRoIAlign`` -- but stateless: torchvision caches the scales of the first
@@ -129,7 +137,7 @@ def roi_align_sampling(rois: Tensor, feature_size: tuple[int, int], output_size:
              + xi[:, None, :, None, :, None, :])
     weight = yw[:, :, None, :, None, :, None] * xw[:, None, :, None, :, None, :] / (s * s)
     n = rois.shape[0] * oh * ow
-    return index.reshape(n, -1), weight.reshape(n, -1)
+    return index.reshape(n, 4 * s * s), weight.reshape(n, 4 * s * s)  # explicit: K may be 0
 
 
 def _sparse_roi_align_backward(grad: Tensor, rois: Tensor, spatial_scale: float, sampling_ratio: int,
@@ -158,14 +166,13 @@ class _CPURoIAlign(torch.autograd.Function):
     @staticmethod
     def forward(ctx, features: Tensor, rois: Tensor, oh: int, ow: int, scale: float, sampling: int,
                 aligned: bool, parts: int) -> Tensor:
-        # float32 / float64 as they are; half types computed in float32, as torchvision's autocast wrapper does
-        compute = features.dtype if features.dtype in (torch.float32, torch.float64) else torch.float32
-        f = features.to(compute).contiguous()
-        r = rois.to(compute).contiguous()
-        spans = _chunks(r.shape[0], parts)
+        # roi_align has already made the features float32 / float64 and the RoIs of the same type
+        f = features.contiguous()
+        r = rois.to(f.dtype).contiguous()
+        spans = _chunks(r.shape[0], parts) or [(0, 0)]  # no RoIs: one kernel call, an empty [0, C, oh, ow]
         op = torch.ops.torchvision.roi_align
-        outs = list(_executor(parts).map(lambda ab: op(f, r[ab[0]:ab[1]], scale, oh, ow, sampling, aligned),
-                                         spans))
+        outs = list(_executor(len(spans)).map(
+            lambda ab: op(f, r[ab[0]:ab[1]], scale, oh, ow, sampling, aligned), spans))
         ctx.save_for_backward(r)
         ctx.args = (oh, ow, scale, sampling, aligned, spans, tuple(f.shape), features.dtype)
         return torch.cat(outs).to(features.dtype)
@@ -211,16 +218,24 @@ def roi_align(features: Tensor, rois: Tensor | Sequence[Tensor], output_size: in
     ``sampling_ratio`` samples per bin side (``<= 0``: ``ceil(roi_size / output_size)``, adaptive).
     ``aligned=True`` shifts boxes by -0.5 px so that a box ``(0, 0, 1, 1)`` samples the centre of pixel 0
     (the pixel-model-correct variant, Detectron2's ROIAlignV2); ``False`` reproduces the original.
+
+    float32 / float64 features are computed as they are (RoIs cast to their type); float16 / bfloat16
+    features are computed in float32 (RoIs cast to float32 from their own type, not through the half
+    type) and the result is rounded once to the features' dtype -- on every device and path, so a RoI
+    gives the same output, bit for bit, whatever the other RoIs of the call and however many there are.
+    Zero RoIs give an empty ``[0, C, oh, ow]`` (with a gradient path when the features need one).
     """
     _check_features(features)
-    rois = _as_rois(rois).to(features.dtype)
+    half = features.dtype in (torch.float16, torch.bfloat16)
+    x = features.float() if half else features
+    rois = _as_rois(rois).to(x.dtype)
     oh, ow = _pair(output_size)
-    parts = _cpu_parts(features, rois.shape[0])
-    if _own_cpu_path(features, parts, int(sampling_ratio)):
-        return _CPURoIAlign.apply(features, rois, oh, ow, float(spatial_scale), int(sampling_ratio),
-                                  bool(aligned), parts)
-    return torchvision.ops.roi_align(features, rois, (oh, ow), float(spatial_scale), int(sampling_ratio),
-                                     bool(aligned))
+    parts = _cpu_parts(x, rois.shape[0])
+    if _own_cpu_path(x, parts, int(sampling_ratio)):
+        out = _CPURoIAlign.apply(x, rois, oh, ow, float(spatial_scale), int(sampling_ratio), bool(aligned), parts)
+    else:
+        out = torchvision.ops.roi_align(x, rois, (oh, ow), float(spatial_scale), int(sampling_ratio), bool(aligned))
+    return out.to(features.dtype) if half else out
 
 
 def roi_pool(features: Tensor, rois: Tensor | Sequence[Tensor], output_size: int | Sequence[int],
@@ -270,6 +285,8 @@ def multiscale_roi_align(features: Sequence[Tensor], boxes: Sequence[Tensor],
     backbone (unpadded sizes; their per-axis maximum is the reference). The scale of each level is
     ``2 ** round(log2(H_l / H))`` and the levels are ``k = -log2(scale)``; a single level skips the
     mapping. ``aligned``: :func:`roi_align`'s (half-pixel offset; torchvision's FPN pooler uses ``False``).
+    Dtypes as :func:`roi_align`. No boxes at all: an empty ``[0, C, oh, ow]`` that every level's
+    features get a (zero) gradient through, as torchvision's pooler.
     """
     if len(features) == 0:
         raise ValueError("features must hold at least one level")
@@ -293,6 +310,6 @@ def multiscale_roi_align(features: Sequence[Tensor], boxes: Sequence[Tensor],
             # ONNX form is specialised to the example's count when a level gets a single RoI
             pooled = roi_align(feat, rois[idx], (oh, ow), scale, sampling_ratio, aligned).to(out.dtype)
             out = out.scatter(0, idx.view(-1, 1, 1, 1).expand_as(pooled), pooled)
-        elif idx.numel():
+        elif idx.numel() or not rois.shape[0]:  # no RoIs at all: still one (empty) call per level
             out[idx] = roi_align(feat, rois[idx], (oh, ow), scale, sampling_ratio, aligned).to(out.dtype)
     return out

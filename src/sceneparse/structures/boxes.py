@@ -2,6 +2,10 @@
 
 The result has the type of the input (tensor in, tensor out). See :mod:`sceneparse.conventions`
 for the coordinate rule (``area = w * h``, no ``+1``).
+
+Integer boxes stay exact: what needs no division (XYXY <-> XYWH, :func:`area`, :func:`hflip`, ...)
+keeps the integer dtype, and what divides (conversions from or to CXCYWH, :func:`normalize`) is
+computed in float64 for integer tensors -- as numpy does for integer arrays -- never in float32.
 """
 from __future__ import annotations
 
@@ -26,12 +30,22 @@ def _check(boxes) -> None:
         raise ValueError(f"boxes must have shape [..., 4], got {tuple(boxes.shape)}")
 
 
+def _divisible(boxes):
+    """Integer tensors as float64 before a division (torch divides them in float32); numpy already
+    divides integer arrays in float64, floating inputs are kept."""
+    if isinstance(boxes, torch.Tensor) and not (boxes.is_floating_point() or boxes.is_complex()):
+        return boxes.double()
+    return boxes
+
+
 def convert(boxes: ArrayT, src: BoxFormat | str, dst: BoxFormat | str) -> ArrayT:
     """Convert ``[..., 4]`` boxes between :class:`BoxFormat` layouts."""
     src, dst = BoxFormat.parse(src), BoxFormat.parse(dst)
     _check(boxes)
     if src == dst:
         return boxes.clone() if isinstance(boxes, torch.Tensor) else boxes.copy()
+    if BoxFormat.CXCYWH in (src, dst):  # halves sizes or sums
+        boxes = _divisible(boxes)
     a, b, c, d = boxes[..., 0], boxes[..., 1], boxes[..., 2], boxes[..., 3]
     if src == BoxFormat.XYWH:
         x0, y0, x1, y1 = a, b, a + c, b + d
@@ -49,6 +63,7 @@ def convert(boxes: ArrayT, src: BoxFormat | str, dst: BoxFormat | str) -> ArrayT
 def normalize(boxes: ArrayT, image_size: tuple[int, int]) -> ArrayT:
     """Absolute pixels -> fractions of the image. ``image_size`` is ``(height, width)``.
     Valid for XYXY and CXCYWH / XYWH alike (x-like coordinates at even positions)."""
+    boxes = _divisible(boxes)
     h, w = image_size
     scale = [w, h, w, h]
     scale = torch.tensor(scale, dtype=boxes.dtype, device=boxes.device) if isinstance(boxes, torch.Tensor) \

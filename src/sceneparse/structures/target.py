@@ -1,7 +1,8 @@
 """``Target``: everything annotated for one image, in sceneparse's conventions."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from typing import Any
 
 import torch
 
@@ -51,6 +52,21 @@ class Target:
         return replace(self, instances=self.instances[keep], iscrowd=self.iscrowd[keep], extra=extra)
 
     def to(self, device) -> "Target":
-        return replace(self, instances=self.instances.to(device), iscrowd=self.iscrowd.to(device),
-                       semantic=None if self.semantic is None else self.semantic.to(device),
-                       extra={k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in self.extra.items()})
+        """A copy with every tensor on ``device``: each field is moved by :func:`_move`, so a field
+        added later is moved too."""
+        return replace(self, **{f.name: _move(getattr(self, f.name), device) for f in fields(self) if f.init})
+
+
+def _move(value: Any, device) -> Any:
+    """``value`` with every tensor it holds on ``device``: tensors and objects with a ``to`` method
+    (:class:`Instances`, :class:`SemanticMap`, :class:`PanopticMap`) by it; other dataclasses field by
+    field; dicts, lists and tuples item by item; anything else (ids, names, numbers) as it is."""
+    if isinstance(value, torch.Tensor) or (not isinstance(value, type) and callable(getattr(value, "to", None))):
+        return value.to(device)
+    if is_dataclass(value) and not isinstance(value, type):
+        return replace(value, **{f.name: _move(getattr(value, f.name), device) for f in fields(value) if f.init})
+    if isinstance(value, dict):
+        return {k: _move(v, device) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_move(v, device) for v in value)
+    return value
