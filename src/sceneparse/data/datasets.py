@@ -5,6 +5,7 @@ Images come back as ``float32 [3, H, W]`` RGB in ``[0, 1]`` (the model input con
 are :class:`~sceneparse.structures.target.Target` in sceneparse's conventions (XYXY float32 absolute
 pixels, contiguous labels, ``bool [N, H, W]`` masks, ``float32 [N, K, 3]`` keypoints). Every problem
 raises :class:`~sceneparse.errors.DataError` naming the file, the image / annotation id and the field.
+Image files are read by :mod:`sceneparse.data.images`, the one image reader (the predictor's too).
 """
 from __future__ import annotations
 
@@ -13,70 +14,22 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import DataError, Problem
 from ..structures.instances import Instances
 from ..structures.masks import decode_rle, polygons_to_rle
 from ..structures.segmaps import PanopticMap, SegmentInfo, SemanticMap, rgb2id
 from ..structures.target import Target
+from .images import pil_to_tensor  # noqa: F401  (re-exported: its old home)
+from .images import open_image, pixels_to_tensor, read_image, read_pixels
 from .records import AnnotationSet, ImageRecord, ObjectRecord
 
 #: ``(image, target) -> (image, target)``, e.g. :class:`sceneparse.data.transforms.Compose`.
 Transform = Callable[[torch.Tensor, Target], "tuple[torch.Tensor, Target]"]
 
-#: PIL modes holding 16-bit samples (``I`` is what older Pillow versions widen 16-bit PNGs to).
-_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
-
-
-def _open_pil(path: Path, record: str | None = None) -> Image.Image:
-    """Open and fully decode an image file (PIL opens lazily; ``load`` surfaces truncated data now)."""
-    try:
-        img = Image.open(path)
-        img.load()
-        return img
-    except FileNotFoundError:
-        raise DataError(Problem(str(path), record, "file_name", "image file not found")) from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise DataError(Problem(str(path), record, "file_name", f"unreadable image: {e}")) from None
-
-
-def pil_to_tensor(img: Image.Image) -> torch.Tensor:
-    """A PIL image of any common mode -> ``float32 [3, H, W]`` RGB in ``[0, 1]``.
-
-    Grayscale (``L``, ``1``), palette (``P``), alpha (``LA``, ``RGBA``: alpha is dropped, not
-    composited), ``CMYK`` and ``YCbCr`` go through PIL's RGB conversion; 16-bit grayscale
-    (``I;16*``, ``I``) is divided by 65535 and float (``F``) is taken as already in ``[0, 1]``
-    (both clipped), then replicated to three channels.
-    """
-    if img.mode in _SIXTEEN_BIT_MODES or img.mode == "F":
-        a = np.asarray(img).astype(np.float32)
-        if img.mode != "F":
-            a /= 65535.0
-        gray = torch.from_numpy(np.clip(a, 0.0, 1.0))
-        return gray.unsqueeze(0).expand(3, -1, -1).contiguous()
-    if img.mode != "RGB":
-        img = img.convert("RGB")
-    return _rgb8_to_tensor(np.asarray(img, dtype=np.uint8))
-
-
-def _rgb8_to_tensor(a: np.ndarray) -> torch.Tensor:
-    """``uint8 [H, W, 3]`` -> ``float32 [3, H, W]`` in ``[0, 1]`` (a new tensor; ``a`` is not shared)."""
-    return torch.from_numpy(a if a.flags.writeable else a.copy()).permute(2, 0, 1).float().div_(255.0)
-
-
-def load_image(path: str | Path, *, exif: bool = True) -> torch.Tensor:
-    """Read an image file as ``float32 [3, H, W]`` RGB in ``[0, 1]``.
-
-    ``exif=True`` applies the EXIF orientation tag (``ImageOps.exif_transpose``), so the tensor
-    shows the picture the way viewers display it. Raises :class:`DataError` naming the file when
-    it is missing or unreadable.
-    """
-    path = Path(path)
-    img = _open_pil(path)
-    if exif:
-        img = ImageOps.exif_transpose(img)
-    return pil_to_tensor(img)
+#: Read an image file as ``float32 [3, H, W]`` RGB in ``[0, 1]`` (EXIF orientation applied unless
+#: ``exif=False``): the one image reader, :func:`sceneparse.data.images.read_image`, under its old name.
+load_image = read_image
 
 
 class SceneDataset(torch.utils.data.Dataset):
@@ -189,9 +142,9 @@ class SceneDataset(torch.utils.data.Dataset):
 
     def _load_image(self, rec: ImageRecord) -> torch.Tensor:
         if not self.cache:
-            return pil_to_tensor(self._decode(rec))
+            return read_image(self.aset.image_path(rec), self._size(rec), record=self._where(rec))
         held = self._held_pixels(rec)
-        return held.clone() if isinstance(held, torch.Tensor) else _rgb8_to_tensor(held)
+        return held.clone() if isinstance(held, torch.Tensor) else pixels_to_tensor(held)
 
     def _held_pixels(self, rec: ImageRecord) -> np.ndarray | torch.Tensor:
         """The cached pixels of ``rec`` (decoded and stored on first use): 8-bit images as ``uint8
@@ -199,25 +152,14 @@ class SceneDataset(torch.utils.data.Dataset):
         key = int(rec.id)
         held = self._images.get(key)
         if held is None:
-            img = self._decode(rec)
-            held = pil_to_tensor(img) if img.mode in _SIXTEEN_BIT_MODES or img.mode == "F" else \
-                np.array(img if img.mode == "RGB" else img.convert("RGB"), dtype=np.uint8)
-            self._images[key] = held
+            held = self._images[key] = read_pixels(self.aset.image_path(rec), self._size(rec), record=self._where(rec))
         return held
 
-    def _decode(self, rec: ImageRecord) -> Image.Image:
-        path = self.aset.image_path(rec)
-        raw = _open_pil(path, self._where(rec))
-        img = ImageOps.exif_transpose(raw)
-        want = (int(rec.height or 0), int(rec.width or 0))
-        if want[0] > 0 and want[1] > 0 and (img.height, img.width) != want:
-            if (raw.height, raw.width) == want:
-                img = raw  # annotated on the stored pixels: ignore the EXIF rotation
-            else:
-                raise DataError(Problem(str(path), self._where(rec), "height/width",
-                                        f"image file is {img.height}x{img.width} (HxW) but the record says "
-                                        f"{want[0]}x{want[1]}"))
-        return img
+    @staticmethod
+    def _size(rec: ImageRecord) -> tuple[int, int]:
+        """The record's ``(height, width)`` (0 if unknown): with the EXIF orientation, it decides which
+        way up the image reader reads the file (see the class notes)."""
+        return int(rec.height or 0), int(rec.width or 0)
 
     def _load_target(self, rec: ImageRecord, h: int, w: int) -> Target:
         objs = self.aset.annotations_of(rec.id)
@@ -299,7 +241,7 @@ class SceneDataset(torch.utils.data.Dataset):
 
     def _read_labels(self, rec: ImageRecord, h: int, w: int) -> torch.Tensor:
         path = Path(self.aset.semantic_root) / (Path(rec.file_name).stem + ".png")  # type: ignore[arg-type]
-        img = _open_pil(path, self._where(rec))
+        img = open_image(path, exif=False, record=self._where(rec))
         if img.mode not in ("L", "P", "I", "I;16", "I;16B", "I;16L", "I;16N"):
             raise DataError(Problem(str(path), self._where(rec), "semantic",
                                     "semantic PNG must be single-channel label values", img.mode))
@@ -315,7 +257,7 @@ class SceneDataset(torch.utils.data.Dataset):
             raise DataError(Problem(self.aset.source or None, self._where(rec), "panoptic",
                                     "load_panoptic=True but the image has no panoptic annotation"))
         path = Path(self.aset.panoptic_root) / prec.file_name  # type: ignore[arg-type]
-        img = _open_pil(path, self._where(rec))
+        img = open_image(path, exif=False, record=self._where(rec))
         ids = rgb2id(np.asarray(img.convert("RGB")))
         if ids.shape != (h, w):
             raise DataError(Problem(str(path), self._where(rec), "panoptic",
