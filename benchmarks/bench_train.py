@@ -72,15 +72,16 @@ def profile_model(name: str, root: Path, args) -> str:
 
     from sceneparse.data.datasets import SceneDataset
     from sceneparse.data.layout import load_split
-    from sceneparse.engine.tasks import data_kind, has_keypoints, has_masks
+    from sceneparse.models.base import model_info
     from sceneparse.models import zoo
 
     kw = {"min_size": args.unet_size, "max_size": args.unet_size} if name == "unet" else {}
     probe = zoo.build(name, num_classes=1, **kw)
-    kind = data_kind(probe)
+    info = model_info(probe)
+    kind = info.data
     aset = load_split(root, "train", kind, things_only=kind == "instances")
     model = zoo.build(name, num_classes=len(aset.categories), **kw).train()
-    ds = SceneDataset(aset, load_masks=has_masks(probe), load_keypoints=has_keypoints(probe),
+    ds = SceneDataset(aset, load_masks=info.has_masks, load_keypoints=info.num_keypoints > 0,
                       load_semantic=kind == "semantic")
     images, targets = zip(*[ds[i] for i in range(args.batch)])
     opt = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9)

@@ -17,19 +17,28 @@ from torch import nn
 from sceneparse.data.datasets import SceneDataset
 from sceneparse.data.layout import load_split
 from sceneparse.engine.evaluator import evaluate_model
+from sceneparse.models.base import ModelInfo, SceneModel
 from sceneparse.models.segmentation.base import SemanticSegmentor
 from sceneparse.structures.instances import Instances
+from sceneparse.structures.keypoints import COCO_PERSON
 from sceneparse.structures.segmaps import SemanticMap
 
 
-class _Oracle(nn.Module):
-    """Returns prepared results in dataset order, ``len(images)`` at a time."""
+class _Oracle(SceneModel):
+    """Returns prepared results in dataset order, ``len(images)`` at a time; declares the task its
+    results need (the evaluator reads nothing else of a model)."""
 
     def __init__(self, results, masks=False, keypoints=False):
         super().__init__()
         self.results, self.i = results, 0
-        self.roi_mask = nn.Identity() if masks else None
-        self.roi_keypoint = nn.Identity() if keypoints else None
+        types = ("bbox",) + (("segm",) if masks else ()) + (("keypoints",) if keypoints else ())
+        self._info = ModelInfo("pose" if keypoints else "instance" if masks else "detect", 5, iou_types=types,
+                               data="keypoints" if keypoints else "instances",
+                               keypoints=COCO_PERSON if keypoints else None)
+
+    @property
+    def info(self) -> ModelInfo:
+        return self._info
 
     def predict(self, images):
         out = self.results[self.i:self.i + len(images)]
@@ -110,7 +119,7 @@ def test_detection_metrics_equal_pycocotools(synth, batch_size):
     ds = SceneDataset(aset, load_masks=True)
     results = _perturbed(ds, seed=1, masks=True, keypoints=False)
     report = evaluate_model(_Oracle(results, masks=True), ds, batch_size=batch_size, progress=False)
-    assert report.task == "detection" and set(report.coco) == {"bbox", "segm"}
+    assert report.task == "instance" and set(report.coco) == {"bbox", "segm"}
     for iou_type in ("bbox", "segm"):
         ref = _pycocotools(synth / "annotations" / "instances_val.json", ds, results, iou_type)
         ours = np.array([report.metrics[f"{iou_type}_{n}"] for n in report.coco[iou_type].stat_names])

@@ -84,10 +84,9 @@ def test_stream_equals_model_predict_on_the_same_batches(ckpts, image_dir):
     assert [pr.path.name for pr in preds] == [f.name for f in files]
     for pr, im in zip(preds, images):
         assert torch.equal(pr.image, im)  # decoded in the worker exactly as load_image does
-    assert model.roi_box.score_thresh == 0.05  # the predictor restored it
-    model.roi_box.score_thresh = conf
-    expected = model.predict(images[0:2]) + model.predict(images[2:4]) + model.predict(images[4:5])
-    model.roi_box.score_thresh = 0.05
+    assert model.info.conf == 0.05  # the predictor passed conf as an argument; the model is unchanged
+    expected = model.predict(images[0:2], conf=conf) + model.predict(images[2:4], conf=conf) + \
+        model.predict(images[4:5], conf=conf)
     for pr, e in zip(preds, expected):
         _same(pr.result, e)
         assert bool((e.scores > conf).all()) and e.masks is not None
@@ -241,18 +240,16 @@ def test_run_with_ann_uses_its_ids_and_reports_unmatched_and_wrong_sizes(ckpts, 
 
 
 def test_semantic_run_writes_label_pngs_equal_to_model_predict(ckpts, image_dir, tmp_path):
-    with pytest.warns(UserWarning, match="conf applies to detection"):
+    with pytest.warns(UserWarning, match="conf applies to models with instance results"):
         Predictor(ckpts["unet"], device="cpu", conf=0.5)
     p = Predictor(ckpts["unet"], device="cpu", batch_size=3, imgsz=48, workers=1)
     out = tmp_path / "out"
     s = p.run(image_dir, out, progress=False, verbose=False)
     assert (s.task, s.predicted, s.failures) == ("semantic", 5, [])
     model = model_from_checkpoint(ckpts["unet"]).model
-    assert model.preprocessor.min_sizes == (520,)
-    model.preprocessor.min_sizes, model.preprocessor.max_size = (48,), round(48 * 2080 / 520)
     files = sorted(f for f in image_dir.iterdir() if f.suffix in (".png", ".jpg") and not f.name.startswith("."))
     images = [load_image(f) for f in files]
-    expected = model.predict(images[:3]) + model.predict(images[3:])
+    expected = model.predict(images[:3], imgsz=48) + model.predict(images[3:], imgsz=48)
     for f, e in zip(files, expected):
         with Image.open(out / "labels" / f"{f.stem}.png") as im:
             assert im.mode == "P"
@@ -322,14 +319,14 @@ def test_semantic_tiled_prediction_equals_model_sliding_window(ckpts, image_dir)
     real = p.model.predict
     p.model.predict = lambda ims, **kw: (seen.append(kw), real(ims, **kw))[1]
     got = p(images)
-    assert seen == [{"tile": 32, "tile_overlap": 0.25}]
+    # the settings reach the model as arguments; imgsz=64 is the longer side (min_size = max_size = 64)
+    assert seen == [{"conf": None, "iou": None, "max_det": None, "imgsz": (64, 64), "tile": 32, "tile_overlap": 0.25}]
     model = model_from_checkpoint(ckpts["unet"]).model
-    model.preprocessor.min_sizes, model.preprocessor.max_size = (64,), round(64 * 2080 / 520)
-    tiled = model.predict(images, tile=32, tile_overlap=0.25)
+    tiled = model.predict(images, imgsz=64, tile=32, tile_overlap=0.25)
     for g, t in zip(got, tiled):
         assert torch.equal(g.labels, t.labels)
     assert [tuple(g.labels.shape) for g in got] == [tuple(im.shape[1:]) for im in images]
-    with pytest.raises(ConfigError, match="semantic"):
+    with pytest.raises(ConfigError, match="not an option of this instance model"):
         Predictor(ckpts["mask"], device="cpu", tile=64)
 
 

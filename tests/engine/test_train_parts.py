@@ -15,7 +15,7 @@ from sceneparse.engine.data_order import epoch_batches, epoch_order, iters_per_e
 from sceneparse.engine.optim import build_optimizer, param_groups
 from sceneparse.engine.run_log import csv_columns, plot_loss_curve, plot_metrics, write_results_csv
 from sceneparse.engine.schedule import lr_factor
-from sceneparse.engine.tasks import data_kind, iou_types, model_task, primary_metric
+from sceneparse.models.base import model_info
 from sceneparse.errors import ConfigError
 
 
@@ -257,9 +257,10 @@ def test_task_heads_and_primary_metric_by_model():
     from sceneparse.models import zoo
 
     cases = [("unet", UNET, "semantic", (), "semantic", "miou"),
-             ("fasterrcnn_resnet18_fpn", FRCNN, "detection", ("bbox",), "instances", "bbox_AP"),
-             ("maskrcnn_resnet18_fpn", MASK, "detection", ("bbox", "segm"), "instances", "segm_AP"),
-             ("keypointrcnn_resnet18_fpn", KEYPOINT, "detection", ("bbox", "keypoints"), "keypoints", "keypoints_AP")]
+             ("fasterrcnn_resnet18_fpn", FRCNN, "detect", ("bbox",), "instances", "bbox_AP"),
+             ("maskrcnn_resnet18_fpn", MASK, "instance", ("bbox", "segm"), "instances", "segm_AP"),
+             ("keypointrcnn_resnet18_fpn", KEYPOINT, "pose", ("bbox", "keypoints"), "keypoints", "keypoints_AP")]
     for name, kw, task, types, kind, metric in cases:
         m = zoo.build(name, num_classes=2 if name != "keypointrcnn_resnet18_fpn" else 1, **kw)
-        assert (model_task(m), iou_types(m), data_kind(m), primary_metric(m)) == (task, types, kind, metric), name
+        info = model_info(m)
+        assert (info.task, info.iou_types, info.data, info.primary_metric) == (task, types, kind, metric), name

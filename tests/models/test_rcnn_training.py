@@ -15,6 +15,7 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredic
 from rcnn_helpers import randomize
 from sceneparse.errors import DataError
 from sceneparse.models import zoo
+from sceneparse.models.detectors.rcnn import TORCHVISION_RCNN_KEY_RULES
 from sceneparse.models.backbones import ResNetBackbone
 from sceneparse.models.detectors import KeypointRCNN, MaskRCNN
 from sceneparse.structures.instances import Instances
@@ -98,7 +99,7 @@ def test_losses_and_gradients_equal_torchvision(kind):
     sum(ref.values()).backward()
     sum(got.values()).backward()
     ours_params = dict(ours.named_parameters())
-    rules = [(re.compile(p), f) for p, f in zoo.TORCHVISION_RCNN_KEY_RULES]
+    rules = [(re.compile(p), f) for p, f in TORCHVISION_RCNN_KEY_RULES]
     compared = 0
     for name, p in tv.named_parameters():
         mine = next(f(m) for r, f in rules if (m := r.match(name)))
@@ -140,6 +141,7 @@ def test_losses_finite_for_empty_targets_and_positive_for_one_target(name, kw):
     assert all(v > 0 and torch.isfinite(v) for v in losses.values()), losses
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, kw", SMALL_MODELS)
 def test_one_sgd_step_lowers_the_loss(name, kw):
     model = _small(name, kw)
@@ -238,6 +240,7 @@ def test_predict_returns_instances_in_original_pixels(name, kw):
         assert empty.keypoints.shape == (0, 5, 3)
 
 
+@pytest.mark.slow
 def test_bfloat16_autocast_keeps_box_targets_in_float32():
     """Regression: anchors took the features' dtype, so under CPU bfloat16 autocast the boxes matched to
     them were cast to bfloat16 too; a 1 px wide box at x = 319 rounded to width 0 and its RPN

@@ -21,6 +21,7 @@ from sceneparse.models.segmentation import (
     UNet,
 )
 from sceneparse.models.segmentation.backbones import build_trunk
+from sceneparse.models.segmentation.base import SegmentorGraph
 from sceneparse.structures import ImageBatch, Instances, SemanticMap, Target
 
 NC = 4
@@ -152,14 +153,16 @@ def test_postprocess_and_predict_in_original_pixels():
     assert model.training  # predict restores the mode
     assert [m.image_size for m in maps] == [(50, 70), (41, 33)]
     assert all(m.labels.dtype == torch.int64 and 0 <= m.labels.min() and m.labels.max() < NC for m in maps)
-    # the same through the three verbs by hand
+    # the same through the three verbs by hand (one batch per image size: predict never pads an image
+    # up to another one's size)
     model.eval()
+    by_hand = []
     with torch.no_grad():
-        batch, _ = model.prepare(images)
-        raw = model(batch)
-        by_hand = []
-        for i, ((h, w), (oh, ow)) in enumerate(zip(batch.image_sizes, batch.original_sizes)):
-            x = interpolate(raw.logits[i:i + 1, :, :h, :w], size=(oh, ow))
+        for image in images:
+            batch, _ = model.prepare([image])
+            raw = model(batch)
+            (h, w), (oh, ow) = batch.image_sizes[0], batch.original_sizes[0]
+            x = interpolate(raw.logits[:, :, :h, :w], size=(oh, ow))
             by_hand.append(x[0].argmax(0))
     for m, ref in zip(maps, by_hand):
         assert torch.equal(m.labels, ref)
@@ -187,6 +190,45 @@ def test_predict_tiled_equals_whole_image_for_a_pointwise_network():
         assert a.image_size == b.image_size
         torch.testing.assert_close(a.scores, b.scores)
         assert (a.labels == b.labels).float().mean() > 0.999  # exact up to ties in float rounding
+
+
+def test_padding_only_where_the_network_needs_it():
+    for name in ("fcn8s", "deeplabv3_r18_os16", "deeplabv3plus_r18", "lraspp"):  # take any size: no padding
+        assert CONFIGS[name]().preprocessor.size_divisible == 1, name
+    assert CONFIGS["unet"]().preprocessor.size_divisible == 8  # 2 ** depth: every pooling halves exactly
+    assert CONFIGS["unet_bilinear"]().preprocessor.size_divisible == 4
+    assert CONFIGS["segnet"]().preprocessor.size_divisible == 8  # 3 pooling stages
+    # an explicit size (a checkpoint's config.model.kwargs) still wins
+    assert UNet(NC, base_channels=4, depth=2, size_divisible=32).preprocessor.size_divisible == 32
+    assert CONFIGS["lraspp"](size_divisible=8).preprocessor.size_divisible == 8
+    assert _Pointwise().preprocessor.size_divisible == 8  # a subclass that declares nothing keeps the old 8
+
+
+def test_predict_labels_do_not_depend_on_the_other_images():
+    # DeepLabV3's image pooling averages the whole map: padding a 48x70 image to its neighbour's 90
+    # columns would change every pixel's scores, so predict batches only images of the same size
+    torch.manual_seed(0)
+    model = CONFIGS["deeplabv3_r18_os16"](min_size=48, max_size=200)
+    images = [torch.rand(3, 48, 70), torch.rand(3, 48, 90), torch.rand(3, 48, 70)]
+    together = model.predict(images, return_scores=True)
+    for image, m in zip(images, together):
+        alone = model.predict([image], return_scores=True)[0]
+        assert m.image_size == alone.image_size == tuple(image.shape[-2:])
+        torch.testing.assert_close(m.scores, alone.scores)
+    with pytest.raises(DataError, match="image 2"):  # errors name the index in the call, not in a size group
+        model.predict([images[0], images[1], torch.rand(1, 48, 70)])
+
+
+def test_export_graph_is_predict_without_the_resize():
+    torch.manual_seed(0)
+    model = CONFIGS["deeplabv3_r18_os16"](min_size=45, max_size=200).eval()
+    image = torch.rand(3, 45, 71)  # short side == min_size: predict does not resize
+    m = model.predict([image], return_scores=True)[0]
+    with torch.no_grad():
+        logits, labels = SegmentorGraph(model)(image[None])  # no padding in the graph either
+    assert logits.shape == (1, NC, 45, 71)
+    torch.testing.assert_close(logits[0].softmax(0), m.scores)
+    assert torch.equal(labels[0], m.labels)
 
 
 def test_predict_tiled_runs_real_models_on_windows():

@@ -4,11 +4,14 @@ A torchvision model with random weights (BatchNorm running statistics and affine
 randomised too, so that every layer matters) is saved to a file, loaded through the zoo and through
 the builders, and both networks run on the same small images.
 """
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torchvision.models import mobilenet_v3_large, resnet18
 from torchvision.models import segmentation as tvseg
 
+from sceneparse.data.synthetic import SyntheticConfig, generate_scene, image_rng
 from sceneparse.errors import CheckpointError
 from sceneparse.models import zoo
 from sceneparse.models.segmentation import (
@@ -66,6 +69,7 @@ def images():
     return torch.rand(2, 3, 160, 160) * 4 - 2  # already "normalised" inputs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_same_logits_as_torchvision(name, images, tmp_path):
     tv = _torchvision(name)
@@ -97,6 +101,73 @@ def test_same_logits_on_odd_sizes(name, tmp_path):
     x = torch.randn(1, 3, 97, 131)
     with torch.no_grad():
         torch.testing.assert_close(ours.segment(x)[0], tv(x)["out"], atol=1e-4, rtol=1e-4)
+
+
+PRESETS = {  # zoo name -> the weights enum whose ``transforms()`` is torchvision's documented inference preset
+    "deeplabv3_resnet50": tvseg.DeepLabV3_ResNet50_Weights,
+    "deeplabv3_mobilenet_v3_large": tvseg.DeepLabV3_MobileNet_V3_Large_Weights,
+    "fcn_resnet50": tvseg.FCN_ResNet50_Weights,
+    "lraspp_mobilenet_v3_large": tvseg.LRASPP_MobileNet_V3_Large_Weights,
+}
+
+
+@pytest.fixture(scope="module")
+def photo():
+    """A 426 x 640 scene (COCO's typical size; 520 x 781 after the preset's resize: 781 is no multiple of 8)."""
+    scene = generate_scene(image_rng(0, 0), SyntheticConfig(height=426, width=640))
+    return torch.from_numpy(np.ascontiguousarray(scene.image)).permute(2, 0, 1).float().div(255.0)
+
+
+def _predict_like_torchvision(model, weights, image: torch.Tensor) -> torch.Tensor:
+    """torchvision's documented inference: ``weights.transforms()`` (resize the short side to 520,
+    bilinear with antialias; normalise -- the preset object is built locally, nothing is downloaded),
+    ``model(batch)["out"]``, logits upsampled bilinearly to the image, argmax. Returns the upsampled logits."""
+    preset = weights.DEFAULT.transforms()
+    assert preset.resize_size == [520] and preset.antialias
+    with torch.no_grad():
+        out = model(preset(image)[None])["out"]
+    return F.interpolate(out, size=image.shape[-2:], mode="bilinear", align_corners=False)[0]
+
+
+@pytest.mark.parametrize("name,padded_min", [
+    pytest.param("deeplabv3_resnet50", 0.002, marks=pytest.mark.slow),
+    pytest.param("fcn_resnet50", 0.02, marks=pytest.mark.slow),
+    ("deeplabv3_mobilenet_v3_large", 0.003),
+    ("lraspp_mobilenet_v3_large", 0.02),
+])
+def test_predict_gives_torchvisions_label_map(name, padded_min, photo):
+    """Default ``predict`` with a torchvision checkpoint = torchvision's inference, pixel for pixel.
+
+    Both pipelines run end to end from the same 426 x 640 image. The resizes differ in float rounding
+    only (torchvision resizes, then normalises; sceneparse normalises, then resizes -- an upsampling,
+    where antialias changes nothing: the resized inputs agree to 4e-5), so a pixel may differ only where
+    the two best classes are that close (measured: 0 px for the DeepLabV3s, 3 px for FCN-R50 and 2 px
+    for LR-ASPP, all with a top-2 margin < 3e-5; from the same resized tensor all four agree exactly).
+
+    Before the padding was declared per model, ``predict`` padded 781 to 784 columns: the ASPP's
+    image pooling / LR-ASPP's gate averaged over the padding, and the stride-8 logits were upsampled to
+    784 columns and cropped instead of to 781 (a sampling grid shifted by up to 3 px at the right). With
+    these weights the labels differed on 0.38% (DeepLabV3-R50), 7.5% (FCN-R50), 0.56%
+    (DeepLabV3-MobileNetV3) and 4.9% (LR-ASPP) of the pixels; ``padded_min`` is what the padded model
+    must still differ by, so the comparison is known to be sensitive.
+    """
+    tv = _torchvision(name, num_classes=21)
+    ref_logits = _predict_like_torchvision(tv, PRESETS[name], photo)
+    ref = ref_logits.argmax(0)
+    assert ref.unique().numel() >= 4  # random weights, yet a varied label map
+    ours = zoo.build(name, num_classes=21, weights=tv.state_dict())
+    assert ours.preprocessor.size_divisible == 1  # the dilated twins take any size, as in torchvision
+    labels = ours.predict([photo])[0].labels
+    assert labels.shape == (426, 640)
+    differ = labels != ref
+    top2 = ref_logits.topk(2, dim=0).values
+    margin = top2[0] - top2[1]
+    assert differ.float().mean() < 1e-4, f"{int(differ.sum())} pixels differ"
+    assert not differ[margin > 1e-3].any(), margin[differ]  # only float ties may differ
+    if padded_min is not None:  # the old default: padded to a multiple of 8
+        padded = zoo.build(name, num_classes=21, weights=tv.state_dict(), size_divisible=8)
+        before = (padded.predict([photo])[0].labels != ref).float().mean()
+        assert before > padded_min, float(before)
 
 
 def test_a_changed_weight_is_noticed(images, tmp_path):

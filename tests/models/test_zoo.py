@@ -10,6 +10,7 @@ from torchvision.models import detection as tvd
 
 from sceneparse.errors import CheckpointError, ConfigError
 from sceneparse.models import zoo
+from sceneparse.models.detectors.rcnn import TORCHVISION_RCNN_KEY_RULES
 from sceneparse.models.backbones import ResNetBackbone
 from sceneparse.models.detectors import KeypointRCNN, MaskRCNN
 
@@ -59,7 +60,7 @@ def test_register_decorator():
 
 def test_every_torchvision_key_has_a_rule(mobile_tv_state):
     model = zoo.build(MOBILE, num_classes=90)
-    mapped, unmatched = zoo.map_torchvision_keys(mobile_tv_state, zoo.TORCHVISION_RCNN_KEY_RULES)
+    mapped, unmatched = zoo.map_torchvision_keys(mobile_tv_state, TORCHVISION_RCNN_KEY_RULES)
     unmatched = [k for k in unmatched if not k.endswith("num_batches_tracked")]
     assert unmatched == []
     own = model.state_dict()
@@ -72,7 +73,7 @@ def test_load_from_file_copies_every_tensor(mobile_tv_state, tmp_path):
     torch.save(mobile_tv_state, path)
     model = zoo.build(MOBILE, num_classes=90, weights=path)
     own = model.state_dict()
-    mapped, _ = zoo.map_torchvision_keys(mobile_tv_state, zoo.TORCHVISION_RCNN_KEY_RULES)
+    mapped, _ = zoo.map_torchvision_keys(mobile_tv_state, TORCHVISION_RCNN_KEY_RULES)
     for k, v in own.items():
         assert torch.equal(v, mapped[k]), k
     assert torch.equal(own["rpn.head.objectness.weight"], mobile_tv_state["rpn.head.cls_logits.weight"])
@@ -116,6 +117,7 @@ def test_non_strict_load_skips_what_does_not_fit(mobile_tv_state):
     assert torch.equal(model.roi_box.head.fc6.weight, mobile_tv_state["roi_heads.box_head.fc6.weight"])
 
 
+@pytest.mark.slow
 def test_legacy_torchvision_key_names(tmp_path):
     """torchvision's released checkpoints predate ``Conv2dNormActivation``: ``rpn.head.conv.weight``,
     ``fpn.inner_blocks.0.weight``, ``mask_head.mask_fcn1.weight``. They map to the same modules."""

@@ -67,7 +67,7 @@ def run(args) -> int:
     from ..config import Config
     from ..data.synthetic import SyntheticConfig, write_dataset
     from ..engine.predictor import Predictor
-    from ..engine.tasks import model_task
+    from ..models.base import model_info
     from ..engine.trainer import Trainer
     from ..errors import ConfigError
     from ..models import zoo
@@ -96,8 +96,11 @@ def run(args) -> int:
     _step(2, f"training {args.model} for {args.minutes:g} min -> {out / 'train'}")
     t = time.perf_counter()
     probe = zoo.build(args.model, num_classes=1)
-    task = model_task(probe)
+    info = model_info(probe)
     del probe
+    if info.result not in ("instances", "semantic"):
+        raise ConfigError(f"the demo runs models with instance or semantic results; {args.model} is a {info.task} model")
+    task = "detection" if info.result == "instances" else "semantic"  # the demo's two pipelines
     cfg = Config()
     cfg.model.name = args.model
     cfg.model.kwargs = {"min_size": args.size, "max_size": args.size}
@@ -169,10 +172,10 @@ def _evaluate_detection(gt_json: Path, results_json: Path, eval_dir: Path, model
     from ..evaluation.confusion import confusion_from_columns
     from ..evaluation.errors import tide_from_columns
     from ..evaluation.validate import coco_columns, load_coco_gt, load_coco_results, results_for
+    from ..models.base import model_info
     from ..viz.plots import plot_confusion_matrix, plot_error_breakdown, plot_pr_curves
 
-    kinds = ["bbox"] + (["segm"] if getattr(model, "roi_mask", None) is not None else []) + \
-        (["keypoints"] if getattr(model, "roi_keypoint", None) is not None else [])
+    kinds = list(model_info(model).iou_types)
     if "keypoints" in kinds:
         gt_json = gt_json.with_name(gt_json.name.replace("instances_", "person_keypoints_"))
     gt, _ = load_coco_gt(gt_json)

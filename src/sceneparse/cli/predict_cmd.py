@@ -38,8 +38,9 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "predict", help="run a checkpoint on images (COCO results JSON, label PNGs, drawings)",
         description="Run a sceneparse checkpoint on an image file, a folder or a glob pattern.\n"
-                    "Detection models write COCO results (predictions.json), semantic models label PNGs;\n"
-                    "both draw their results on the images.",
+                    "Models with instance results (detection, instance segmentation, pose) write COCO results\n"
+                    "(predictions.json), semantic models label PNGs, panoptic models COCO panoptic JSON + PNGs;\n"
+                    "all draw their results on the images.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, metavar="CKPT", help="sceneparse checkpoint (.pt) written by training")
     p.add_argument("--source", required=True, metavar="FILE|DIR|GLOB",
@@ -47,7 +48,11 @@ def register(subparsers) -> None:
     p.add_argument("--out", default="runs/predict", metavar="DIR", help="output folder (default runs/predict)")
     p.add_argument("--batch", type=int, default=4, metavar="N", help="images per forward pass (default 4)")
     p.add_argument("--conf", type=float, default=None, metavar="X",
-                   help="detection score threshold: keep score > X (default: the model's, 0.05)")
+                   help="score threshold: keep score > X (default: the model's, 0.05 for the R-CNNs)")
+    p.add_argument("--iou", type=float, default=None, metavar="X",
+                   help="NMS IoU threshold (default: the model's)")
+    p.add_argument("--max-det", type=int, default=None, metavar="N",
+                   help="instances kept per image (default: the model's)")
     p.add_argument("--draw-conf", type=float, default=0.25, metavar="X",
                    help="draw detections with score >= X on the images (default 0.25; the JSON keeps all)")
     p.add_argument("--tile", type=int, default=None, metavar="PX",
@@ -55,7 +60,8 @@ def register(subparsers) -> None:
     p.add_argument("--tile-overlap", type=float, default=1 / 3, metavar="F",
                    help="overlap of neighbouring windows, fraction of --tile (default 1/3)")
     p.add_argument("--imgsz", type=int, default=None, metavar="PX",
-                   help="short side the network sees (default: the model's); results stay in image pixels")
+                   help="longer side of the network input, as in train --imgsz (default: the model's); "
+                        "results stay in image pixels")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, ... (default auto)")
     p.add_argument("--ann", metavar="COCO.json", help="COCO JSON whose image ids to use (matched by file name)")
     p.add_argument("--no-save-images", dest="save_images", action="store_false", help="do not draw the results")
@@ -75,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
     from ..engine.predictor import Predictor
 
     predictor = Predictor(args.model, device=args.device, batch_size=args.batch, conf=args.conf, imgsz=args.imgsz,
+                          iou=args.iou, max_det=args.max_det,
                           workers=args.workers, tile=args.tile, tile_overlap=args.tile_overlap)
     print(f"{predictor}", file=sys.stderr)
     summary = predictor.run(args.source, args.out, save_json=args.save_json, save_images=args.save_images,

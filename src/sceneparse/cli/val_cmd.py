@@ -49,7 +49,6 @@ def run(args: argparse.Namespace) -> int:
     from ..data.layout import load_split
     from ..engine.checkpoint import model_from_checkpoint
     from ..engine.evaluator import evaluate_model
-    from ..engine.tasks import data_kind
     from ..engine.trainer import resolve_device
 
     if args.batch < 1:
@@ -65,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
             data = trained.get("root")
     if not data:
         raise ConfigError("--data is needed: the checkpoint does not name its dataset")
-    kind = data_kind(loaded.model)
+    kind = loaded.info.data
     aset = load_split(data, args.split, kind, images=images, semantic=semantic,
                       things_only=kind == "instances", max_images=args.max_images)
     mine = [(int(c["id"]), str(c.get("name"))) for c in loaded.categories]
@@ -74,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         raise DataError(Problem(aset.source or None, None, "categories",
                                 f"the data's categories differ from the checkpoint's {mine}", theirs))
     print(f"{loaded!r} on {aset.source}: {len(aset.images)} images")
-    report = evaluate_model(loaded.model, aset, task=loaded.task, batch_size=args.batch, progress=not args.quiet,
+    report = evaluate_model(loaded.model, aset, batch_size=args.batch, progress=not args.quiet,
                             workers=args.workers)
     print(report.summary())
     if args.json:

@@ -14,8 +14,9 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ConfigError
 from ..fileio import atomic_open
+from ..models.base import LEGACY_TASKS, ModelInfo, model_info, unwrap
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
@@ -50,11 +51,14 @@ def set_rng_state(state: dict) -> None:
 
 def save_checkpoint(path: str | Path, model: torch.nn.Module, *, config: dict, categories: list[dict],
                     **extra: Any) -> None:
-    """Write a checkpoint atomically. ``config`` is ``Config.to_dict()``; ``categories`` COCO-style dicts."""
-    module = model.module if hasattr(model, "module") else model
+    """Write a checkpoint atomically. ``config`` is ``Config.to_dict()``; ``categories`` COCO-style
+    dicts in label order. The model's :class:`ModelInfo` (with the categories' names) is stored as
+    ``info`` and its task as ``task``."""
+    module = unwrap(model)
+    info = model_info(module).named([str(c.get("name", c.get("id"))) for c in categories])
     payload = {"model": module.state_dict(), "config": config, "categories": categories,
-               "sceneparse_version": __version__}
-    payload.update(extra)
+               "sceneparse_version": __version__, "task": info.task, "info": info.to_dict()}
+    payload.update({k: v for k, v in extra.items() if k not in ("task", "info")})  # those are the model's
     atomic_torch_save(payload, path)
 
 
@@ -81,15 +85,20 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 #: What a sceneparse model checkpoint holds, beyond ``model``:
 #:   ``config``      ``Config.to_dict()`` of the run (``config["model"]["name"]`` / ``["kwargs"]`` rebuild it)
 #:   ``categories``  COCO-style category dicts ``{id, name, ...}`` in label order (label i = categories[i])
-#:   ``task``        ``"detection"`` (Instances results) or ``"semantic"`` (SemanticMap results)
-TASKS = ("detection", "semantic")
+#:   ``info``        :meth:`ModelInfo.to_dict` of the model (since 0.2; older checkpoints have none: the
+#:                   rebuilt model's own info is used)
+#:   ``task``        :attr:`ModelInfo.task` (checkpoints before 0.2: ``"detection"`` or ``"semantic"``)
 
 
 class LoadedModel:
     """A model rebuilt from a sceneparse checkpoint, in eval mode, with what it was trained on."""
 
-    def __init__(self, model: torch.nn.Module, categories: list[dict], config: dict, task: str, path: str):
-        self.model, self.categories, self.config, self.task, self.path = model, categories, config, task, path
+    def __init__(self, model: torch.nn.Module, categories: list[dict], config: dict, info: ModelInfo, path: str):
+        self.model, self.categories, self.config, self.info, self.path = model, categories, config, info, path
+
+    @property
+    def task(self) -> str:
+        return self.info.task
 
     @property
     def class_names(self) -> list[str]:
@@ -102,22 +111,43 @@ class LoadedModel:
 
 def model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
     """Rebuild the model of a sceneparse checkpoint: ``zoo.build(config.model.name, num_classes=
-    len(categories), **config.model.kwargs)``, load its weights strictly, move to ``device``, eval mode."""
+    len(categories), **config.model.kwargs)``, load its weights strictly, move to ``device``, eval mode.
+    The checkpoint's stored ``info`` / ``task`` must agree with the rebuilt model's."""
     from ..models import zoo  # engine sits above models
 
     ckpt = load_checkpoint(path)
     cfg = ckpt.get("config") or {}
-    name = (cfg.get("model") or {}).get("name")
-    if not name:
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"config must be a mapping, got {type(cfg).__name__}", path=str(path))
+    model_cfg = cfg.get("model") or {}
+    name = model_cfg.get("name") if isinstance(model_cfg, dict) else None
+    if not name or not isinstance(name, str):
         raise CheckpointError("checkpoint has no config.model.name; cannot rebuild the model", path=str(path))
-    categories = list(ckpt.get("categories") or [])
-    if not categories:
-        raise CheckpointError("checkpoint has no categories; cannot size the model", path=str(path))
-    task = ckpt.get("task", "detection")
-    if task not in TASKS:
-        raise CheckpointError(f"unknown task {task!r} (expected one of {TASKS})", path=str(path))
-    kwargs = dict((cfg.get("model") or {}).get("kwargs") or {})
-    model = zoo.build(name, num_classes=len(categories), **kwargs)
+    categories = ckpt.get("categories") or []
+    if not isinstance(categories, list) or not categories or not all(isinstance(c, dict) for c in categories):
+        raise CheckpointError("checkpoint has no categories (a list of {id, name} dicts); cannot size the model",
+                              path=str(path))
+    kwargs = model_cfg.get("kwargs") or {}
+    if not isinstance(kwargs, dict):
+        raise CheckpointError(f"config.model.kwargs must be a mapping, got {type(kwargs).__name__}", path=str(path))
+    try:
+        zoo.check_kwargs(name, kwargs)
+        model = zoo.build(name, num_classes=len(categories), **kwargs)
+    except ConfigError as e:
+        raise CheckpointError(f"cannot rebuild the model: {e}", path=str(path)) from None
     zoo.load_checkpoint(model, ckpt)
+    model.class_names = tuple(str(c.get("name", c.get("id"))) for c in categories)
+    info = model_info(model)
+    stored = ckpt.get("info")
+    stored_task = stored.get("task") if isinstance(stored, dict) else ckpt.get("task")
+    if stored_task is not None:
+        if isinstance(stored, dict) or stored_task not in LEGACY_TASKS:
+            ok = stored_task == info.task
+        else:  # before 0.2: "detection" (instance results) or "semantic"
+            want = LEGACY_TASKS[stored_task]
+            ok = info.result == "instances" if want is None else want == info.task
+        if not ok:
+            raise CheckpointError(f"the checkpoint says task {stored_task!r} but {name} rebuilt from its config is a "
+                                  f"{info.task!r} model", path=str(path))
     model.to(device).eval()
-    return LoadedModel(model, categories, cfg, task, str(path))
+    return LoadedModel(model, list(categories), cfg, info, str(path))

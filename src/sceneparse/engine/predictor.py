@@ -14,12 +14,13 @@
 Inputs: ``float`` CHW tensors in ``[0, 1]`` (``uint8`` CHW tensors are divided by 255; 1- or
 4-channel tensors become RGB), PIL images (any mode, EXIF orientation applied), numpy arrays in
 channels-last RGB (``HxW``, ``HxWx1/3/4``; ``uint8`` / ``uint16`` / float in ``[0, 1]``), and paths.
-Files are read with :func:`~sceneparse.data.datasets.pil_to_tensor` after
-``ImageOps.exif_transpose``: grayscale and palette images become RGB, alpha is dropped (not
-composited), 16-bit grayscale is divided by 65535 (16-bit RGB PNGs are read by Pillow at 8 bits).
+Files (and in-memory images) are read by :mod:`sceneparse.data.images`, the one image reader (the
+dataset's too), after ``ImageOps.exif_transpose``: grayscale and palette images become RGB, alpha is
+dropped (not composited), 16-bit grayscale is divided by 65535 (16-bit RGB PNGs are read by Pillow at 8 bits).
 
-Results are those of ``model.predict`` on the same batches: the predictor only sets the score
-threshold (``conf``) and the resize (``imgsz``) for the duration of its calls and restores them.
+Results are those of ``model.predict(images, conf=, iou=, max_det=, imgsz=)`` on the same batches:
+the predictor passes its settings as arguments and never changes the model. What it writes follows
+the model's :class:`~sceneparse.models.base.ModelInfo` (instance results, semantic or panoptic maps).
 """
 from __future__ import annotations
 
@@ -30,21 +31,22 @@ import sys
 import time
 import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
+from ..data.images import exception_reason as _reason
+from ..data.images import read_image, to_image_tensor
 from ..errors import ConfigError, DataError, Problem
+from ..models.base import ModelInfo, SceneModel, model_info, resolve_imgsz
 from ..structures.instances import Instances
-from ..structures.segmaps import SemanticMap
-from .checkpoint import TASKS, LoadedModel, model_from_checkpoint
+from ..structures.segmaps import PanopticMap, SemanticMap
+from .checkpoint import LoadedModel, model_from_checkpoint
 
-Result = "Instances | SemanticMap"
+Result = "Instances | SemanticMap | PanopticMap"
 
 #: what ``run`` writes into ``out_dir``
 PREDICTIONS_JSON = "predictions.json"
@@ -52,6 +54,7 @@ IMAGES_JSON = "images.json"
 FAILURES_JSON = "failures.json"
 IMAGES_DIR = "images"
 LABELS_DIR = "labels"
+PANOPTIC_DIR = "panoptic"
 
 _GLOB_CHARS = set("*?[")
 
@@ -118,7 +121,7 @@ class PredictSummary:
                 "seconds": self.seconds, "files": {k: str(v) for k, v in self.files.items()}}
 
     def __str__(self) -> str:
-        what = f", {self.instances} instances" if self.task == "detection" else ""
+        what = f", {self.instances} instances" if self.task not in ("semantic", "panoptic") else ""
         lines = [f"predicted {self.predicted} of {self.total} images{what} in {self.seconds:.1f} s "
                  f"({self.images_per_second:.1f} img/s) -> {self.out_dir}"]
         for name, path in self.files.items():
@@ -219,110 +222,7 @@ def _output_names(items: Sequence[Any], root: Path | None) -> list[str]:
 
 
 # ---- decoding -------------------------------------------------------------------------------------
-def _reason(e: BaseException) -> str:
-    if isinstance(e, DataError) and e.problems:
-        return e.problems[0].message
-    msg = str(e).splitlines()[0] if str(e) else ""
-    return f"{type(e).__name__}: {msg}"[:300]
-
-
-def read_image(path: str | os.PathLike, expect: tuple[int, int] | None = None) -> torch.Tensor:
-    """Read an image file as ``float32 [3, H, W]`` RGB in ``[0, 1]`` with EXIF orientation applied.
-
-    ``expect``: the ``(height, width)`` an annotation file gives the image. When only the stored
-    (un-rotated) pixels have that size, the annotations were made on them and the EXIF orientation
-    is ignored (the rule of :class:`~sceneparse.data.datasets.SceneDataset`); a size matching neither
-    raises. Raises :class:`DataError` naming the file for missing, empty, unreadable, corrupt or
-    truncated files.
-    """
-    from PIL import Image, ImageOps
-
-    from ..data.datasets import pil_to_tensor
-
-    path = Path(path)
-    where = (str(path), None, None)
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise DataError(Problem(*where, "file not found")) from None
-    except OSError as e:
-        raise DataError(Problem(*where, f"cannot access the file: {_reason(e)}")) from None
-    if size == 0:
-        raise DataError(Problem(*where, "empty file (0 bytes)"))
-    try:
-        with Image.open(path) as raw:
-            raw.load()  # PIL decodes lazily; truncated or corrupt data surfaces here
-            img = ImageOps.exif_transpose(raw)
-            if expect is not None and (img.height, img.width) != tuple(expect):
-                if (raw.height, raw.width) == tuple(expect):
-                    img = raw
-                else:
-                    raise DataError(Problem(*where, f"the image is {img.height}x{img.width} (HxW) but the "
-                                            f"annotation file says {expect[0]}x{expect[1]}"))
-            return pil_to_tensor(img)
-    except DataError:
-        raise
-    except Exception as e:  # UnidentifiedImageError, OSError (truncated), DecompressionBombError, ...
-        raise DataError(Problem(*where, f"unreadable image ({_reason(e)})")) from None
-
-
-def to_image_tensor(image: Any, where: str = "image") -> torch.Tensor:
-    """An in-memory image or a path -> ``float32 [3, H, W]`` RGB in ``[0, 1]`` (see the module notes).
-    Raises :class:`DataError` naming ``where`` for shapes, dtypes and value ranges it cannot take."""
-    if _is_pathlike(image):
-        return read_image(image)
-    if isinstance(image, torch.Tensor):
-        t = image.detach()
-        if t.ndim == 2:
-            t = t[None]
-        if t.ndim != 3 or t.shape[0] not in (1, 3, 4):
-            raise DataError(Problem(None, where, "shape", "a tensor image must be [3, H, W] (or [1|4, H, W], "
-                                    "[H, W]); channels first", tuple(image.shape)))
-        return _finish(t, where, "tensor")
-    try:
-        from PIL import Image, ImageOps
-    except ImportError:  # pragma: no cover
-        Image = None
-    if Image is not None and isinstance(image, Image.Image):
-        from ..data.datasets import pil_to_tensor
-
-        return pil_to_tensor(ImageOps.exif_transpose(image))
-    if isinstance(image, np.ndarray):
-        a = image
-        if a.ndim == 2:
-            a = a[..., None]
-        if a.ndim != 3 or a.shape[2] not in (1, 3, 4):
-            raise DataError(Problem(None, where, "shape", "an array image must be [H, W, 3] (or [H, W], "
-                                    "[H, W, 1|4]); channels last, RGB", image.shape))
-        if a.dtype == np.uint16:
-            t = torch.from_numpy(a.astype(np.float32) / 65535.0).permute(2, 0, 1)
-        elif a.dtype == np.bool_:
-            t = torch.from_numpy(a.astype(np.float32)).permute(2, 0, 1)
-        else:
-            t = torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)
-        return _finish(t, where, "array")
-    raise DataError(Problem(None, where, None, "expected a tensor, a PIL image, a numpy array or a path",
-                            type(image).__name__))
-
-
-def _finish(t: torch.Tensor, where: str, kind: str) -> torch.Tensor:
-    if t.dtype == torch.uint8:
-        t = t.float().div_(255.0)
-    elif t.is_floating_point():
-        t = t.float()
-        if t.numel():
-            lo, hi = float(t.min()), float(t.max())
-            if not (np.isfinite(lo) and np.isfinite(hi)) or lo < -1e-3 or hi > 1.0 + 1e-3:
-                raise DataError(Problem(None, where, "values", f"a float {kind} image must hold values in [0, 1] "
-                                        "(divide uint8 data by 255)", (lo, hi)))
-    else:
-        raise DataError(Problem(None, where, "dtype", f"a {kind} image must be uint8 or float in [0, 1]",
-                                str(t.dtype)))
-    if t.shape[0] == 1:
-        t = t.expand(3, -1, -1)
-    elif t.shape[0] == 4:
-        t = t[:3]
-    return t.contiguous()
+# read_image, to_image_tensor and _reason are sceneparse.data.images' (the one image reader; imported above)
 
 
 class _Items(torch.utils.data.Dataset):
@@ -431,28 +331,30 @@ class Predictor:
 
     Args:
         model: a checkpoint path (rebuilt with :func:`~sceneparse.engine.checkpoint.model_from_checkpoint`),
-            a :class:`LoadedModel`, or an ``nn.Module`` with ``predict(images)`` (moved to ``device``).
+            a :class:`LoadedModel`, or a :class:`~sceneparse.models.base.SceneModel` (moved to ``device``).
         device: ``"auto"`` (CUDA, else MPS, else CPU), ``"cpu"``, ``"cuda:1"``, ...
         batch_size: images per forward pass.
-        conf: detection score threshold (detections with ``score > conf`` are kept; sets the
-            model's box-head threshold, so lower values give more detections than the default 0.05).
-            ``None`` keeps the model's. Ignored (with a warning) by semantic models.
+        conf: score threshold (instances with ``score > conf`` are kept; lower values than the model's
+            default give more detections). ``None``: the model's (``ModelInfo.conf``). Ignored (with a
+            warning) by semantic models.
+        iou: NMS IoU threshold; max_det: instances kept per image (``None``: the model's).
         categories: COCO category dicts in label order (``label i`` is ``categories[i]["id"]``); taken
-            from the checkpoint when ``model`` is one; default for a bare module: ids ``1..C``.
-        imgsz: the short side images are resized to before the network (an ``int``: the long-side cap
-            keeps the model's ``max_size / min_size`` ratio) or ``(min_size, max_size)``. ``None``
-            keeps the model's. Results are always in original-image pixels.
+            from the checkpoint when ``model`` is one; default for a bare model: ids ``1..C``.
+        imgsz: the longer side of the network input (an ``int``: the image is scaled so that its long
+            side is ``imgsz``, as in ``train --imgsz``) or ``(min_size, max_size)`` (torchvision's
+            short-side target and long-side cap). ``None`` keeps the model's. Results are always in
+            original-image pixels.
         workers: background processes decoding files ahead of the model (0: decode in this process).
-        task: ``"detection"`` or ``"semantic"``; inferred from the checkpoint or the module's class.
-        tile, tile_overlap: semantic models only: sliding-window inference on ``tile x tile`` windows
-            (of the preprocessed image) overlapping by ``tile_overlap``, logits averaged where they
-            overlap -- for images larger than the training size, with bounded memory.
+        tile, tile_overlap: models whose ``predict`` takes them (``ModelInfo.options``, the semantic
+            models): sliding-window inference on ``tile x tile`` windows (of the preprocessed image)
+            overlapping by ``tile_overlap``, logits averaged where they overlap -- for images larger
+            than the training size, with bounded memory.
     """
 
     def __init__(self, model: "str | os.PathLike | LoadedModel | nn.Module", *, device: str | torch.device = "auto",
                  batch_size: int = 4, conf: float | None = None, categories: Sequence[dict] | None = None,
-                 imgsz: int | tuple[int, int] | None = None, workers: int = 2, task: str | None = None,
-                 tile: int | None = None, tile_overlap: float = 1 / 3):
+                 imgsz: int | tuple[int, int] | None = None, workers: int = 2, tile: int | None = None,
+                 tile_overlap: float = 1 / 3, iou: float | None = None, max_det: int | None = None):
         self.device = _pick_device(device)
         if int(batch_size) < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
@@ -467,39 +369,39 @@ class Predictor:
         if isinstance(model, LoadedModel):
             self.model = model.model.to(self.device)
             self.categories = list(categories) if categories is not None else list(model.categories)
-            self.task = task or model.task
             self.config = model.config
             self.source_path = self.source_path or model.path
-        elif isinstance(model, nn.Module):
-            if not callable(getattr(model, "predict", None)):
-                raise ConfigError(f"{type(model).__name__} has no predict(images) method")
+        elif isinstance(model, SceneModel):
             self.model = model.to(self.device)
-            self.task = task or self._infer_task(model)
-            n = getattr(model, "num_classes", None)
             if categories is None:
-                if n is None:
-                    raise ConfigError("give categories= for a model without a num_classes attribute")
-                categories = _default_categories(int(n))
+                names = model_info(model).class_names
+                categories = [{"id": i + 1, "name": str(n)} for i, n in enumerate(names)] if names else \
+                    _default_categories(model_info(model).num_classes)
             self.categories = list(categories)
             self.config = {}
         else:
-            raise ConfigError("model must be a checkpoint path, a LoadedModel or an nn.Module, got "
-                              f"{type(model).__name__}")
-        if self.task not in TASKS:
-            raise ConfigError(f"unknown task {self.task!r} (expected one of {TASKS})")
-        n = getattr(self.model, "num_classes", None)
-        if n is not None and int(n) != len(self.categories):
-            raise ConfigError(f"the model has {n} classes but {len(self.categories)} categories were given")
-        if conf is not None and not (0.0 <= float(conf) <= 1.0):
-            raise ConfigError(f"conf must lie in [0, 1], got {conf}")
+            raise ConfigError("model must be a checkpoint path, a LoadedModel or a sceneparse model (SceneModel), "
+                              f"got {type(model).__name__}")
+        self.info: ModelInfo = model_info(self.model)
+        if self.info.num_classes != len(self.categories):
+            raise ConfigError(f"the model has {self.info.num_classes} classes but {len(self.categories)} categories "
+                              "were given")
         self.conf = None if conf is None else float(conf)
-        if self.conf is not None and self.task == "semantic":
-            warnings.warn("conf applies to detection models; ignored for a semantic model", stacklevel=2)
-        self.imgsz = self._check_imgsz(imgsz)
-        if tile is not None and self.task != "semantic":
-            raise ConfigError("tile applies to semantic models (sliding-window inference); this is a detector")
-        if tile is not None and int(tile) < 16:
-            raise ConfigError(f"tile must be at least 16 px, got {tile}")
+        self.iou = None if iou is None else float(iou)
+        self.max_det = None if max_det is None else int(max_det)
+        self.model.settings(self.conf, self.iou, self.max_det)  # range checks, ConfigError
+        if self.conf is not None and self.info.result != "instances":
+            warnings.warn(f"conf applies to models with instance results; ignored for a {self.task} model",
+                          stacklevel=2)
+        self.imgsz = resolve_imgsz(imgsz)
+        self.options: dict[str, Any] = {}
+        if tile is not None:
+            if "tile" not in self.info.options:
+                raise ConfigError(f"tile (sliding-window inference) is not an option of this {self.task} model; "
+                                  f"its predict takes {sorted(self.info.options) or 'no options'}")
+            if int(tile) < 16:
+                raise ConfigError(f"tile must be at least 16 px, got {tile}")
+            self.options = {"tile": int(tile), "tile_overlap": float(tile_overlap)}
         if not 0.0 <= float(tile_overlap) < 1.0:
             raise ConfigError(f"tile_overlap must lie in [0, 1), got {tile_overlap}")
         self.tile = None if tile is None else int(tile)
@@ -508,73 +410,30 @@ class Predictor:
 
     # ---- properties -------------------------------------------------------------------------
     @property
+    def task(self) -> str:
+        """The model's task (:attr:`ModelInfo.task`)."""
+        return self.info.task
+
+    @property
     def class_names(self) -> list[str]:
         return [str(c.get("name", c.get("id"))) for c in self.categories]
-
-    @staticmethod
-    def _infer_task(model: nn.Module) -> str:
-        from ..models.segmentation.base import SemanticSegmentor
-
-        return "semantic" if isinstance(model, SemanticSegmentor) else "detection"
-
-    def _check_imgsz(self, imgsz):
-        if imgsz is None:
-            return None
-        pre = getattr(self.model, "preprocessor", None)
-        if pre is None or not hasattr(pre, "min_sizes"):
-            raise ConfigError(f"imgsz needs a model with a Preprocessor; {type(self.model).__name__} has none")
-        if isinstance(imgsz, (int, np.integer)):
-            lo = int(imgsz)
-            hi = int(round(lo * pre.max_size / pre.min_sizes[-1]))
-        else:
-            lo, hi = (int(v) for v in imgsz)
-        if lo < 1 or hi < lo:
-            raise ConfigError(f"imgsz must be a positive short side (and a long-side cap >= it), got {imgsz!r}")
-        return lo, hi
 
     def __repr__(self) -> str:
         name = self.config.get("model", {}).get("name") if self.config else type(self.model).__name__
         return (f"Predictor({name!r}, task={self.task!r}, classes={len(self.categories)}, device={str(self.device)!r}, "
-                f"batch_size={self.batch_size}, conf={self.conf}, imgsz={self.imgsz})")
+                f"batch_size={self.batch_size}, conf={self.conf}, iou={self.iou}, max_det={self.max_det}, "
+                f"imgsz={self.imgsz})")
 
     # ---- prediction -----------------------------------------------------------------------------
-    @contextmanager
-    def _settings(self):
-        """Apply ``conf`` / ``imgsz`` to the model for one call and restore the previous values."""
-        undo: list[tuple[Any, str, Any]] = []
-        try:
-            if self.conf is not None and self.task == "detection":
-                head = getattr(self.model, "roi_box", None)
-                if head is not None and hasattr(head, "score_thresh"):
-                    undo.append((head, "score_thresh", head.score_thresh))
-                    head.score_thresh = self.conf
-            if self.imgsz is not None:
-                pre = self.model.preprocessor
-                undo += [(pre, "min_sizes", pre.min_sizes), (pre, "max_size", pre.max_size)]
-                pre.min_sizes, pre.max_size = (self.imgsz[0],), self.imgsz[1]
-            yield
-        finally:
-            for obj, name, value in reversed(undo):
-                setattr(obj, name, value)
-
-    def _filter_conf(self, r):
-        """Models without a box-head threshold attribute: keep ``score > conf`` after the fact."""
-        if self.conf is None or not isinstance(r, Instances) or r.scores is None:
-            return r
-        if getattr(getattr(self.model, "roi_box", None), "score_thresh", None) is not None:
-            return r
-        return r[r.scores > self.conf]
-
     def predict_tensors(self, images: Sequence[torch.Tensor]) -> list:
         """``float32 [3, H, W]`` tensors -> results on the CPU, ``batch_size`` images per forward pass."""
         out = []
-        with self._settings():
-            for s in range(0, len(images), self.batch_size):
-                chunk = [im.to(self.device, non_blocking=True) for im in images[s:s + self.batch_size]]
-                with torch.no_grad():
-                    res = self.model.predict(chunk) if self.tile is None else \
-                        self.model.predict(chunk, tile=self.tile, tile_overlap=self.tile_overlap)
-                out += [self._filter_conf(r.to("cpu")) for r in res]
+        for s in range(0, len(images), self.batch_size):
+            chunk = [im.to(self.device, non_blocking=True) for im in images[s:s + self.batch_size]]
+            with torch.no_grad():
+                res = self.model.predict(chunk, conf=self.conf, iou=self.iou, max_det=self.max_det, imgsz=self.imgsz,
+                                         **self.options)
+            out += [r.to("cpu") for r in res]
         return out
 
     def _predict_robust(self, images: list[torch.Tensor]) -> list:
@@ -623,7 +482,7 @@ class Predictor:
             on_result: Callable[[Prediction], None] | None = None, draw_conf: float = 0.25) -> PredictSummary:
         """Predict ``source`` and write the results under ``out_dir``:
 
-        * ``predictions.json`` (detection, ``save_json``): COCO results (bbox, segmentation as
+        * ``predictions.json`` (instance results, ``save_json``): COCO results (bbox, segmentation as
           compressed RLE, keypoints ``x, y, score``), streamed to disk and renamed into place at the end.
           Image ids: with ``ann`` (a COCO JSON) those of its images, matched by file name (the path
           relative to the source folder, else the base name when unique); images it lacks are
@@ -633,6 +492,9 @@ class Predictor:
           them), else ``1..N`` in source order; they are listed with file name, height and width in
           ``images.json`` (a COCO file with empty ``annotations``), so ground truth made for the same
           files scores them with ``sceneparse eval``.
+        * ``predictions.json`` + ``panoptic/<name>.png`` (panoptic results, ``save_json``): COCO
+          panoptic results (one annotation per image: ``image_id``, ``file_name`` of its PNG,
+          ``segments_info`` with dataset category ids), the format of ``sceneparse eval --type panoptic``.
         * ``labels/<name>.png`` (semantic, ``save_labels``): label maps, one ``uint8`` palette PNG
           per image whose pixel values are the labels ``0..C-1`` (255 = void), the format of
           ``sceneparse eval --type semantic`` and :func:`~sceneparse.data.formats.read_semantic_pngs`;
@@ -660,15 +522,23 @@ class Predictor:
         image_format = image_format.lower().lstrip(".")
         if image_format not in ("jpg", "jpeg", "png"):
             raise ConfigError(f"image_format must be jpg or png, got {image_format!r}")
-        detection = self.task == "detection"
+        detection = self.info.result == "instances"
+        panoptic = self.info.result == "panoptic"
         ids, expect = self._image_ids(items, names, root, ann)
         failures: list[Failure] = []
         files: dict[str, Path] = {}
         writers: list[JsonListWriter] = []
         preds_w = images_w = None
+        if panoptic and save_json:
+            head = json.dumps({"info": {"description": "panoptic predictions of sceneparse predict"},
+                               "categories": self.categories})
+            preds_w = JsonListWriter(out / PREDICTIONS_JSON, prefix=head[:-1] + ', "annotations": [\n',
+                                     suffix="\n]}\n")
+            writers.append(preds_w)
         if detection and save_json:
             preds_w = CocoResultsWriter(out / PREDICTIONS_JSON, self.categories)
             writers.append(preds_w)
+        if (detection or panoptic) and save_json:
             if ann is None:
                 head = json.dumps({"info": {"description": "images predicted by sceneparse predict",
                                             "source": str(source) if _is_pathlike(source) else None},
@@ -677,7 +547,8 @@ class Predictor:
                 writers.append(images_w)
         stream = PredictionStream(self, items, workers=self.workers if workers is None else int(workers),
                                   keep_images=save_images, errors="skip", expect=expect)
-        saver = ThreadPoolExecutor(max_workers=1) if (save_images or (save_labels and not detection)) else None
+        saver = ThreadPoolExecutor(max_workers=1) if (save_images or (save_labels and self.info.result == "semantic")) \
+            else None
         pending: list[Future] = []
         predicted = instances = 0
         bar = tqdm(total=len(items), desc="predict", unit="img", disable=not progress, dynamic_ncols=True)
@@ -685,14 +556,17 @@ class Predictor:
             for pred in stream:
                 i = pred.index
                 predicted += 1
-                if detection:
-                    instances += len(pred.result)
+                if detection or panoptic:
+                    instances += len(pred.result) if detection else len(pred.result.segments)
                     if preds_w is not None:
                         if ids[i] is None:
                             failures.append(Failure(str(items[i]), f"no image with this file name in {ann}; "
                                                     "predicted and drawn, left out of predictions.json", "match", i))
                         else:
-                            preds_w.add(pred.result, ids[i], file=str(items[i]))
+                            if detection:
+                                preds_w.add(pred.result, ids[i], file=str(items[i]))
+                            else:
+                                preds_w.write(self._panoptic_record(out, names[i], pred.result, ids[i]))
                             if images_w is not None:
                                 h, w = pred.result.image_size
                                 images_w.write({"id": ids[i], "file_name": self._file_name(items[i], root, names[i]),
@@ -700,7 +574,7 @@ class Predictor:
                 if saver is not None:
                     pending.append(saver.submit(self._save_outputs, out, names[i], pred.result,
                                                 pred.image if save_images else None, image_format,
-                                                save_labels and not detection, draw_conf))
+                                                save_labels and self.info.result == "semantic", draw_conf))
                     while len(pending) > 2 * self.batch_size + 2:  # bounded: memory does not grow
                         pending.pop(0).result()
                 if on_result is not None:
@@ -729,8 +603,10 @@ class Predictor:
                                               json.dumps([f.to_dict() for f in failures], indent=1) + "\n")
         if save_images:
             files["images"] = out / IMAGES_DIR
-        if save_labels and not detection:
+        if save_labels and self.info.result == "semantic":
             files["labels"] = out / LABELS_DIR
+        if panoptic and save_json:
+            files["panoptic"] = out / PANOPTIC_DIR
         summary = PredictSummary(out, self.task, len(items), predicted, instances, failures,
                                  time.perf_counter() - t0, files)
         if verbose:
@@ -779,6 +655,17 @@ class Predictor:
             expect.append(None if rec is None or not (rec.height and rec.width) else (int(rec.height), int(rec.width)))
         return ids, expect
 
+    def _panoptic_record(self, out: Path, name: str, result: PanopticMap, image_id: int) -> dict:
+        """Write ``panoptic/<name>.png`` and return the image's COCO panoptic annotation (category ids
+        from the segments' labels)."""
+        from ..conventions import CategoryMap
+        from ..data.formats.coco_panoptic import segments_from_map, write_panoptic_png
+
+        png = f"{name}.png"
+        write_panoptic_png(out / PANOPTIC_DIR / png, result)
+        cats = CategoryMap.from_coco(self.categories)
+        return {"image_id": int(image_id), "file_name": png, "segments_info": segments_from_map(result, cats)}
+
     def _save_outputs(self, out: Path, name: str, result: Any, image: torch.Tensor | None, image_format: str,
                       save_label: bool, draw_conf: float = 0.0) -> None:
         """Draw / write one image's files (runs in the saver thread; ``image`` None: no drawing)."""
@@ -794,11 +681,17 @@ class Predictor:
                 from ..viz.draw import draw_semantic, save_image as save
 
                 save(out / IMAGES_DIR / f"{name}.{image_format}", draw_semantic(image, result, self.class_names))
+        elif isinstance(result, PanopticMap):
+            if image is not None:
+                from ..viz.draw import draw_panoptic, save_image as save
+
+                save(out / IMAGES_DIR / f"{name}.{image_format}", draw_panoptic(image, result, self.class_names))
         elif image is not None:
             from ..viz.draw import draw_instances, save_image as save
 
             save(out / IMAGES_DIR / f"{name}.{image_format}",
-                 draw_instances(image, result, self.class_names, score_threshold=draw_conf))
+                 draw_instances(image, result, self.class_names, score_threshold=draw_conf,
+                                keypoint_set=self.info.keypoints))
 
 
 __all__ = ["Failure", "Prediction", "PredictSummary", "PredictionStream", "Predictor", "read_image", "resolve_source",

@@ -25,6 +25,7 @@ from ..errors import DataError, Problem
 from ..structures.batch import ImageBatch
 from ..structures.segmaps import SemanticMap
 from ..structures.target import Target
+from .base import SizePolicy
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -67,12 +68,18 @@ class Preprocessor:
     def eval(self) -> "Preprocessor":
         return self.train(False)
 
+    def policy(self) -> SizePolicy:
+        """The resize rule as :class:`~sceneparse.models.base.SizePolicy` (for ``ModelInfo.size``)."""
+        return SizePolicy(self.min_sizes, self.max_size, self.size_divisible, self.fixed_size, self.mean, self.std)
+
     def __repr__(self) -> str:
         return (f"Preprocessor(min_size={self.min_sizes}, max_size={self.max_size}, mean={self.mean}, "
                 f"std={self.std}, size_divisible={self.size_divisible}, fixed_size={self.fixed_size})")
 
     # ---- pieces ------------------------------------------------------------------------
-    def _pick_min_size(self) -> int:
+    def _pick_min_size(self, min_size: int | None = None) -> int:
+        if min_size is not None:
+            return int(min_size)
         if self.training and len(self.min_sizes) > 1:
             i = int(torch.empty(1).uniform_(0.0, float(len(self.min_sizes))).item())
             return self.min_sizes[i]
@@ -86,11 +93,11 @@ class Preprocessor:
         s = min((min_size or self.min_sizes[-1]) / min(h, w), self.max_size / max(h, w))
         return int(math.floor(h * s)), int(math.floor(w * s))
 
-    def _resize(self, image: torch.Tensor, min_size: int) -> torch.Tensor:
+    def _resize(self, image: torch.Tensor, min_size: int, max_size: int | None = None) -> torch.Tensor:
         h, w = image.shape[-2:]
         if self.fixed_size is not None:
             return F.interpolate(image[None], size=self.fixed_size, mode="bilinear", align_corners=False)[0]
-        s = min(min_size / min(h, w), self.max_size / max(h, w))
+        s = min(min_size / min(h, w), (max_size or self.max_size) / max(h, w))
         return F.interpolate(image[None], scale_factor=s, mode="bilinear", recompute_scale_factor=True,
                              align_corners=False)[0]
 
@@ -106,13 +113,15 @@ class Preprocessor:
             raise DataError(Problem(None, f"image {i}", "shape", "image has an empty side", tuple(image.shape)))
 
     # ---- main entry --------------------------------------------------------------------
-    def __call__(self, images: Sequence[torch.Tensor], targets: Sequence[Target] | None = None
+    def __call__(self, images: Sequence[torch.Tensor], targets: Sequence[Target] | None = None, *,
+                 min_size: int | None = None, max_size: int | None = None
                  ) -> tuple[ImageBatch, list[Target] | None]:
-        """Returns the batch and, if given, the targets moved into the batch (resized) frame."""
+        """Returns the batch and, if given, the targets moved into the batch (resized) frame.
+        ``min_size`` / ``max_size`` override the resize rule for this call (inference ``imgsz``)."""
         if len(images) == 0:
             raise DataError("Preprocessor: empty list of images")
         if torch.jit.is_tracing():
-            return self._traced(images, targets)
+            return self._traced(images, targets, min_size, max_size)
         if targets is not None and len(targets) != len(images):
             raise DataError(f"Preprocessor: {len(images)} images but {len(targets)} targets")
         dtype, device = images[0].dtype, images[0].device
@@ -122,7 +131,7 @@ class Preprocessor:
         for i, image in enumerate(images):
             self._check(i, image)
             originals.append((int(image.shape[-2]), int(image.shape[-1])))
-            resized.append(self._resize((image - mean) / std, self._pick_min_size()))
+            resized.append(self._resize((image - mean) / std, self._pick_min_size(min_size), max_size))
         sizes = [(int(r.shape[-2]), int(r.shape[-1])) for r in resized]
         d = float(self.size_divisible)
         ph = int(math.ceil(max(s[0] for s in sizes) / d) * d)
@@ -137,7 +146,8 @@ class Preprocessor:
         return batch, [resize_target(t, o, s) for t, o, s in zip(targets, originals, sizes)]
 
     # ---- graph export (ONNX / TorchScript tracing) ------------------------------------------
-    def _traced(self, images: Sequence[torch.Tensor], targets) -> tuple[ImageBatch, None]:
+    def _traced(self, images: Sequence[torch.Tensor], targets, min_size: int | None = None,
+                max_size: int | None = None) -> tuple[ImageBatch, None]:
         """The eager rule as tensor arithmetic, so that a traced graph resizes and pads any input size.
 
         One image per graph (the sizes of several images would have to be traced separately). The
@@ -155,7 +165,8 @@ class Preprocessor:
             nw = torch.full_like(w, self.fixed_size[1])
         else:
             hd, wd = h.to(torch.float64), w.to(torch.float64)
-            s = torch.minimum(self.min_sizes[-1] / torch.minimum(hd, wd), self.max_size / torch.maximum(hd, wd))
+            s = torch.minimum((min_size or self.min_sizes[-1]) / torch.minimum(hd, wd),
+                              (max_size or self.max_size) / torch.maximum(hd, wd))
             nh, nw = torch.floor(hd * s).to(torch.int64), torch.floor(wd * s).to(torch.int64)
         x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False)
         x = self.pad(x)

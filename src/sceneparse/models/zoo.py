@@ -3,27 +3,23 @@
 * ``@register(name)`` adds a builder ``fn(*, num_classes=None, **kw) -> nn.Module``; ``build(name,
   num_classes=..., weights=PATH, **kw)`` calls it and, if ``weights`` is given, loads that file.
 * :func:`load_torchvision_checkpoint` loads a *torchvision* state dict (e.g. the released
-  ``maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth``) into a sceneparse model through a key-mapping table
-  (:data:`TORCHVISION_RCNN_KEY_RULES` for the R-CNN family; other models may define
-  ``torchvision_key_rules()``). Both the current and the legacy torchvision key names are accepted.
+  ``maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth``) into a sceneparse model through the model's
+  key-mapping table (``model.torchvision_key_rules()``, e.g.
+  :data:`sceneparse.models.detectors.rcnn.TORCHVISION_RCNN_KEY_RULES`).
 * sceneparse's own checkpoints (``{model, config, categories, sceneparse_version}``) load as they are
   (a model may rename keys of an older layout of its own: ``upgrade_state_dict(state) -> state``).
 
 A checkpoint that does not fit raises :class:`~sceneparse.errors.CheckpointError` listing the
 missing, unexpected and shape-mismatched keys. Files are read with ``torch.load(...,
 weights_only=True)``: a checkpoint cannot run code.
-
-Label convention of torchvision's COCO detectors: their class ``L`` (1..90, 0 = background) is the
-COCO category id ``L``; sceneparse reports it as label ``L - 1``, so build them with
-``num_classes=90`` (and ``num_classes=1`` for the person keypoint model). torchvision's legacy
-``COCO_V1`` R-50 checkpoints were trained with FrozenBatchNorm ``eps = 0``: pass ``bn_eps=0.0`` to
-reproduce torchvision's outputs with them.
 """
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import os
+import typing
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
@@ -35,8 +31,10 @@ from ..errors import CheckpointError, ConfigError
 
 Builder = Callable[..., nn.Module]
 _REGISTRY: dict[str, Builder] = {}
-#: Packages whose import registers more names (imported lazily by :func:`build` / :func:`available`).
-_PLUGIN_PACKAGES = ("sceneparse.models.segmentation",)
+#: The model families: importing a family package registers its builders (every family the same way,
+#: ``@register`` in its modules, imported by the package's ``__init__``). Imported lazily by
+#: :func:`build` / :func:`available`, so importing the zoo stays light. A new family adds its package here.
+FAMILY_PACKAGES: tuple[str, ...] = ("sceneparse.models.detectors", "sceneparse.models.segmentation")
 
 
 def register(name: str) -> Callable[[Builder], Builder]:
@@ -54,7 +52,7 @@ def register(name: str) -> Callable[[Builder], Builder]:
 
 
 def _load_plugins() -> None:
-    for pkg in _PLUGIN_PACKAGES:
+    for pkg in FAMILY_PACKAGES:
         if importlib.util.find_spec(pkg) is not None:
             importlib.import_module(pkg)
 
@@ -80,6 +78,53 @@ def build(name: str, num_classes: int | None = None, weights: str | os.PathLike 
     if weights is not None:
         load_checkpoint(model, weights)
     return model
+
+
+def accepted_kwargs(name: str) -> tuple[set[str], bool]:
+    """The keyword arguments builder ``name`` takes: its own parameters and, where it forwards
+    ``**kwargs`` to the class of its return annotation, that class's ``__init__`` parameters (through
+    the class hierarchy while each forwards ``**kwargs``). Returns ``(names, complete)``; ``complete``
+    is False when a ``**kwargs`` leads nowhere that can be read (then any name may be valid)."""
+    if name not in _REGISTRY:
+        _load_plugins()
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown model {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+    fn = _REGISTRY[name]
+    names: set[str] = set()
+
+    def add(sig: inspect.Signature, skip_first: bool) -> bool:
+        params = list(sig.parameters.values())[1 if skip_first else 0:]
+        names.update(p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
+        return any(p.kind == p.VAR_KEYWORD for p in params)
+
+    if not add(inspect.signature(fn), False):
+        return names, True
+    try:
+        cls = typing.get_type_hints(fn).get("return")
+    except Exception:  # noqa: BLE001 -- an annotation that does not resolve: cannot say more
+        cls = None
+    if not isinstance(cls, type) or cls is nn.Module:
+        return names, False
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        if klass in (nn.Module, object):
+            return names, True
+        if not add(inspect.signature(klass.__init__), True):
+            return names, True
+    return names, True
+
+
+def check_kwargs(name: str, kwargs: Mapping[str, Any]) -> None:
+    """Raise :class:`ConfigError` naming the keys of ``kwargs`` that model ``name`` does not take,
+    with the valid names (``num_classes`` and ``weights`` are set by sceneparse itself)."""
+    names, complete = accepted_kwargs(name)
+    if not complete:
+        return
+    unknown = sorted(k for k in kwargs if k not in names)
+    if unknown:
+        valid = sorted(n for n in names if n not in ("num_classes", "backbone", "preprocessor", "roi_mask", "roi_keypoint"))
+        raise ConfigError(f"model.kwargs {unknown} not accepted by {name}; valid keys: {', '.join(valid)}")
 
 
 # ---- checkpoint loading -------------------------------------------------------------------------
@@ -120,41 +165,10 @@ def load_checkpoint(model: nn.Module, source, *, strict: bool = True) -> LoadRes
     return load_torchvision_checkpoint(model, obj if path is None else path, strict=strict)
 
 
-def _sub(fmt: str) -> Callable[[re.Match], str]:
-    return lambda m: fmt.format(*m.groups())
-
-
-#: torchvision R-CNN key -> sceneparse key. Rules are tried in order; the first match wins.
-#: Covers Faster/Mask/Keypoint R-CNN with ResNet or MobileNetV3 bodies, current and legacy key names.
-TORCHVISION_RCNN_KEY_RULES: tuple[tuple[str, Callable[[re.Match], str]], ...] = (
-    (r"^backbone\.body\.(.+)$", _sub("backbone.trunk.{0}")),
-    (r"^backbone\.fpn\.inner_blocks\.(\d+)(?:\.0)?\.(weight|bias)$", _sub("neck.lateral.{0}.{1}")),
-    (r"^backbone\.fpn\.layer_blocks\.(\d+)(?:\.0)?\.(weight|bias)$", _sub("neck.output.{0}.{1}")),
-    (r"^rpn\.head\.conv(?:\.0\.0)?\.(weight|bias)$", _sub("rpn.head.conv.{0}")),
-    (r"^rpn\.head\.cls_logits\.(weight|bias)$", _sub("rpn.head.objectness.{0}")),
-    (r"^rpn\.head\.bbox_pred\.(weight|bias)$", _sub("rpn.head.deltas.{0}")),
-    (r"^roi_heads\.box_head\.(fc6|fc7)\.(weight|bias)$", _sub("roi_box.head.{0}.{1}")),
-    (r"^roi_heads\.box_predictor\.(cls_score|bbox_pred)\.(weight|bias)$", _sub("roi_box.predictor.{0}.{1}")),
-    (r"^roi_heads\.mask_head\.(\d+)\.0\.(weight|bias)$", _sub("roi_mask.head.convs.{0}.{1}")),
-    (r"^roi_heads\.mask_head\.mask_fcn(\d+)\.(weight|bias)$",
-     lambda m: f"roi_mask.head.convs.{int(m[1]) - 1}.{m[2]}"),
-    (r"^roi_heads\.mask_predictor\.conv5_mask\.(weight|bias)$", _sub("roi_mask.head.deconv.{0}")),
-    (r"^roi_heads\.mask_predictor\.mask_fcn_logits\.(weight|bias)$", _sub("roi_mask.head.logits.{0}")),
-    (r"^roi_heads\.keypoint_head\.(\d+)\.(weight|bias)$",
-     lambda m: f"roi_keypoint.head.convs.{int(m[1]) // 2}.{m[2]}"),
-    (r"^roi_heads\.keypoint_predictor\.kps_score_lowres\.(weight|bias)$", _sub("roi_keypoint.head.deconv.{0}")),
-)
-
-
 def _rules_for(model: nn.Module) -> Sequence[tuple[str, Callable[[re.Match], str]]]:
+    """The model's own torchvision key-mapping rules (``torchvision_key_rules()``; none: keys as they are)."""
     own = getattr(model, "torchvision_key_rules", None)
-    if callable(own):
-        return tuple(own())
-    from .detectors.two_stage import TwoStageDetector  # local: zoo must import without the detectors
-
-    if isinstance(model, TwoStageDetector):
-        return TORCHVISION_RCNN_KEY_RULES
-    return ()
+    return tuple(own()) if callable(own) else ()
 
 
 def map_torchvision_keys(state_dict: Mapping[str, Any], rules) -> tuple[dict[str, Any], list[str]]:
@@ -214,107 +228,5 @@ def _load_mapped(model: nn.Module, state: dict[str, Any], path: str | None, stri
     return LoadResult(sorted(fitting), missing, unexpected, mismatched)
 
 
-__all__ = ["register", "build", "available", "load_checkpoint", "load_torchvision_checkpoint",
-           "map_torchvision_keys", "LoadResult", "TORCHVISION_RCNN_KEY_RULES"]
-
-
-# ---- the R-CNN family ---------------------------------------------------------------------------
-# Detector classes are imported inside the builders so that importing the zoo (to register other
-# models) stays light.
-
-def _resnet(depth: int, norm: str, bn_eps: float, trainable_layers: int):
-    from .backbones.resnet import ResNetBackbone
-
-    return ResNetBackbone(depth, norm=norm, bn_eps=bn_eps, trainable_layers=trainable_layers)
-
-
-@register("fasterrcnn_resnet50_fpn")
-def fasterrcnn_resnet50_fpn(*, num_classes: int = 90, norm: str = "frozen_bn", bn_eps: float = 1e-5,
-                            trainable_layers: int = 3, **kwargs) -> nn.Module:
-    """torchvision's ``fasterrcnn_resnet50_fpn`` architecture (800/1333 px, 5 FPN levels)."""
-    from .detectors.two_stage import FasterRCNN
-
-    return FasterRCNN(_resnet(50, norm, bn_eps, trainable_layers), num_classes, **kwargs)
-
-
-@register("maskrcnn_resnet50_fpn")
-def maskrcnn_resnet50_fpn(*, num_classes: int = 90, norm: str = "frozen_bn", bn_eps: float = 1e-5,
-                          trainable_layers: int = 3, **kwargs) -> nn.Module:
-    """torchvision's ``maskrcnn_resnet50_fpn`` architecture."""
-    from .detectors.two_stage import MaskRCNN
-
-    return MaskRCNN(_resnet(50, norm, bn_eps, trainable_layers), num_classes, **kwargs)
-
-
-@register("keypointrcnn_resnet50_fpn")
-def keypointrcnn_resnet50_fpn(*, num_classes: int = 1, num_keypoints: int = 17, norm: str = "frozen_bn",
-                              bn_eps: float = 1e-5, trainable_layers: int = 3, **kwargs) -> nn.Module:
-    """torchvision's ``keypointrcnn_resnet50_fpn`` architecture (person + 17 COCO keypoints)."""
-    from .detectors.two_stage import KeypointRCNN
-
-    return KeypointRCNN(_resnet(50, norm, bn_eps, trainable_layers), num_classes, num_keypoints=num_keypoints,
-                        **kwargs)
-
-
-@register("fasterrcnn_mobilenet_v3_large_fpn")
-def fasterrcnn_mobilenet_v3_large_fpn(*, num_classes: int = 90, norm: str = "frozen_bn", bn_eps: float = 1e-5,
-                                      trainable_layers: int = 3, **kwargs) -> nn.Module:
-    """torchvision's ``fasterrcnn_mobilenet_v3_large_fpn``: FPN on the stride-16/32 stages + pool
-    level, 15 anchors per location (5 sizes x 3 ratios on every level), RPN score threshold 0.05."""
-    from .backbones.mobilenet import MobileNetV3Backbone
-    from .detectors.two_stage import FasterRCNN
-
-    kwargs.setdefault("anchor_sizes", ((32.0, 64.0, 128.0, 256.0, 512.0),) * 3)
-    kwargs.setdefault("aspect_ratios", ((0.5, 1.0, 2.0),) * 3)
-    kwargs.setdefault("rpn_score_thresh", 0.05)
-    backbone = MobileNetV3Backbone(norm=norm, bn_eps=bn_eps, trainable_layers=trainable_layers)
-    return FasterRCNN(backbone, num_classes, **kwargs)
-
-
-#: Settings of the small CPU-trainable variants (ResNet-18, trainable BatchNorm, 320 px, slimmer heads).
-#: The small R-CNN variants run at 320 px, 0.4x torchvision's 800 px, so their anchors are scaled too:
-#: 16-256 px instead of 32-512 px per FPN level. With 32 px anchors a 16 px object reaches IoU 0.25 at
-#: best and gets only "low-quality" matches. Measured (Faster R-CNN R18, synthetic 256 px scenes, 300
-#: iterations, same seed): box AP 0.018 -> 0.038, AP_small 0.035 -> 0.067, AP_large 0.009 -> 0.053.
-SMALL_RCNN_SETTINGS: dict[str, Any] = dict(
-    fpn_channels=128, min_size=320, max_size=512, rpn_pre_nms_top_n=(1000, 500), rpn_post_nms_top_n=(500, 300),
-    box_batch_size_per_image=128, box_representation_size=256,
-    anchor_sizes=((16.0,), (32.0,), (64.0,), (128.0,), (256.0,)),
-)
-
-
-def _small(kwargs: dict) -> dict:
-    return {**SMALL_RCNN_SETTINGS, **kwargs}
-
-
-@register("fasterrcnn_resnet18_fpn")
-def fasterrcnn_resnet18_fpn(*, num_classes: int, norm: str = "bn", bn_eps: float = 1e-5,
-                            trainable_layers: int = 5, **kwargs) -> nn.Module:
-    """Small Faster R-CNN for CPU training on the synthetic scenes (see :data:`SMALL_RCNN_SETTINGS`)."""
-    from .detectors.two_stage import FasterRCNN
-
-    return FasterRCNN(_resnet(18, norm, bn_eps, trainable_layers), num_classes, **_small(kwargs))
-
-
-@register("maskrcnn_resnet18_fpn")
-def maskrcnn_resnet18_fpn(*, num_classes: int, norm: str = "bn", bn_eps: float = 1e-5, trainable_layers: int = 5,
-                          **kwargs) -> nn.Module:
-    """Small Mask R-CNN (mask head of 4 convs x 128 channels; ``mask_aligned=True``: half-pixel-aligned
-    mask features, targets and pasting, detectron2's convention -- +0.04 mask AP on the synthetic
-    scenes, +0.06 on small objects, see :mod:`sceneparse.models.heads.roi_mask`)."""
-    from .detectors.two_stage import MaskRCNN
-
-    kwargs.setdefault("mask_conv_channels", (128,) * 4)
-    kwargs.setdefault("mask_aligned", True)
-    return MaskRCNN(_resnet(18, norm, bn_eps, trainable_layers), num_classes, **_small(kwargs))
-
-
-@register("keypointrcnn_resnet18_fpn")
-def keypointrcnn_resnet18_fpn(*, num_classes: int = 1, num_keypoints: int = 17, norm: str = "bn",
-                              bn_eps: float = 1e-5, trainable_layers: int = 5, **kwargs) -> nn.Module:
-    """Small Keypoint R-CNN (keypoint head of 4 convs x 128 channels, single scale 320 px)."""
-    from .detectors.two_stage import KeypointRCNN
-
-    kwargs.setdefault("keypoint_conv_channels", (128,) * 4)
-    return KeypointRCNN(_resnet(18, norm, bn_eps, trainable_layers), num_classes, num_keypoints=num_keypoints,
-                        **_small(kwargs))
+__all__ = ["FAMILY_PACKAGES", "accepted_kwargs", "check_kwargs", "register", "build", "available", "load_checkpoint", "load_torchvision_checkpoint",
+           "map_torchvision_keys", "LoadResult"]

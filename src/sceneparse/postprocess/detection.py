@@ -10,7 +10,7 @@
   batched products with sparse interpolation matrices (rows: image pixels, columns: mask cells,
   zero rows outside the box), instead of one ``interpolate`` call per mask.
 * With ``aligned=True`` (detectron2's convention, for heads trained on pixel-aligned targets, see
-  :class:`~sceneparse.models.heads.roi_mask.RoIMaskHead`) the mask's ``M`` cells span the *float*
+  the R-CNN mask head's ``aligned`` option) the mask's ``M`` cells span the *float*
   box exactly, pixel centres at ``+0.5``: each image pixel samples the mask bilinearly at
   ``u = (x + 0.5 - x1) / (x2 - x1) * M - 0.5`` (zero outside, as ``grid_sample`` with zero padding) --
   no truncation of the box to integers, which costs small objects up to a pixel on each side.

@@ -83,6 +83,9 @@ class PanopticMap:
     def image_size(self) -> tuple[int, int]:
         return int(self.ids.shape[0]), int(self.ids.shape[1])
 
+    def to(self, device) -> "PanopticMap":
+        return PanopticMap(self.ids.to(device), list(self.segments))
+
     def segment(self, segment_id: int) -> SegmentInfo:
         for s in self.segments:
             if s.id == segment_id:

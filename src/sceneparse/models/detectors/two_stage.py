@@ -2,14 +2,18 @@
 
 ``backbone -> FPN -> RPN -> RoI heads (box [+ mask] [+ keypoint])``. The pieces live in
 :mod:`sceneparse.models.backbones`, :mod:`~sceneparse.models.necks`, :mod:`~sceneparse.models.heads`;
-this module wires them together and implements the model protocol:
+this module wires them together and implements the model-family contract
+(:class:`~sceneparse.models.base.SceneModel`; ``prepare``, ``predict`` and ``training_losses`` are the
+base class's):
 
-* ``prepare(images, targets=None) -> (ImageBatch, targets in the batch frame)``
-* ``forward(batch, targets=None) -> RCNNRaw``: targets (in the batch frame, see :meth:`prepare`)
-  make it sample training RoIs and run the heads on them; in eval mode it also detects.
+* ``info -> ModelInfo``: ``detect`` (Faster), ``instance`` (Mask) or ``pose`` (Keypoint R-CNN)
+* ``forward(batch, targets=None, *, settings=None) -> RCNNRaw``: targets (in the batch frame, see
+  ``prepare``) make it sample training RoIs and run the heads on them; in eval mode it also detects
+  with the inference ``settings`` (score threshold, NMS IoU, detections per image; ``None``: the box
+  head's defaults).
 * ``loss(raw, targets) -> dict[str, Tensor]``
 * ``postprocess(raw, batch) -> list[Instances]`` in original image pixels
-* ``predict(images) -> list[Instances]`` (eval mode, no grad)
+* ``export_graph() -> DetectorGraph``
 
 The heads use ``C + 1`` classes with background 0 (torchvision's convention, so torchvision weights
 load unchanged); results and targets use sceneparse's ``0..C-1``. The RoI heads pool from the FPN
@@ -25,10 +29,12 @@ import torch
 from torch import Tensor, nn
 
 from ...errors import DataError, Problem
-from ...postprocess.detection import detections_to_instances
+from ...postprocess.detection import detections_in_original, detections_to_instances
 from ...structures.batch import ImageBatch
 from ...structures.instances import Instances
+from ...structures.keypoints import COCO_KEYPOINT_NAMES, COCO_PERSON, KeypointSet
 from ...structures.target import Target
+from ..base import InferenceSettings, ModelInfo, SceneModel
 from ..heads.proposal_sampler import ProposalSampler, SampledRoIs
 from ..heads.roi_box import Detections, RoIBoxHead
 from ..heads.roi_keypoint import RoIKeypointHead
@@ -62,7 +68,7 @@ class RCNNRaw:
     detections: list[Detections] | None = None
 
 
-class TwoStageDetector(nn.Module):
+class TwoStageDetector(SceneModel):
     """Backbone + FPN + RPN + RoI heads. Prefer :class:`FasterRCNN` / :class:`MaskRCNN` /
     :class:`KeypointRCNN`, which build the heads from plain arguments."""
 
@@ -80,28 +86,41 @@ class TwoStageDetector(nn.Module):
         self.preprocessor = preprocessor
         self.mask_threshold = float(mask_threshold)
         self.num_classes = roi_box.num_classes
+        self.keypoint_set: KeypointSet | None = None
+        if roi_keypoint is not None:  # COCO's layout when the head has COCO's 17 keypoints
+            k = roi_keypoint.num_keypoints
+            self.keypoint_set = COCO_PERSON if k == len(COCO_KEYPOINT_NAMES) else KeypointSet.from_names(
+                [f"kp{i}" for i in range(k)])
         self.num_roi_levels = len(neck.in_channels)  # the extra FPN level feeds the RPN only
         if rpn.num_levels != neck.num_levels:
             raise ValueError(f"RPN has anchors for {rpn.num_levels} levels but the FPN gives {neck.num_levels}")
 
     # ---- protocol ----------------------------------------------------------------------------
     @property
+    def info(self) -> ModelInfo:
+        task = "pose" if self.roi_keypoint is not None else "instance" if self.roi_mask is not None else "detect"
+        types = ("bbox",) + (("segm",) if self.roi_mask is not None else ()) + \
+            (("keypoints",) if self.roi_keypoint is not None else ())
+        outputs = ("boxes", "scores", "labels") + (("masks",) if self.roi_mask is not None else ()) + \
+            (("keypoints", "keypoint_scores") if self.roi_keypoint is not None else ())
+        head = self.roi_box
+        return ModelInfo(task, self.num_classes, iou_types=types,
+                         data="keypoints" if self.roi_keypoint is not None else "instances",
+                         class_names=tuple(self.class_names) if len(self.class_names) == self.num_classes else (),
+                         keypoints=self.keypoint_set, size=self.preprocessor.policy(), conf=head.score_thresh,
+                         iou=head.nms_thresh, max_det=head.detections_per_img, export_outputs=outputs,
+                         mask_threshold=self.mask_threshold)
+
+    @property
     def mask_aligned(self) -> bool:
         """Whether masks are pasted with the half-pixel-aligned convention of the mask head."""
         return self.roi_mask is not None and self.roi_mask.aligned
 
-    def prepare(self, images: Sequence[Tensor], targets: Sequence[Target] | None = None
-                ) -> tuple[ImageBatch, list[Target] | None]:
-        """Normalise/resize/pad images (and move targets into the batch frame) on the model's device."""
-        dev = next(self.parameters()).device
-        self.preprocessor.train(self.training)
-        return self.preprocessor([im.to(dev) for im in images],
-                                 None if targets is None else [t.to(dev) for t in targets])
-
-    def forward(self, batch: ImageBatch, targets: Sequence[Target] | None = None) -> RCNNRaw:
+    def forward(self, batch: ImageBatch, targets: Sequence[Target] | None = None, *,
+                settings: InferenceSettings | None = None) -> RCNNRaw:
         """``batch`` from :meth:`prepare`. With ``targets`` (batch frame; required in training) the
         training RoIs are sampled and the heads run on them (for :meth:`loss`); in eval mode the
-        detections are computed as well (for :meth:`postprocess`)."""
+        detections are computed as well (for :meth:`postprocess`), with ``settings``."""
         if self.training and targets is None:
             raise ValueError("training mode needs targets (in the batch frame, from prepare())")
         feats = self.neck(self.backbone(batch.tensor))
@@ -120,12 +139,15 @@ class TwoStageDetector(nn.Module):
                 if self.roi_keypoint is not None:
                     raw.keypoint_logits = self.roi_keypoint(roi_feats, fg.boxes, sizes)
         if not self.training:
-            raw.detections = self._detect(roi_feats, raw.rpn.proposals, sizes)
+            raw.detections = self._detect(roi_feats, raw.rpn.proposals, sizes, settings)
         return raw
 
-    def _detect(self, feats: list[Tensor], proposals: list[Tensor], sizes: list[tuple[int, int]]) -> list[Detections]:
+    def _detect(self, feats: list[Tensor], proposals: list[Tensor], sizes: list[tuple[int, int]],
+                settings: InferenceSettings | None = None) -> list[Detections]:
         logits, deltas = self.roi_box(feats, proposals, sizes)
-        dets = self.roi_box.detect(logits, deltas, proposals, sizes)
+        kw = {} if settings is None else dict(score_thresh=settings.conf, nms_thresh=settings.iou,
+                                              detections_per_img=settings.max_det)
+        dets = self.roi_box.detect(logits, deltas, proposals, sizes, **kw)
         counts = [d.labels.shape[0] for d in dets]  # not len(): a traced graph keeps shape[0] dynamic
         boxes = [d.boxes for d in dets]
         if self.roi_mask is not None:
@@ -165,21 +187,20 @@ class TwoStageDetector(nn.Module):
                                                mask_threshold=self.mask_threshold, mask_aligned=self.mask_aligned))
         return out
 
-    @torch.no_grad()
-    def predict(self, images: Sequence[Tensor]) -> list[Instances]:
-        """Images (``float CHW RGB in [0, 1]``, any sizes) -> detections in their own pixels."""
-        was_training = self.training
-        self.eval()
-        try:
-            batch, _ = self.prepare(images)
-            return self.postprocess(self(batch), batch)
-        finally:
-            self.train(was_training)
+    def infer(self, images: list[Tensor], settings: InferenceSettings) -> list[Instances]:
+        """The box head applies the score threshold, NMS IoU and detection count before the mask /
+        keypoint heads run (so ``max_det`` also bounds their cost)."""
+        batch, _ = self.prepare(images, imgsz=settings.imgsz)
+        return self.postprocess(self(batch, settings=settings), batch)
 
-    def training_losses(self, images: Sequence[Tensor], targets: Sequence[Target]) -> dict[str, Tensor]:
-        """``prepare`` + ``forward`` + ``loss`` for targets in original pixels (one training step's losses)."""
-        batch, t = self.prepare(images, targets)
-        return self.loss(self(batch, t), t)
+    def export_graph(self) -> "DetectorGraph":
+        return DetectorGraph(self)
+
+    def torchvision_key_rules(self):
+        """torchvision R-CNN state-dict keys -> this model's (:data:`TORCHVISION_RCNN_KEY_RULES`)."""
+        from .rcnn import TORCHVISION_RCNN_KEY_RULES
+
+        return TORCHVISION_RCNN_KEY_RULES
 
     # ---- checks --------------------------------------------------------------------------------
     def _training_targets(self, targets: Sequence[Target], batch: ImageBatch) -> list[Target]:
@@ -299,4 +320,35 @@ class KeypointRCNN(FasterRCNN):
         super().__init__(backbone, num_classes, roi_keypoint=head, min_size=min_size, **kwargs)
 
 
-__all__ = ["RCNNRaw", "TwoStageDetector", "FasterRCNN", "MaskRCNN", "KeypointRCNN"]
+class DetectorGraph(nn.Module):
+    """``image [3, H, W]`` in [0, 1] -> ``(boxes, scores, labels[, masks][, keypoints, keypoint_scores])``
+    in input-image pixels (names: ``ModelInfo.export_outputs``): ``prepare`` + ``forward`` + the
+    mapping of ``postprocess``, with mask probabilities instead of thresholded masks."""
+
+    batched = False  #: the exporter's input is one ``[3, H, W]`` image, not a ``[N, 3, H, W]`` batch
+
+    def __init__(self, model: TwoStageDetector):
+        super().__init__()
+        self.model = model
+        self.output_names = model.info.export_outputs
+        # the lowest ONNX opset whose graph onnxruntime runs correctly, and why (measured with torch 2.14 /
+        # onnxruntime 1.32; the upper end is whatever the installed onnxruntime implements)
+        if model.roi_keypoint is not None:
+            self.min_opset = (16, "the keypoint decoding loop (one bicubic Resize per detection inside an ONNX Loop) "
+                                  "does not load in onnxruntime below opset 16")
+        elif model.roi_mask is not None:
+            self.min_opset = (16, "mask pasting sums bilinear weights with ScatterElements(reduction='add'), opset 16 "
+                                  "(below it the exporter writes a plain scatter, which overwrites instead of adding)")
+        else:
+            self.min_opset = (11, "NonMaxSuppression and RoiAlign need opset 11")
+
+    def forward(self, image: Tensor) -> tuple[Tensor, ...]:
+        batch, _ = self.model.prepare([image])
+        d = self.model(batch).detections[0]
+        out = detections_in_original(d.boxes, d.scores, d.labels, batch.image_sizes[0], batch.original_sizes[0],
+                                     mask_probs=d.mask_probs, keypoint_heatmaps=d.keypoint_logits,
+                                     mask_threshold=None, mask_aligned=self.model.mask_aligned)
+        return tuple(out[name] for name in self.output_names)
+
+
+__all__ = ["RCNNRaw", "TwoStageDetector", "FasterRCNN", "MaskRCNN", "KeypointRCNN", "DetectorGraph"]

@@ -124,8 +124,13 @@ class RoIBoxHead(nn.Module):
                 "loss_box_reg": box_loss / n}
 
     def detect(self, class_logits: Tensor, box_deltas: Tensor, rois: Sequence[Tensor],
-               image_sizes: Sequence[tuple[int, int]]) -> list[Detections]:
-        """Inference: per image, class-specific boxes after thresholding and class-wise NMS, best first."""
+               image_sizes: Sequence[tuple[int, int]], *, score_thresh: float | None = None,
+               nms_thresh: float | None = None, detections_per_img: int | None = None) -> list[Detections]:
+        """Inference: per image, class-specific boxes after thresholding and class-wise NMS, best first.
+        The keyword settings override the head's for this call (``None``: the head's)."""
+        score_thresh = self.score_thresh if score_thresh is None else float(score_thresh)
+        nms_thresh = self.nms_thresh if nms_thresh is None else float(nms_thresh)
+        detections_per_img = self.detections_per_img if detections_per_img is None else int(detections_per_img)
         num_cls = class_logits.shape[-1]
         counts = [r.shape[0] for r in rois]
         boxes = self.box_coder.decode(box_deltas, torch.cat(list(rois)))  # [R, C+1, 4]
@@ -136,10 +141,10 @@ class RoIBoxHead(nn.Module):
             lab = torch.arange(1, num_cls, device=sc.device).repeat(sc.shape[0])
             sc = sc[:, 1:].reshape(-1)
             w, h = bx[:, 2] - bx[:, 0], bx[:, 3] - bx[:, 1]
-            keep = torch.where(sc > self.score_thresh)[0]
+            keep = torch.where(sc > score_thresh)[0]
             keep = keep[(w[keep] >= 1e-2) & (h[keep] >= 1e-2)]
             bx, sc, lab = bx[keep], sc[keep], lab[keep]
-            keep = batched_nms(bx, sc, lab, self.nms_thresh)[: self.detections_per_img]
+            keep = batched_nms(bx, sc, lab, nms_thresh)[: detections_per_img]
             out.append(Detections(bx[keep], sc[keep], lab[keep]))
         return out
 

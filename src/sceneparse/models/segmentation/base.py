@@ -1,15 +1,17 @@
-"""The semantic-segmentation model protocol: ``forward -> SemanticRaw``, ``loss``, ``postprocess``, ``predict``.
+"""Semantic segmentation in the model-family contract (:class:`~sceneparse.models.base.SceneModel`).
 
 Every segmentation network here is a :class:`SemanticSegmentor`: a subclass only defines
 :meth:`SemanticSegmentor.segment` (normalised images -> per-pixel logits at the input resolution,
-plus optional auxiliary logits); the three verbs are shared:
+plus optional auxiliary logits); ``info`` (task ``semantic``), the verbs and ``export_graph`` are shared:
 
 * ``forward(batch: ImageBatch) -> SemanticRaw`` (logits in the batch frame),
 * ``loss(raw, targets) -> {"loss_ce", "loss_aux"?, "loss_dice"?}`` -- per-pixel cross-entropy with
   ``ignore_index`` from ``Target.semantic``; each entry already carries its weight, so the total
   training loss is the plain sum of the values,
 * ``postprocess(raw, batch) -> list[SemanticMap]`` in original image pixels,
-* ``predict(images) -> list[SemanticMap]`` for users (eval mode, no grad, optional tiling).
+* ``predict(images, *, imgsz=None, tile=None, ...) -> list[SemanticMap]`` for users (eval mode, no
+  grad, optional tiling; ``conf`` / ``iou`` / ``max_det`` do not apply),
+* ``export_graph() -> SegmentorGraph``.
 """
 from __future__ import annotations
 
@@ -26,11 +28,15 @@ from ...postprocess.semantic import semantic_maps_from_logits, sliding_window_lo
 from ...structures.batch import ImageBatch
 from ...structures.segmaps import SemanticMap
 from ...structures.target import Target
+from ..base import InferenceSettings, ModelInfo, SceneModel
 from ..preprocess import Preprocessor
 from .checkpoints import module_map_rules, upgrade_trunk_keys
 from .losses import pixel_cross_entropy, soft_dice_loss
 
-__all__ = ["SemanticRaw", "SemanticSegmentor"]
+__all__ = ["SegmentorGraph", "SemanticRaw", "SemanticSegmentor"]
+
+#: keyword options of :meth:`SemanticSegmentor.predict` beyond the common settings
+PREDICT_OPTIONS = ("tile", "tile_overlap", "tile_weighting", "tile_batch", "return_scores")
 
 
 @dataclass
@@ -52,7 +58,7 @@ class SemanticRaw:
     original_sizes: list[tuple[int, int]]
 
 
-class SemanticSegmentor(nn.Module):
+class SemanticSegmentor(SceneModel):
     """Base class of the semantic-segmentation networks.
 
     Args:
@@ -62,7 +68,8 @@ class SemanticSegmentor(nn.Module):
             padded to a multiple of ``size_divisible``.
         min_size, max_size, size_divisible: the default preprocessor's sizes as plain arguments (so
             that a checkpoint's ``config.model.kwargs`` can hold them): short side 520 (torchvision's
-            segmentation preset), long side at most 2080, multiple of 8. Ignored with ``preprocessor``.
+            segmentation preset), long side at most 2080, and ``size_divisible`` by default the
+            multiple the network needs (:attr:`size_multiple`). Ignored with ``preprocessor``.
         ignore_index: label value of void pixels in targets.
         aux_weight: weight of the auxiliary-head cross-entropy (torchvision's recipe uses 0.5).
         dice_weight: weight of an added soft-Dice loss (0: none).
@@ -79,10 +86,23 @@ class SemanticSegmentor(nn.Module):
             resize-then-``RandomCrop`` recipe, done after the preprocessor so the crop keeps the
             evaluation scale (cropping before the resize would enlarge it). A window larger than the
             image is clipped to it. Evaluation and prediction always see whole images.
+
+    Padding: the batch is zero-padded at the bottom/right only as far as the network needs. Padding is
+    not neutral -- convolutions at the border see it, and global pooling (DeepLab's ASPP image
+    pooling, LR-ASPP's gate) averages over it -- so a network that takes any input size gets none:
+    ``size_multiple = 1`` for the dilated-trunk models (FCN, DeepLabV3 / V3+, LR-ASPP: torchvision runs
+    its twins unpadded, and with a torchvision checkpoint ``predict`` gives torchvision's label map) and
+    for FCN-8s/16s/32s (centre-aligned upsamplers cropped to each skip); U-Net and SegNet pad to
+    ``2 ** depth`` (every pooling level exact). :meth:`predict` batches only images of the same size, so
+    an image's labels never depend on the other images of the call.
     """
 
+    #: the multiple of the input height and width the network needs (the default ``size_divisible``);
+    #: 8 -- what every segmentor got before it was declared per model -- unless a subclass says otherwise
+    size_multiple: int = 8
+
     def __init__(self, num_classes: int, *, preprocessor: Preprocessor | None = None,
-                 min_size: int | Sequence[int] = 520, max_size: int = 2080, size_divisible: int = 8,
+                 min_size: int | Sequence[int] = 520, max_size: int = 2080, size_divisible: int | None = None,
                  ignore_index: int = IGNORE_INDEX, aux_weight: float = 0.5, dice_weight: float = 0.0,
                  class_weights: Sequence[float] | None = None, logit_adjustment: float = 0.0,
                  train_crop: int | Sequence[int] | None = None):
@@ -92,6 +112,8 @@ class SemanticSegmentor(nn.Module):
         if 0 <= ignore_index < num_classes:
             raise ValueError(f"ignore_index {ignore_index} collides with a class label 0..{num_classes - 1}")
         self.num_classes = int(num_classes)
+        if size_divisible is None:
+            size_divisible = self.size_multiple
         self.preprocessor = preprocessor if preprocessor is not None else Preprocessor(
             min_size=min_size, max_size=max_size, size_divisible=size_divisible)
         self.ignore_index = int(ignore_index)
@@ -135,14 +157,12 @@ class SemanticSegmentor(nn.Module):
         return logits if self.logit_bias is None else logits + self.logit_bias.to(logits.dtype)[:, None, None]
 
     # ---- the protocol ---------------------------------------------------------------------------
-    def prepare(self, images: Sequence[torch.Tensor], targets: Sequence[Target] | None = None
-                ) -> tuple[ImageBatch, list[Target] | None]:
-        """Images (``float32 CHW RGB [0, 1]``) -> :class:`ImageBatch` on the model's device (targets
-        moved along, semantic maps included: :func:`~sceneparse.models.preprocess.resize_target`)."""
-        dev = next(self.parameters()).device
-        self.preprocessor.train(self.training)
-        return self.preprocessor([im.to(dev) for im in images],
-                                 None if targets is None else [t.to(dev) for t in targets])
+    @property
+    def info(self) -> ModelInfo:
+        return ModelInfo("semantic", self.num_classes, data="semantic",
+                         class_names=tuple(self.class_names) if len(self.class_names) == self.num_classes else (),
+                         size=self.preprocessor.policy(), options=PREDICT_OPTIONS,
+                         export_outputs=SegmentorGraph.output_names, ignore_index=self.ignore_index)
 
     def training_losses(self, images: Sequence[torch.Tensor], targets: Sequence[Target]) -> dict[str, torch.Tensor]:
         """``prepare`` + ``forward`` + ``loss`` (one training step's losses)."""
@@ -240,35 +260,40 @@ class SemanticSegmentor(nn.Module):
         return semantic_maps_from_logits(raw.logits, sizes, originals, return_scores=return_scores,
                                          ignore_index=self.ignore_index)
 
-    @torch.no_grad()
-    def predict(self, images: Sequence[torch.Tensor], *, tile: int | tuple[int, int] | None = None,
-                tile_overlap: float = 1 / 3, tile_weighting: str = "uniform", tile_batch: int = 4,
-                return_scores: bool = False) -> list[SemanticMap]:
-        """Images (``float32 CHW RGB in [0, 1]``, any sizes) -> :class:`SemanticMap` per image.
+    def infer(self, images: list[torch.Tensor], settings: InferenceSettings, *,
+              tile: int | tuple[int, int] | None = None, tile_overlap: float = 1 / 3,
+              tile_weighting: str = "uniform", tile_batch: int = 4, return_scores: bool = False) -> list[SemanticMap]:
+        """:meth:`predict`'s work. ``tile``: run the network on overlapping ``tile x tile`` windows of
+        the preprocessed image (``tile_overlap``, ``tile_weighting`` as in
+        :func:`~sceneparse.postprocess.semantic.sliding_window_logits`) instead of the whole image --
+        bounded memory for large images. ``return_scores``: keep the per-class probabilities.
 
-        ``tile``: run the network on overlapping ``tile x tile`` windows of the preprocessed image
-        (``tile_overlap``, ``tile_weighting`` as in
-        :func:`~sceneparse.postprocess.semantic.sliding_window_logits`) instead of the whole image
-        -- bounded memory for large images. Runs in eval mode and restores the previous mode.
-        """
-        was_training = self.training
-        self.eval()
-        try:
-            if tile is None:
-                batch, _ = self.prepare(images)
-                return self.postprocess(self(batch), batch, return_scores=return_scores)
-            out = []
-            for image in images:
-                batch, _ = self.prepare([image])
-                h, w = batch.image_sizes[0]
-                logits = sliding_window_logits(self.inference_logits, batch.tensor[0, :, :h, :w], tile,
-                                               overlap=tile_overlap, batch_size=tile_batch,
-                                               weighting=tile_weighting)
-                out += semantic_maps_from_logits(logits[None], batch.image_sizes, batch.original_sizes,
-                                                 return_scores=return_scores, ignore_index=self.ignore_index)
-            return out
-        finally:
-            self.train(was_training)
+        Images are batched by size: padding a smaller image up to a larger one's size would change
+        its logits (at the border, and everywhere through global pooling)."""
+        if tile is None:
+            for i, image in enumerate(images):  # errors name the image's index in the call, not in its group
+                self.preprocessor._check(i, image)
+            groups: dict[tuple[int, ...], list[int]] = {}
+            for i, image in enumerate(images):
+                groups.setdefault(tuple(image.shape), []).append(i)
+            results: list[SemanticMap | None] = [None] * len(images)
+            for idx in groups.values():
+                batch, _ = self.prepare([images[i] for i in idx], imgsz=settings.imgsz)
+                for i, r in zip(idx, self.postprocess(self(batch), batch, return_scores=return_scores)):
+                    results[i] = r
+            return results
+        out = []
+        for image in images:
+            batch, _ = self.prepare([image], imgsz=settings.imgsz)
+            h, w = batch.image_sizes[0]
+            logits = sliding_window_logits(self.inference_logits, batch.tensor[0, :, :h, :w], tile,
+                                           overlap=tile_overlap, batch_size=tile_batch, weighting=tile_weighting)
+            out += semantic_maps_from_logits(logits[None], batch.image_sizes, batch.original_sizes,
+                                             return_scores=return_scores, ignore_index=self.ignore_index)
+        return out
+
+    def export_graph(self) -> "SegmentorGraph":
+        return SegmentorGraph(self)
 
     # ---- checkpoints ------------------------------------------------------------------------------
     def torchvision_module_map(self) -> dict[str, str] | None:
@@ -289,3 +314,29 @@ class SemanticSegmentor(nn.Module):
         if trunk is None or not hasattr(trunk, "trunk") or any(k.startswith("backbone.trunk.") for k in state):
             return state
         return upgrade_trunk_keys(state, trunk)
+
+
+class SegmentorGraph(nn.Module):
+    """``images [N, 3, H, W]`` in [0, 1] -> ``(logits [N, C, H, W], labels [N, H, W])``: normalise,
+    pad to the preprocessor's ``size_divisible`` (as :meth:`SemanticSegmentor.predict` does; no pad at
+    all where it is 1), :meth:`SemanticSegmentor.inference_logits`, crop, argmax."""
+
+    output_names = ("logits", "labels")
+    batched = True  #: the exporter's input is an ``[N, 3, H, W]`` batch, not one ``[3, H, W]`` image
+    #: the lowest ONNX opset whose graph onnxruntime runs correctly, and why
+    min_opset = (11, "Resize and Pad with sizes computed in the graph need opset 11")
+
+    def __init__(self, model: SemanticSegmentor):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h, w = images.shape[-2], images.shape[-1]
+        pre = self.model.preprocessor
+        x = pre.normalize(images)
+        if pre.size_divisible > 1:
+            x = pre.pad(x)
+        logits = self.model.inference_logits(x)
+        if pre.size_divisible > 1:
+            logits = logits[:, :, :h, :w]
+        return logits, logits.argmax(dim=1)

@@ -158,8 +158,11 @@ class DeepLabV3Plus(SemanticSegmentor):
         **kwargs: :class:`SemanticSegmentor` options.
 
     ``segment``: ``a = ASPP(c5)``; ``d = fuse(cat(up(a -> c2 size), low_proj(c2)))`` with two 3x3
-    conv-BN-ReLU of ``decoder_channels``; ``logits = up(classifier(d) -> input size)``.
+    conv-BN-ReLU of ``decoder_channels``; ``logits = up(classifier(d) -> input size)``. Any input size
+    works: no padding (``size_multiple = 1``), so the ASPP's image pooling sees only the image.
     """
+
+    size_multiple = 1
 
     def __init__(self, num_classes: int, *, depth: int = 50, output_stride: int = 16,
                  atrous_rates: Sequence[int] | None = None, low_level_channels: int = 48, channels: int = 256,

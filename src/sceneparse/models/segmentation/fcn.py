@@ -63,7 +63,13 @@ class TrunkHeadSegmentor(SemanticSegmentor):
         backbone, output_stride: the trunk (:func:`~.backbones.build_trunk`).
         aux: add the auxiliary head on ``features[-2]``, used for the training loss only.
         **kwargs: :class:`SemanticSegmentor` options (preprocessor, aux_weight, dice_weight, ...).
+
+    Any input size works (strided convs round up, the logits are resized to the input), and torchvision
+    runs these networks unpadded: no padding (``size_multiple = 1``), which also keeps the DeepLab
+    ASPP's image pooling off padded pixels.
     """
+
+    size_multiple = 1
 
     def __init__(self, num_classes: int, head: Callable[[int], nn.Module], *, backbone: str, output_stride: int,
                  aux: bool = False, **kwargs):
@@ -121,7 +127,11 @@ class FCNSkip(SemanticSegmentor):
     ``s = crop(up2'(s)) + score8(c3)``; finally ``crop(up_variant(s))`` to the input size. Every upsampler
     is a :class:`~sceneparse.models.layers.upsampling.TransposedConv2d` with ``stride = factor``,
     ``kernel = 2 factor``, ``padding = factor / 2`` (``out = factor * in``) initialised bilinear.
+    The upsamplers are centre-aligned and cropped at the bottom/right, so any input size works: no
+    padding (``size_multiple = 1``).
     """
+
+    size_multiple = 1
 
     def __init__(self, num_classes: int, *, variant: int = 8, depth: int = 18, **kwargs):
         super().__init__(num_classes, **kwargs)

@@ -51,7 +51,12 @@ class LRASPP(SemanticSegmentor):
         num_classes: number of labels.
         inter_channels: width of the gated high-level branch (128).
         **kwargs: :class:`SemanticSegmentor` options.
+
+    Any input size works and torchvision runs it unpadded: no padding (``size_multiple = 1``), so the
+    gate's global average sees only the image.
     """
+
+    size_multiple = 1
 
     def __init__(self, num_classes: int, *, inter_channels: int = 128, **kwargs):
         super().__init__(num_classes, **kwargs)

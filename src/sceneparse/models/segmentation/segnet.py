@@ -33,7 +33,8 @@ class SegNet(SemanticSegmentor):
         channels: channels per encoder stage (default VGG-16's).
         convs_per_stage: 3x3 conv-BN-ReLU blocks per stage (default VGG-16's).
         in_channels: image channels.
-        **kwargs: :class:`SemanticSegmentor` options.
+        **kwargs: :class:`SemanticSegmentor` options; ``size_divisible`` defaults to ``2 ** len(channels)``
+            (:attr:`size_multiple`): the batch is padded so that every pooling halves exactly.
 
     Decoder stage ``k`` mirrors encoder stage ``k``: unpool to the size encoder stage ``k`` had before
     pooling (pooling uses ``ceil_mode``, so any input size >= 1 works and comes back exactly), then ``convs_per_stage[k]`` blocks, the last of which maps
@@ -42,8 +43,12 @@ class SegNet(SemanticSegmentor):
 
     def __init__(self, num_classes: int, *, channels: Sequence[int] = VGG16_CHANNELS,
                  convs_per_stage: Sequence[int] = VGG16_CONVS, in_channels: int = 3, **kwargs):
-        super().__init__(num_classes, **kwargs)
         channels, convs_per_stage = tuple(channels), tuple(convs_per_stage)
+        multiple = 2 ** len(channels)
+        if kwargs.get("size_divisible") is None:
+            kwargs["size_divisible"] = multiple
+        super().__init__(num_classes, **kwargs)
+        self.size_multiple = multiple
         if len(channels) != len(convs_per_stage) or not channels or min(convs_per_stage) < 1:
             raise ValueError(f"channels {channels} and convs_per_stage {convs_per_stage} must be equally long "
                              f"and every stage needs >= 1 conv")

@@ -45,14 +45,20 @@ class UNet(SemanticSegmentor):
         upsampling: ``"transposed"`` (the paper's learnable 2x2 stride-2 up-convolution) or
             ``"bilinear"`` (fixed bilinear 2x + 1x1 conv; no checkerboard artefacts).
         in_channels: image channels (3).
-        **kwargs: :class:`SemanticSegmentor` options (preprocessor, dice_weight, ...).
+        **kwargs: :class:`SemanticSegmentor` options (preprocessor, dice_weight, ...); ``size_divisible``
+            defaults to ``2 ** depth`` (:attr:`size_multiple`): the batch is padded so that every pooling
+            halves exactly.
     """
 
     def __init__(self, num_classes: int, *, base_channels: int = 64, depth: int = 4, upsampling: str = "transposed",
                  in_channels: int = 3, **kwargs):
-        super().__init__(num_classes, **kwargs)
         if depth < 1:
             raise ValueError(f"depth must be >= 1, got {depth}")
+        multiple = 2 ** depth
+        if kwargs.get("size_divisible") is None:
+            kwargs["size_divisible"] = multiple
+        super().__init__(num_classes, **kwargs)
+        self.size_multiple = multiple
         if upsampling not in ("transposed", "bilinear"):
             raise ValueError(f"upsampling must be 'transposed' or 'bilinear', got {upsampling!r}")
         chans = [base_channels * 2 ** k for k in range(depth + 1)]
