@@ -21,10 +21,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from sceneparse.engine.checkpoint import model_from_checkpoint, save_checkpoint
-from sceneparse.engine.export import (DetectorGraph, SegmentorGraph, export_onnx, export_torchscript,
-                                      read_onnx_metadata)
+from sceneparse.engine.export import export_onnx, export_torchscript, read_onnx_metadata
 from sceneparse.errors import ExportError
 from sceneparse.models import zoo
+from sceneparse.models.base import ModelInfo, SceneModel, SizePolicy
 from sceneparse.models.preprocess import Preprocessor
 from sceneparse.models.segmentation.base import SemanticSegmentor
 
@@ -37,6 +37,9 @@ DET_KWARGS = {"min_size": 64, "max_size": 96, "box_score_thresh": 0.0, "box_dete
 #: traced example (a graph specialised to the example's count would fail)
 DETECTORS = {"fasterrcnn_resnet18_fpn": (3, 0.3), "maskrcnn_resnet18_fpn": (3, 0.3),
              "keypointrcnn_resnet18_fpn": (1, 0.5)}
+#: ModelInfo.task of each (what the exported metadata says the graph is)
+DETECTOR_TASKS = {"fasterrcnn_resnet18_fpn": "detect", "maskrcnn_resnet18_fpn": "instance",
+                  "keypointrcnn_resnet18_fpn": "pose"}
 SEGMENTORS = ["unet", "fcn8s_resnet18", "deeplabv3_resnet18", "lraspp_mobilenet_v3_large"]
 SEG_KWARGS = {"unet": {"base_channels": 8, "depth": 3}}
 SIZES = [(64, 80), (90, 50)]  # the second: other aspect ratio, sides not multiples of 32 (padding in the graph)
@@ -79,6 +82,7 @@ def _pair_up(ref_boxes, ref_labels, boxes, labels):
 
 # ---- detectors -----------------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(DETECTORS))
 def test_detector_onnx_matches_predict(tmp_path, name):
     num_classes, thresh = DETECTORS[name]
@@ -124,7 +128,11 @@ def test_detector_onnx_matches_predict(tmp_path, name):
     assert len(set(counts)) > 1, f"every image gave {counts[0]} detections: the dynamic count was not exercised"
 
     meta = read_onnx_metadata(out)
-    assert meta["task"] == "detection" and meta["model"] == name
+    assert meta["task"] == DETECTOR_TASKS[name] == report.task and meta["model"] == name
+    assert meta["result"] == "instances"
+    info = meta["model_info"]  # the deployed graph says what it is
+    assert info["task"] == DETECTOR_TASKS[name] and info["num_classes"] == num_classes
+    assert info["class_names"] == meta["class_names"] and info["export_outputs"] == names
     assert meta["class_names"] == [c["name"] for c in _categories(num_classes)]
     assert meta["categories"][0]["id"] == 1
     assert meta["inputs"][0]["name"] == "image" and meta["inputs"][0]["shape"] == [3, "height", "width"]
@@ -143,7 +151,7 @@ def test_detector_graph_eager_equals_predict(mask_aligned):
     assert model.mask_aligned is mask_aligned
     image = _images([(70, 60)])[0]
     with torch.no_grad():
-        boxes, scores, labels, masks = DetectorGraph(model).eval()(image)
+        boxes, scores, labels, masks = model.export_graph().eval()(image)
     inst = model.predict([image])[0]
     assert len(inst) > 0
     torch.testing.assert_close(boxes, inst.boxes, rtol=0, atol=0)
@@ -152,6 +160,7 @@ def test_detector_graph_eager_equals_predict(mask_aligned):
     assert torch.equal(masks > model.mask_threshold, inst.masks)
 
 
+@pytest.mark.slow
 def test_detector_exports_with_no_detection(tmp_path):
     """An image with no detection gives empty outputs (the graph's NMS and mask pasting take 0 boxes)."""
     model = zoo.build("maskrcnn_resnet18_fpn", num_classes=2, **{**DET_KWARGS, "box_score_thresh": 0.99})
@@ -186,6 +195,7 @@ def test_roi_levels_stay_dynamic_when_a_level_had_one_roi_in_the_trace(tmp_path)
 
 # ---- segmentors ---------------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,kwargs", [(n, SEG_KWARGS.get(n, {})) for n in SEGMENTORS] + [
     ("unet", {**SEG_KWARGS["unet"], "class_weights": [1.0, 2.0, 0.5, 4.0], "logit_adjustment": 1.0})],
     ids=SEGMENTORS + ["unet-logit-adjustment"])
@@ -223,12 +233,14 @@ def test_segmentor_onnx_matches_eager(tmp_path, name, kwargs):
     assert not differ[(top2[0] - top2[1]).numpy() >= 1e-4].any()
 
     meta = read_onnx_metadata(out)
-    assert meta["task"] == "semantic" and meta["model"] == name
+    assert meta["task"] == "semantic" and meta["model"] == name and meta["result"] == "semantic"
+    assert meta["model_info"]["task"] == "semantic" and meta["model_info"]["export_outputs"] == ["logits", "labels"]
     assert meta["class_names"] == [f"thing{i}" for i in range(4)]
     assert meta["inputs"][0]["shape"] == ["batch", 3, "height", "width"]
     assert meta["preprocess"]["resize_in_graph"] is False and meta["preprocess"]["size_divisible"] == 8
 
 
+@pytest.mark.slow
 def test_static_export_fixes_the_input_size(tmp_path):
     model = zoo.build("unet", num_classes=2, base_channels=8, depth=2)
     report = export_onnx(model, tmp_path / "static.onnx", imgsz=(32, 48), dynamic=False)
@@ -241,6 +253,7 @@ def test_static_export_fixes_the_input_size(tmp_path):
 
 # ---- torchscript ----------------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
 def test_torchscript_export_matches_predict(tmp_path):
     ckpt = _checkpoint(tmp_path, "keypointrcnn_resnet18_fpn", 1, {"min_size": 64, "max_size": 96}, "detection")
@@ -250,7 +263,8 @@ def test_torchscript_export_matches_predict(tmp_path):
     extra = {"sceneparse.json": ""}
     module = torch.jit.load(str(out), _extra_files=extra)
     meta = json.loads(extra["sceneparse.json"])
-    assert meta["task"] == "detection" and meta["num_keypoints"] == "17"
+    assert meta["task"] == "pose" and meta["num_keypoints"] == "17"
+    assert json.loads(meta["model_info"])["keypoints"]["names"][0] == "nose"
     assert json.loads(meta["class_names"]) == ["thing0"]
     model = model_from_checkpoint(ckpt).model
     image = _images([SIZES[1]])[0]
@@ -311,6 +325,27 @@ def test_size_frozen_by_the_trace_fails_verification_naming_the_line(tmp_path):
     assert not out.exists()
 
 
+class _NoGraph(SceneModel):
+    """A sceneparse model whose family has no export graph (SceneModel.export_graph not overridden)."""
+
+    def __init__(self):
+        super().__init__()
+        self.num_classes = 2
+        self.conv = nn.Conv2d(3, 2, 1)
+
+    @property
+    def info(self):
+        return ModelInfo("detect", 2, iou_types=("bbox",), size=SizePolicy((32,), 64))
+
+
+def test_export_error_for_a_scene_model_without_an_export_graph(tmp_path):
+    for export in (export_onnx, export_torchscript):
+        with pytest.raises(ExportError, match=r"no export graph for .*test_export\._NoGraph \(task detect\)") as e:
+            export(_NoGraph(), tmp_path / "x.out", name="tiny")
+        assert e.value.model == "tiny" and str(e.value).startswith("tiny: ")
+    assert not (tmp_path / "x.out").exists()
+
+
 def test_export_error_for_models_without_a_graph_and_low_opsets(tmp_path):
     with pytest.raises(ExportError, match="no export graph for torch.nn.modules.conv.Conv2d"):
         export_onnx(nn.Conv2d(3, 3, 1), tmp_path / "x.onnx")
@@ -325,13 +360,15 @@ def test_export_error_for_models_without_a_graph_and_low_opsets(tmp_path):
 
 def test_graph_modules_are_the_exported_wrappers():
     assert isinstance(zoo.build("unet", num_classes=2), SemanticSegmentor)
-    seg = SegmentorGraph(zoo.build("unet", num_classes=2, base_channels=8, depth=2).eval())
+    seg = zoo.build("unet", num_classes=2, base_channels=8, depth=2).eval().export_graph()
+    assert seg.batched and seg.output_names == ("logits", "labels")
     logits, labels = seg(torch.rand(1, 3, 20, 28))  # padding to 8 and cropping back in the graph
     assert logits.shape == (1, 2, 20, 28) and labels.shape == (1, 20, 28)
 
 
 # ---- CLI -----------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_cli_export_checkpoint(tmp_path, capsys):
     from sceneparse.cli import main
 
@@ -352,6 +389,7 @@ def test_cli_export_checkpoint(tmp_path, capsys):
     assert (tmp_path / "unet.torchscript").is_file()
 
 
+@pytest.mark.slow
 def test_cli_export_zoo_name_and_errors(tmp_path, capsys):
     from sceneparse.cli import main
 

@@ -9,18 +9,20 @@ from pathlib import Path
 FORMATS = ("onnx", "torchscript")
 
 EPILOG = """\
-what the exported graph takes and returns
-  detectors (Faster / Mask / Keypoint R-CNN), one image per call:
+what the exported graph takes and returns (the model's ModelInfo decides; models without an
+export graph stop with an error naming them)
+  instance results (tasks detect / instance / pose, e.g. Faster / Mask / Keypoint R-CNN), one image per call:
     image float32 [3, H, W] RGB in [0, 1]  ->  boxes [D, 4] XYXY in input pixels, scores [D],
-    labels [D] int64 0..C-1, + masks [D, H, W] probabilities (Mask R-CNN, keep > mask_threshold),
-    + keypoints [D, K, 3] (x, y, 1) and keypoint_scores [D, K] (Keypoint R-CNN).
+    labels [D] int64 0..C-1, + masks [D, H, W] probabilities (task instance, keep > mask_threshold),
+    + keypoints [D, K, 3] (x, y, 1) and keypoint_scores [D, K] (task pose).
     Normalising, resizing and padding happen inside the graph, as in 'sceneparse predict'.
-  segmentors (U-Net, SegNet, FCN, DeepLab, LR-ASPP):
+  semantic results (task semantic, e.g. U-Net, SegNet, FCN, DeepLab, LR-ASPP), a batch per call:
     images float32 [N, 3, H, W] RGB in [0, 1]  ->  logits [N, C, H, W], labels [N, H, W] int64.
     Normalising and padding happen inside the graph; resizing does not (the network runs at the
     size it is given; the metadata's preprocess.min_size is the short side it was trained at).
   H, W (and N) are dynamic unless --static. Metadata (ONNX metadata_props, TorchScript extra file
-  sceneparse.json): task, model, class_names, categories, inputs, outputs, preprocess, imgsz.
+  sceneparse.json): task, result, model_info (the model's ModelInfo as JSON), model, class_names,
+  categories, inputs, outputs, preprocess, imgsz (+ mask_threshold, num_keypoints where they apply).
 
 --model is a sceneparse checkpoint (class names and architecture come from it) or a model name
 from the zoo (with --num-classes, and --weights for a torchvision or sceneparse state dict; without
@@ -56,7 +58,8 @@ def register(subparsers) -> None:
                    help="H [W] of the example image traced and verified (default: the model's min_size); with "
                         "--static the only size the graph accepts")
     p.add_argument("--opset", type=int, default=17,
-                   help="ONNX opset (default 17; Mask / Keypoint R-CNN need >= 16, the others >= 11)")
+                   help="ONNX opset (default 17; at least the model's export graph's minimum: 16 for mask "
+                        "pasting and keypoint decoding, 11 otherwise)")
     p.add_argument("--out", metavar="FILE",
                    help="output file (default: the checkpoint's path or NAME with .onnx / .torchscript)")
     p.add_argument("--static", action="store_true", help="fixed input size (--imgsz) instead of dynamic axes")

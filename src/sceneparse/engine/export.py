@@ -1,8 +1,16 @@
 """Export models to ONNX (or TorchScript) as self-contained inference graphs, verified against eager PyTorch.
 
+The exporter knows models only through the model-family contract (:mod:`sceneparse.models.base`):
+:attr:`SceneModel.info` (:class:`~sceneparse.models.base.ModelInfo`: task, result type, classes,
+size policy, keypoints, mask threshold, the names of the graph's outputs) and
+:meth:`SceneModel.export_graph` (the traceable ``nn.Module``; it declares ``batched`` -- an
+``[N, 3, H, W]`` batch or one ``[3, H, W]`` image -- and ``min_opset = (opset, reason)``). A model
+without an export graph is refused with an :class:`ExportError` naming it.
+
 What the graphs take and return
 -------------------------------
-**Semantic segmentors** (``task = "semantic"``: U-Net, SegNet, FCN, DeepLabV3/V3+, LR-ASPP)::
+**Semantic results** (``info.result = "semantic"``, task ``semantic``: U-Net, SegNet, FCN,
+DeepLabV3/V3+, LR-ASPP), a batched graph::
 
     images   float32 [N, 3, H, W]   RGB in [0, 1]                     (N, H, W dynamic)
     ->
@@ -12,36 +20,42 @@ What the graphs take and return
 Normalisation (the model's mean / std) and the zero padding to a multiple of the model's
 ``size_divisible`` happen inside the graph, and the output is cropped back to ``H x W``. Resizing
 does not: the network runs at the resolution it is given (``model.predict`` first resizes the short
-side to ``preprocess.min_size``, recorded in the metadata; feed images of about that size to get the
+side to ``info.size.min_size``, recorded in the metadata; feed images of about that size to get the
 accuracy the model was trained for). For an image whose short side already is ``min_size``,
 ``labels[i]`` equals ``model.predict([image])[0].labels``.
 
-**Two-stage detectors** (``task = "detection"``: Faster / Mask / Keypoint R-CNN)::
+**Instance results** (``info.result = "instances"``, tasks ``detect`` / ``instance`` / ``pose``:
+Faster / Mask / Keypoint R-CNN), one image per call::
 
     image            float32 [3, H, W]   RGB in [0, 1], one image          (H, W dynamic)
     ->
     boxes            float32 [D, 4]      XYXY in input-image pixels, best first
     scores           float32 [D]         class probabilities
     labels           int64   [D]         0..C-1 (``class_names[label]``)
-    masks            float32 [D, H, W]   Mask R-CNN: mask probabilities pasted into the image
+    masks            float32 [D, H, W]   task ``instance``: mask probabilities pasted into the image
                                          (``model.predict`` keeps ``> mask_threshold``, in the metadata)
-    keypoints        float32 [D, K, 3]   Keypoint R-CNN: ``(x, y, 1)`` in input-image pixels
-    keypoint_scores  float32 [D, K]      Keypoint R-CNN: heatmap value at each keypoint
+    keypoints        float32 [D, K, 3]   task ``pose``: ``(x, y, 1)`` in input-image pixels
+    keypoint_scores  float32 [D, K]      task ``pose``: heatmap value at each keypoint
 
-All of ``model.predict`` is inside the graph: normalise, resize (short side to ``min_size``, long
-side at most ``max_size``), pad, backbone, FPN, RPN, RoI heads, class-wise NMS, mask pasting and
-keypoint decoding, and the mapping back to input pixels. These are the outputs of torchvision's
-exported detectors, except that torchvision gives masks as ``[D, 1, H, W]`` and labels ``1..C``.
+(which of them, in which order: ``info.export_outputs``). All of ``model.predict`` is inside the
+graph: normalise, resize (short side to ``min_size``, long side at most ``max_size``), pad,
+backbone, FPN, RPN, RoI heads, class-wise NMS, mask pasting and keypoint decoding, and the mapping
+back to input pixels. These are the outputs of torchvision's exported detectors, except that
+torchvision gives masks as ``[D, 1, H, W]`` and labels ``1..C``.
 
 Metadata (``onnx`` ``metadata_props``; TorchScript: the extra file ``sceneparse.json``), all strings:
-``sceneparse_version``, ``task``, ``model``, ``class_names`` (JSON list), ``categories`` (JSON,
-COCO-style, when known), ``inputs`` / ``outputs`` (JSON lists of ``{name, shape, dtype, description}``),
-``preprocess`` (JSON: mean, std, min_size, max_size, size_divisible, resize_in_graph), ``imgsz``,
-``mask_threshold`` (Mask R-CNN), ``num_keypoints`` (Keypoint R-CNN).
+``sceneparse_version``, ``task`` (``info.task``: ``detect`` / ``instance`` / ``pose`` / ``semantic`` ...),
+``result`` (``instances`` / ``semantic`` / ``panoptic``), ``model_info`` (JSON of
+:meth:`ModelInfo.to_dict`, class names included: what the deployed graph is), ``model``,
+``class_names`` (JSON list), ``categories`` (JSON, COCO-style, when known), ``inputs`` / ``outputs``
+(JSON lists of ``{name, shape, dtype, description}``), ``preprocess`` (JSON: mean, std -- when the
+model's info declares them in ``info.extra`` --, min_size, max_size, size_divisible, fixed_size,
+normalize_in_graph, resize_in_graph), ``imgsz``, ``mask_threshold`` (models with masks),
+``num_keypoints`` (models with keypoints).
 
 Verification (``verify=True``): onnxruntime (CPU) runs the exported graph and eager PyTorch the
 same code path untraced on the same inputs -- synthetic scenes at ``imgsz`` and, with
-``dynamic=True``, at a second size of another aspect ratio (and a batch of 2 for segmentors). The
+``dynamic=True``, at a second size of another aspect ratio (and a batch of 2 for batched graphs). The
 report lists the max abs difference of every output; outside the tolerance (see
 :data:`TOLERANCES`) or with another number of detections or other labels, :class:`ExportError`
 is raised and no file is written. The ONNX model also passes ``onnx.checker.check_model(full_check=True)``.
@@ -52,13 +66,14 @@ default torch.export-based exporter needs ``onnxscript``, which sceneparse does 
 the detectors' outputs have data-dependent sizes everywhere (proposals, NMS, the keypoint loop). The
 legacy exporter traces the code that runs eagerly; where an eager shortcut would freeze a size or a
 count into the graph, the model code takes a tracing branch (``torch.jit.is_tracing()``: the
-preprocessor's resize / pad, anchors, RPN top-k, class-wise NMS, RoI levels, mask pasting, keypoint
+image resize / pad, anchors, RPN top-k, class-wise NMS, RoI levels, mask pasting, keypoint
 decoding as an ONNX Loop). The eager paths are unchanged.
 """
 from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import tempfile
 import time
@@ -74,11 +89,10 @@ from torch import Tensor, nn
 from .. import __version__
 from ..errors import ExportError
 from ..fileio import atomic_write_bytes
-from ..postprocess.detection import detections_in_original
+from ..models.base import ModelInfo, SceneModel, SizePolicy, model_info, unwrap
 
 __all__ = ["export_onnx", "export_torchscript", "export_model", "ExportReport", "VerifyCase", "TensorSpec",
-           "FORMATS", "TOLERANCES", "MASK_FLIP_FRACTION", "sample_images", "DetectorGraph", "SegmentorGraph",
-           "graph_module", "read_onnx_metadata"]
+           "FORMATS", "TOLERANCES", "MASK_FLIP_FRACTION", "sample_images", "graph_module", "read_onnx_metadata"]
 
 #: Export formats: file suffix of each.
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript"}
@@ -111,80 +125,85 @@ TOLERANCES: dict[str, tuple[float, float]] = {
 MASK_FLIP_FRACTION = 1e-3
 
 
-def _min_opset(model: nn.Module, task: str) -> tuple[int, str]:
-    """The lowest opset whose graph onnxruntime runs correctly, and why (measured with torch 2.14 /
-    onnxruntime 1.32; the upper end is whatever the installed onnxruntime implements)."""
-    if task == "semantic":
-        return 11, "Resize and Pad with sizes computed in the graph need opset 11"
-    if model.roi_keypoint is not None:
-        return 16, ("the keypoint decoding loop (one bicubic Resize per detection inside an ONNX Loop) does not "
-                    "load in onnxruntime below opset 16")
-    if model.roi_mask is not None:
-        return 16, ("mask pasting sums bilinear weights with ScatterElements(reduction='add'), opset 16 (below it "
-                    "the exporter writes a plain scatter, which overwrites instead of adding)")
-    return 11, "NonMaxSuppression and RoiAlign need opset 11"
+#: ``graph.min_opset`` of a graph that does not declare it.
+DEFAULT_MIN_OPSET = (11, "the graph declares no min_opset; 11 is the lowest this exporter supports")
 
 
-# ---- the graphs ---------------------------------------------------------------------------------
+# ---- the graph ------------------------------------------------------------------------------------
 
-class SegmentorGraph(nn.Module):
-    """``images [N, 3, H, W]`` in [0, 1] -> ``(logits [N, C, H, W], labels [N, H, W])``: normalise,
-    pad to the model's size multiple, :meth:`SemanticSegmentor.inference_logits`, crop, argmax."""
-
-    output_names = ("logits", "labels")
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        h, w = images.shape[-2], images.shape[-1]
-        pre = self.model.preprocessor
-        logits = self.model.inference_logits(pre.pad(pre.normalize(images)))
-        logits = logits[:, :, :h, :w]
-        return logits, logits.argmax(dim=1)
+def _qualname(model: object) -> str:
+    return f"{type(model).__module__}.{type(model).__name__}"
 
 
-class DetectorGraph(nn.Module):
-    """``image [3, H, W]`` in [0, 1] -> ``(boxes, scores, labels[, masks][, keypoints, keypoint_scores])``
-    in input-image pixels: ``model.prepare`` + ``model.forward`` + the mapping of ``model.postprocess``
-    with mask probabilities instead of thresholded masks."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-        names = ["boxes", "scores", "labels"]
-        if model.roi_mask is not None:
-            names.append("masks")
-        if model.roi_keypoint is not None:
-            names += ["keypoints", "keypoint_scores"]
-        self.output_names = tuple(names)
-
-    def forward(self, image: Tensor) -> tuple[Tensor, ...]:
-        batch, _ = self.model.prepare([image])
-        d = self.model(batch).detections[0]
-        out = detections_in_original(d.boxes, d.scores, d.labels, batch.image_sizes[0], batch.original_sizes[0],
-                                     mask_probs=d.mask_probs, keypoint_heatmaps=d.keypoint_logits,
-                                     mask_threshold=None, mask_aligned=self.model.mask_aligned)
-        return tuple(out[name] for name in self.output_names)
+def _info(model: nn.Module) -> ModelInfo:
+    """:func:`model_info`, as an :class:`ExportError` for a module that is not a sceneparse model."""
+    m = unwrap(model)
+    if not isinstance(m, SceneModel):
+        raise ExportError(f"no export graph for {_qualname(m)}: not a sceneparse model (a SceneModel declaring "
+                          "its ModelInfo and export_graph())", model=type(m).__name__)
+    try:
+        return model_info(m)
+    except NotImplementedError as e:
+        raise ExportError(f"no export graph for {_qualname(m)}: {e}", model=type(m).__name__) from None
 
 
-def _task_of(model: nn.Module) -> str:
-    from ..models.detectors.two_stage import TwoStageDetector
-    from ..models.segmentation.base import SemanticSegmentor
+def graph_module(model: nn.Module, name: str | None = None) -> nn.Module:
+    """``model.export_graph()``: the traceable module that is exported, with an :class:`ExportError`
+    naming the model (``name``, else its class) when it has none."""
+    m = unwrap(model)
+    info = _info(m)
+    name = name or type(m).__name__
+    if type(m).export_graph is SceneModel.export_graph:
+        raise ExportError(f"no export graph for {_qualname(m)} (task {info.task}): its family does not implement "
+                          "SceneModel.export_graph(), so there is no traceable graph to write", model=name)
+    try:
+        graph = m.export_graph()
+    except ExportError as e:
+        raise ExportError(f"no export graph for {_qualname(m)} (task {info.task}): {e}", model=name,
+                          construct=e.construct) from e
+    if not isinstance(graph, nn.Module):
+        raise ExportError(f"{_qualname(m)}.export_graph() returned {type(graph).__name__}, not an nn.Module",
+                          model=name)
+    names = tuple(getattr(graph, "output_names", info.export_outputs))
+    if not info.export_outputs or names != tuple(info.export_outputs):
+        raise ExportError(f"{_qualname(m)}: the export graph's outputs {list(names)} are not ModelInfo.export_outputs "
+                          f"{list(info.export_outputs)}", model=name)
+    return graph
 
-    if isinstance(model, TwoStageDetector):
-        return "detection"
-    if isinstance(model, SemanticSegmentor):
-        return "semantic"
-    raise ExportError(f"no export graph for {type(model).__module__}.{type(model).__name__}: exportable are the "
-                      "two-stage detectors (TwoStageDetector: Faster / Mask / Keypoint R-CNN) and the semantic "
-                      "segmentors (SemanticSegmentor)", model=type(model).__name__)
+
+def _batched(graph: nn.Module, info: ModelInfo) -> bool:
+    """Whether the graph takes an ``[N, 3, H, W]`` batch (else one ``[3, H, W]`` image): what the graph
+    declares, else by result type (semantic maps come in batches, instances one image at a time)."""
+    return bool(getattr(graph, "batched", info.result == "semantic"))
 
 
-def graph_module(model: nn.Module) -> nn.Module:
-    """The exportable wrapper of ``model``: :class:`DetectorGraph` or :class:`SegmentorGraph`."""
-    return DetectorGraph(model) if _task_of(model) == "detection" else SegmentorGraph(model)
+def _resize_in_graph(graph: nn.Module, batched: bool) -> bool:
+    """Whether the graph resizes its input as ``predict`` does (single-image graphs run the whole of
+    ``predict``; batched ones take images at the size the network runs at), unless it says otherwise."""
+    return bool(getattr(graph, "resize_in_graph", not batched))
+
+
+def _min_opset(graph: nn.Module) -> tuple[int, str]:
+    opset, why = getattr(graph, "min_opset", DEFAULT_MIN_OPSET)
+    return int(opset), str(why)
+
+
+@dataclass
+class _Subject:
+    """What is exported: the model, what it says it is, and its graph."""
+
+    model: nn.Module
+    name: str
+    info: ModelInfo
+    class_names: list[str]
+    categories: list[dict] | None
+    graph: nn.Module
+    batched: bool
+    resize_in_graph: bool
+
+    @property
+    def output_names(self) -> list[str]:
+        return list(self.info.export_outputs)
 
 
 # ---- report ---------------------------------------------------------------------------------------
@@ -291,33 +310,49 @@ def _pair(imgsz) -> tuple[int, int]:
     return h, w
 
 
-def _default_imgsz(model: nn.Module) -> tuple[int, int]:
-    s = model.preprocessor.min_sizes[-1]
-    return s, s
+def _default_imgsz(s: _Subject) -> tuple[int, int]:
+    """The inference short side (``info.size.min_size``), square; the fixed size of fixed-size models."""
+    size = s.info.size
+    if size is None:
+        raise ExportError("the model declares no input size policy (ModelInfo.size): pass imgsz", model=s.name)
+    if size.fixed_size is not None:
+        return int(size.fixed_size[0]), int(size.fixed_size[1])
+    m = int(size.min_size[-1])
+    return m, m
 
 
-def _second_size(size: tuple[int, int], model: nn.Module, task: str) -> tuple[int, int]:
+def _resized_size(size: SizePolicy, hw: tuple[int, int]) -> tuple[int, int]:
+    """``(h, w)`` an image of ``hw`` is resized to at inference by ``size`` (short side to
+    ``min_size[-1]``, long side at most ``max_size``; the integer arithmetic of ``F.interpolate``)."""
+    if size.fixed_size is not None:
+        return int(size.fixed_size[0]), int(size.fixed_size[1])
+    h, w = hw
+    f = min(size.min_size[-1] / min(h, w), size.max_size / max(h, w))
+    return int(math.floor(h * f)), int(math.floor(w * f))
+
+
+def _second_size(hw: tuple[int, int], s: _Subject) -> tuple[int, int]:
     """A second verification size that changes what the graph computes with: another aspect ratio,
-    sides not multiples of the size divisor (the padding in the graph is exercised) and, for
-    detectors, another padded network input after the in-graph resize (so that frozen anchors,
+    sides not multiples of the size divisor (the padding in the graph is exercised) and, for graphs
+    that resize, another padded network input after the in-graph resize (so that frozen anchors,
     strides or clipping sizes would show)."""
-    pre = model.preprocessor
-    d = pre.size_divisible
+    policy = s.info.size
+    d = max(1, int(policy.size_divisible)) if policy is not None else 1
 
     def odd(v: int) -> int:
         return v + 1 if v % d == 0 else v
 
-    def padded(hw: tuple[int, int]) -> tuple[int, int]:
-        rh, rw = pre.resized_size(hw)
+    def padded(x: tuple[int, int]) -> tuple[int, int]:
+        rh, rw = _resized_size(policy, x)
         return -(-rh // d) * d, -(-rw // d) * d
 
-    h, w = size
+    h, w = hw
     candidates = [(odd(max(16, (5 * w) // 4)), odd(max(16, (3 * h) // 4))),
                   (odd(max(16, (3 * h) // 4)), odd(max(16, (5 * w) // 4))),
                   (odd(max(16, 2 * h)), odd(max(16, w // 2)))]
-    if task == "semantic":
+    if not s.resize_in_graph or policy is None:
         return candidates[0]
-    first = padded(size)
+    first = padded(hw)
     return next((c for c in candidates if padded(c) != first), candidates[0])
 
 
@@ -334,62 +369,103 @@ def sample_images(size: tuple[int, int], count: int = 1, seed: int = 0) -> list[
     return out
 
 
-def _specs(task: str, graph: nn.Module, num_classes: int, dynamic: bool, imgsz: tuple[int, int]
+def _specs(s: _Subject, dynamic: bool, imgsz: tuple[int, int]
            ) -> tuple[list[TensorSpec], list[TensorSpec], dict[str, dict[int, str]]]:
+    """The graph's input and outputs (names from ``info.export_outputs``) and their dynamic axes."""
     H, W = ("height", "width") if dynamic else imgsz
-    if task == "semantic":
+    info, C = s.info, s.info.num_classes
+    names = s.output_names
+    if s.batched:
         N = "batch" if dynamic else 1
         inputs = [TensorSpec("images", [N, 3, H, W], "float32", "RGB in [0, 1]")]
-        outputs = [TensorSpec("logits", [N, num_classes, H, W], "float32", "class scores (pre-softmax)"),
-                   TensorSpec("labels", [N, H, W], "int64", "argmax of logits over classes")]
-        axes = {"images": {0: "batch", 2: "height", 3: "width"}, "logits": {0: "batch", 2: "height", 3: "width"},
-                "labels": {0: "batch", 1: "height", 2: "width"}} if dynamic else {}
-        return inputs, outputs, axes
-    model = graph.model
-    inputs = [TensorSpec("image", [3, H, W], "float32", "one RGB image in [0, 1]")]
-    desc = {
-        "boxes": ([4], "float32", "XYXY in input-image pixels, best first"),
-        "scores": ([], "float32", "class probability"),
-        "labels": ([], "int64", f"class 0..{num_classes - 1}"),
-        "masks": ([H, W], "float32", f"mask probabilities in the image (predict keeps > {model.mask_threshold})"),
-        "keypoints": ([model.roi_keypoint.num_keypoints if model.roi_keypoint is not None else 0, 3], "float32",
-                      "(x, y, 1) in input-image pixels"),
-        "keypoint_scores": ([model.roi_keypoint.num_keypoints if model.roi_keypoint is not None else 0], "float32",
-                            "heatmap value at the keypoint"),
-    }
-    outputs = [TensorSpec(n, ["detections", *desc[n][0]], desc[n][1], desc[n][2]) for n in graph.output_names]
-    axes = {n: {0: "detections"} for n in graph.output_names}
-    if "masks" in axes and dynamic:
-        axes["masks"] = {0: "detections", 1: "height", 2: "width"}
+        known = {
+            "logits": ([N, C, H, W], "float32", "class scores (pre-softmax)", {0: "batch", 2: "height", 3: "width"}),
+            "labels": ([N, H, W], "int64", "argmax of logits over classes", {0: "batch", 1: "height", 2: "width"}),
+        } if info.result == "semantic" else {}
+        in_axes = {0: "batch", 2: "height", 3: "width"}
+        default_axes = {0: "batch"}
+    else:
+        inputs = [TensorSpec("image", [3, H, W], "float32", "one RGB image in [0, 1]")]
+        K, D = info.num_keypoints, "detections"
+        known = {
+            "boxes": ([D, 4], "float32", "XYXY in input-image pixels, best first", {0: D}),
+            "scores": ([D], "float32", "class probability", {0: D}),
+            "labels": ([D], "int64", f"class 0..{C - 1}", {0: D}),
+            "masks": ([D, H, W], "float32", f"mask probabilities in the image (predict keeps > {info.mask_threshold})",
+                      {0: D, 1: "height", 2: "width"}),
+            "keypoints": ([D, K, 3], "float32", "(x, y, 1) in input-image pixels", {0: D}),
+            "keypoint_scores": ([D, K], "float32", "heatmap value at the keypoint", {0: D}),
+        } if info.result == "instances" else {}
+        in_axes = {1: "height", 2: "width"}
+        default_axes = {}
+    unknown = [n for n in names if n not in known]
+    if unknown:  # outputs this exporter has no description of: shapes and dtypes of an eager run
+        example = _example(s.batched, imgsz)
+        with torch.no_grad():
+            got = dict(zip(names, s.graph(example)))
+        for n in unknown:
+            t = got[n]
+            shape = [int(v) for v in t.shape]
+            if s.batched and shape:
+                shape[0] = N
+            known[n] = (shape, str(t.dtype).replace("torch.", ""), "", dict(default_axes) if t.ndim else {})
+    outputs = [TensorSpec(n, known[n][0], known[n][1], known[n][2]) for n in names]
+    axes: dict[str, dict[int, str]] = {}
     if dynamic:
-        axes["image"] = {1: "height", 2: "width"}
+        axes[inputs[0].name] = in_axes
+    for n in names:  # a count of detections is dynamic even in a static graph
+        ax = {k: v for k, v in known[n][3].items() if dynamic or v == "detections"}
+        if ax:
+            axes[n] = ax
     return inputs, outputs, axes
 
 
-def _metadata(task: str, name: str, model: nn.Module, class_names: list[str], categories: list[dict] | None,
-              inputs: list[TensorSpec], outputs: list[TensorSpec], imgsz: tuple[int, int]) -> dict[str, str]:
-    pre = model.preprocessor
+def _metadata(s: _Subject, inputs: list[TensorSpec], outputs: list[TensorSpec], imgsz: tuple[int, int]
+              ) -> dict[str, str]:
+    info = s.info.named(s.class_names)
+    size = info.size
+    extra = dict(info.extra or {})
     meta = {
         "sceneparse_version": __version__,
-        "task": task,
-        "model": name,
-        "class_names": json.dumps(class_names),
-        "inputs": json.dumps([asdict(s) for s in inputs]),
-        "outputs": json.dumps([asdict(s) for s in outputs]),
-        "preprocess": json.dumps({"mean": list(pre.mean), "std": list(pre.std), "min_size": pre.min_sizes[-1],
-                                  "max_size": pre.max_size, "size_divisible": pre.size_divisible,
-                                  "fixed_size": list(pre.fixed_size) if pre.fixed_size else None,
-                                  "normalize_in_graph": True, "resize_in_graph": task == "detection"}),
+        "task": info.task,
+        "result": info.result,
+        "model": s.name,
+        "class_names": json.dumps(s.class_names),
+        "inputs": json.dumps([asdict(x) for x in inputs]),
+        "outputs": json.dumps([asdict(x) for x in outputs]),
+        "preprocess": json.dumps({
+            "mean": _plain(size.mean if size is not None and size.mean is not None else extra.get("mean")),
+            "std": _plain(size.std if size is not None and size.std is not None else extra.get("std")),
+            "min_size": None if size is None else int(size.min_size[-1]),
+            "max_size": None if size is None else int(size.max_size),
+            "size_divisible": None if size is None else int(size.size_divisible),
+            "fixed_size": None if size is None or size.fixed_size is None else list(size.fixed_size),
+            "normalize_in_graph": True, "resize_in_graph": s.resize_in_graph}),
         "imgsz": json.dumps(list(imgsz)),
+        "model_info": json.dumps(info.to_dict(), default=_plain),
     }
-    if categories:
-        meta["categories"] = json.dumps(categories)
-    if task == "detection":
-        if model.roi_mask is not None:
-            meta["mask_threshold"] = repr(float(model.mask_threshold))
-        if model.roi_keypoint is not None:
-            meta["num_keypoints"] = str(model.roi_keypoint.num_keypoints)
+    if s.categories:
+        meta["categories"] = json.dumps(s.categories)
+    if "masks" in info.export_outputs:
+        meta["mask_threshold"] = repr(float(info.mask_threshold))
+    if "keypoints" in info.export_outputs:
+        meta["num_keypoints"] = str(info.num_keypoints)
     return meta
+
+
+def _plain(v: Any) -> Any:
+    """JSON-able form of a metadata value (tuples, tensors, numpy values)."""
+    if v is None or isinstance(v, (str, bool, int, float)):
+        return v
+    if isinstance(v, (Tensor, np.ndarray)):
+        return v.tolist()
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items()}
+    return str(v)
 
 
 def read_onnx_metadata(path: str | os.PathLike) -> dict[str, Any]:
@@ -408,8 +484,9 @@ def read_onnx_metadata(path: str | os.PathLike) -> dict[str, Any]:
 
 # ---- resolving the model -----------------------------------------------------------------------------
 
-def _resolve(model, class_names, name) -> tuple[nn.Module, str, list[str], list[dict] | None]:
-    """``model``: an ``nn.Module``, a :class:`LoadedModel` or a checkpoint path."""
+def _resolve(model, class_names, name) -> _Subject:
+    """``model``: a :class:`SceneModel` (or a DDP wrapper of one), a :class:`LoadedModel` or a
+    checkpoint path -> the model, what it is (``info``) and its export graph."""
     from .checkpoint import LoadedModel, model_from_checkpoint
 
     categories = None
@@ -422,15 +499,18 @@ def _resolve(model, class_names, name) -> tuple[nn.Module, str, list[str], list[
         model = model.model
     if not isinstance(model, nn.Module):
         raise ExportError(f"expected an nn.Module, a LoadedModel or a checkpoint path, got {type(model).__name__}")
+    model = unwrap(model)
+    info = _info(model)
     name = name or type(model).__name__
-    task = _task_of(model)
-    num_classes = int(model.num_classes)
+    num_classes = int(info.num_classes)
     if class_names is None:
-        class_names = [f"class_{i}" for i in range(num_classes)]
+        class_names = list(info.class_names) or [f"class_{i}" for i in range(num_classes)]
     class_names = [str(c) for c in class_names]
     if len(class_names) != num_classes:
         raise ExportError(f"{len(class_names)} class names for a model with {num_classes} classes", model=name)
-    return model, name, class_names, categories
+    graph = graph_module(model, name)
+    batched = _batched(graph, info)
+    return _Subject(model, name, info, class_names, categories, graph, batched, _resize_in_graph(graph, batched))
 
 
 # ---- tracing ------------------------------------------------------------------------------------------
@@ -518,28 +598,29 @@ def _ordered_warnings(found: Sequence[str], limit: int = 12) -> list[str]:
     return out[:limit] + ([f"... and {len(out) - limit} more (report.trace_warnings)"] if len(out) > limit else [])
 
 
-def _example(task: str, size: tuple[int, int], batch: int = 1, seed: int = 0) -> Tensor:
+def _example(batched: bool, size: tuple[int, int], batch: int = 1, seed: int = 0) -> Tensor:
     imgs = sample_images(size, batch, seed)
-    return imgs[0] if task == "detection" else torch.stack(imgs)
+    return torch.stack(imgs) if batched else imgs[0]
 
 
-def _verify_inputs(task: str, imgsz: tuple[int, int], dynamic: bool, model: nn.Module,
-                   images: Sequence[Tensor] | None) -> list[Tensor]:
+def _verify_inputs(s: _Subject, imgsz: tuple[int, int], dynamic: bool, images: Sequence[Tensor] | None
+                   ) -> list[Tensor]:
     if images is not None:
         imgs = [im.float() for im in images]
-        return imgs if task == "detection" else [im[None] for im in imgs]
-    cases = [_example(task, imgsz, 1, seed=1)]
+        return [im[None] for im in imgs] if s.batched else imgs
+    cases = [_example(s.batched, imgsz, 1, seed=1)]
     if dynamic:
-        cases.append(_example(task, _second_size(imgsz, model, task), 2 if task == "semantic" else 1, seed=2))
+        cases.append(_example(s.batched, _second_size(imgsz, s), 2 if s.batched else 1, seed=2))
     return cases
 
 
-def _compare(names: Sequence[str], eager: Sequence[Tensor], exported: Sequence[np.ndarray], task: str,
+def _compare(names: Sequence[str], eager: Sequence[Tensor], exported: Sequence[np.ndarray], result: str,
              shape: list[int], mask_threshold: float = 0.5) -> VerifyCase:
+    """``result``: ``info.result`` (``instances``: detections are matched as sets before comparing)."""
     case = VerifyCase(shape)
     ref = {n: t.detach().cpu().numpy() for n, t in zip(names, eager)}
     got = dict(zip(names, exported))
-    if task == "detection":
+    if result == "instances" and {"boxes", "scores", "labels"} <= set(names):
         case.detections = (int(ref["boxes"].shape[0]), int(got["boxes"].shape[0]))
         if case.detections[0] != case.detections[1]:
             case.failures.append(f"{case.detections[0]} detections eagerly, {case.detections[1]} exported")
@@ -555,7 +636,7 @@ def _compare(names: Sequence[str], eager: Sequence[Tensor], exported: Sequence[n
             continue
         if a.dtype.kind in "iub":
             differ = a != b
-            if task == "semantic" and n == "labels" and differ.any():
+            if result == "semantic" and n == "labels" and "logits" in ref and differ.any():
                 # argmax of logits that agree within tolerance: a pixel may flip where the two best
                 # eager logits are closer than the logits' tolerance (twice the allowed difference)
                 top2 = -np.sort(-ref["logits"], axis=1)[:, :2]
@@ -583,10 +664,6 @@ def _compare(names: Sequence[str], eager: Sequence[Tensor], exported: Sequence[n
         if not diff <= allowed:
             case.failures.append(f"{n}: max abs diff {diff:.3g} > allowed {allowed:.3g}")
     return case
-
-
-def _mask_threshold(model: nn.Module) -> float:
-    return float(getattr(model, "mask_threshold", 0.5))
 
 
 def _match_detections(ref: dict[str, np.ndarray], got: dict[str, np.ndarray]) -> np.ndarray:
@@ -647,39 +724,42 @@ def export_onnx(model: nn.Module | str | os.PathLike, out_path: str | os.PathLik
                 imgsz: int | tuple[int, int] | None = None, opset: int = 17, dynamic: bool = True,
                 verify: bool = True, class_names: Sequence[str] | None = None, name: str | None = None,
                 images: Sequence[Tensor] | None = None) -> ExportReport:
-    """Export ``model`` (a detector or segmentor, a :class:`LoadedModel`, or a sceneparse checkpoint
-    path) to an ONNX file; see the module docstring for the graph's inputs, outputs and metadata.
+    """Export ``model`` (a :class:`SceneModel` with an export graph, a :class:`LoadedModel`, or a
+    sceneparse checkpoint path) to an ONNX file; see the module docstring for the graph's inputs,
+    outputs and metadata.
 
     Args:
         imgsz: ``H`` or ``(H, W)`` of the example image traced and verified (default: the model's
-            preprocessing ``min_size``, square); with ``dynamic=False`` the only size the graph takes.
-        opset: ONNX opset: >= 11 (segmentors, Faster R-CNN), >= 16 (Mask / Keypoint R-CNN); at most what
-            torch's exporter and the installed onnxruntime implement (17 is the tested default).
-        dynamic: dynamic image sizes (and batch size for segmentors).
+            inference short side ``info.size.min_size``, square); with ``dynamic=False`` the only size
+            the graph takes.
+        opset: ONNX opset: at least the graph's ``min_opset`` (11 for segmentors and Faster R-CNN, 16
+            for Mask / Keypoint R-CNN); at most what torch's exporter and the installed onnxruntime
+            implement (17 is the tested default).
+        dynamic: dynamic image sizes (and batch size for batched graphs).
         verify: compare onnxruntime with eager PyTorch (on ``images`` if given, else synthetic scenes at
             ``imgsz`` and a second size) and raise :class:`ExportError` outside :data:`TOLERANCES`.
-        class_names: label names (default: from the checkpoint, else ``class_0 ...``).
+        class_names: label names (default: from the checkpoint or ``info.class_names``, else ``class_0 ...``).
         name: model name for the metadata (default: the checkpoint's ``config.model.name``).
     Raises:
-        ExportError: unsupported model type or opset, an operator the exporter / onnxruntime cannot
-            handle (named), a checker failure, or a verification mismatch.
+        ExportError: a model without an export graph (named), an unsupported opset, an operator the
+            exporter / onnxruntime cannot handle (named), a checker failure, or a verification mismatch.
     """
     import onnx
 
     t0 = time.perf_counter()
-    model, name, class_names, categories = _resolve(model, class_names, name)
-    task = _task_of(model)
-    lowest, why = _min_opset(model, task)
+    s = _resolve(model, class_names, name)
+    name = s.name
+    lowest, why = _min_opset(s.graph)
     if not (lowest <= int(opset) <= _max_opset()):
-        raise ExportError(f"opset {opset} is not supported for {type(model).__name__}: use {lowest}..{_max_opset()} "
+        raise ExportError(f"opset {opset} is not supported for {type(s.model).__name__}: use {lowest}..{_max_opset()} "
                           f"({why})", model=name)
     out_path = Path(out_path)
-    with _EvalCPU(model), torch.no_grad():
-        graph = graph_module(model).eval()
-        imgsz = _pair(imgsz) if imgsz is not None else _default_imgsz(model)
-        inputs, outputs, axes = _specs(task, graph, len(class_names), dynamic, imgsz)
-        output_names = [s.name for s in outputs]
-        example = _example(task, imgsz)
+    with _EvalCPU(s.model), torch.no_grad():
+        graph = s.graph.eval().cpu()
+        imgsz = _pair(imgsz) if imgsz is not None else _default_imgsz(s)
+        inputs, outputs, axes = _specs(s, dynamic, imgsz)
+        output_names = [o.name for o in outputs]
+        example = _example(s.batched, imgsz)
         buf = io.BytesIO()
         with _CaptureTraceWarnings() as cap:
             try:
@@ -691,23 +771,23 @@ def export_onnx(model: nn.Module | str | os.PathLike, out_path: str | os.PathLik
                 msg, construct = _describe_export_failure(e)
                 raise ExportError(msg, model=name, construct=construct) from e
         proto = onnx.load_from_string(buf.getvalue())
-        meta = _metadata(task, name, model, class_names, categories, inputs, outputs, imgsz)
+        meta = _metadata(s, inputs, outputs, imgsz)
         del proto.metadata_props[:]
         for k, v in meta.items():
             proto.metadata_props.add(key=k, value=v)
         proto.producer_name, proto.producer_version = "sceneparse", __version__
-        proto.doc_string = f"sceneparse {task} model {name}; inputs/outputs: see metadata_props"
+        proto.doc_string = f"sceneparse {s.info.task} model {name}; inputs/outputs: see metadata_props"
         try:
             onnx.checker.check_model(proto, full_check=True)
         except Exception as e:
             raise ExportError(f"onnx.checker rejects the exported graph: {str(e).splitlines()[0][:400]}",
                               model=name) from None
         data = proto.SerializeToString()
-        report = ExportReport(str(out_path), "onnx", name, task, class_names, inputs, outputs, meta, dynamic,
+        report = ExportReport(str(out_path), "onnx", name, s.info.task, s.class_names, inputs, outputs, meta, dynamic,
                               opset=int(opset), checker="passed", trace_warnings=cap.found)
         if verify:
             session = _ort_session(data, name)
-            for x in _verify_inputs(task, imgsz, dynamic, model, images):
+            for x in _verify_inputs(s, imgsz, dynamic, images):
                 eager = graph(x)
                 try:
                     got = session.run(output_names, {inputs[0].name: x.numpy()})
@@ -715,7 +795,8 @@ def export_onnx(model: nn.Module | str | os.PathLike, out_path: str | os.PathLik
                     report.cases.append(VerifyCase(list(x.shape), failures=[
                         f"onnxruntime failed: {str(e).splitlines()[0][:300]}"]))
                     continue
-                report.cases.append(_compare(output_names, eager, got, task, list(x.shape), _mask_threshold(model)))
+                report.cases.append(_compare(output_names, eager, got, s.info.result, list(x.shape),
+                                             s.info.mask_threshold))
             _raise_if_failed(report, name)
     _atomic_write_bytes(out_path, data)
     report.file_bytes = len(data)
@@ -734,33 +815,33 @@ def export_torchscript(model: nn.Module | str | os.PathLike, out_path: str | os.
     ``dynamic=False`` only records that the graph was checked at ``imgsz`` alone: a trace is not
     specialised to its example size here (the sizes are computed in the graph)."""
     t0 = time.perf_counter()
-    model, name, class_names, categories = _resolve(model, class_names, name)
-    task = _task_of(model)
+    s = _resolve(model, class_names, name)
+    name = s.name
     out_path = Path(out_path)
-    with _EvalCPU(model), torch.no_grad():
-        graph = graph_module(model).eval()
-        imgsz = _pair(imgsz) if imgsz is not None else _default_imgsz(model)
-        inputs, outputs, _ = _specs(task, graph, len(class_names), dynamic, imgsz)
-        example = _example(task, imgsz)
+    with _EvalCPU(s.model), torch.no_grad():
+        graph = s.graph.eval().cpu()
+        imgsz = _pair(imgsz) if imgsz is not None else _default_imgsz(s)
+        inputs, outputs, _ = _specs(s, dynamic, imgsz)
+        example = _example(s.batched, imgsz)
         with _CaptureTraceWarnings() as cap:
             try:
                 traced = torch.jit.trace(graph, (example,), check_trace=False, strict=False)
             except Exception as e:
                 raise ExportError(f"torch.jit.trace failed ({type(e).__name__}): {str(e).splitlines()[0][:400]}",
                                   model=name) from e
-        meta = _metadata(task, name, model, class_names, categories, inputs, outputs, imgsz)
+        meta = _metadata(s, inputs, outputs, imgsz)
         buf = io.BytesIO()
         with warnings.catch_warnings():  # TorchScript is deprecated (FutureWarning) but still saves and loads
             warnings.simplefilter("ignore", FutureWarning)
             torch.jit.save(traced, buf, _extra_files={"sceneparse.json": json.dumps(meta)})
         data = buf.getvalue()
-        report = ExportReport(str(out_path), "torchscript", name, task, class_names, inputs, outputs, meta, dynamic,
-                              trace_warnings=cap.found)
+        report = ExportReport(str(out_path), "torchscript", name, s.info.task, s.class_names, inputs, outputs, meta,
+                              dynamic, trace_warnings=cap.found)
         if verify:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)
                 loaded = torch.jit.load(io.BytesIO(data))
-            for x in _verify_inputs(task, imgsz, dynamic, model, images):
+            for x in _verify_inputs(s, imgsz, dynamic, images):
                 eager = graph(x)
                 try:
                     got = [t.numpy() for t in loaded(x)]
@@ -768,8 +849,8 @@ def export_torchscript(model: nn.Module | str | os.PathLike, out_path: str | os.
                     report.cases.append(VerifyCase(list(x.shape), failures=[
                         f"the traced module failed: {str(e).splitlines()[0][:300]}"]))
                     continue
-                report.cases.append(_compare([s.name for s in outputs], eager, got, task, list(x.shape),
-                                             _mask_threshold(model)))
+                report.cases.append(_compare([o.name for o in outputs], eager, got, s.info.result, list(x.shape),
+                                             s.info.mask_threshold))
             _raise_if_failed(report, name)
     _atomic_write_bytes(out_path, data)
     report.file_bytes = len(data)
@@ -788,7 +869,7 @@ def export_model(model, out_path, *, format: str = "onnx", **kwargs) -> ExportRe
 
 
 def _raise_if_failed(report: ExportReport, name: str) -> None:
-    if report.task == "detection" and report.cases and all(c.detections == (0, 0) for c in report.cases):
+    if report.cases and all(c.detections == (0, 0) for c in report.cases):  # instance graphs only count
         report.notes.append("verification compared no detections (the model found nothing in the "
                                      "verification images): boxes, scores and labels were not compared")
     failed = [c for c in report.cases if not c.ok]
@@ -811,5 +892,4 @@ def _max_opset() -> int:
         return int(ONNX_MAX_OPSET)
     except ImportError:  # pragma: no cover - older / newer torch layouts
         return 20
-
 
