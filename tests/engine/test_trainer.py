@@ -17,6 +17,7 @@ from sceneparse.data.layout import load_split
 from sceneparse.engine import trainer as trainer_mod
 from sceneparse.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from sceneparse.engine.evaluator import EvalReport, evaluate_model
+from sceneparse.engine.hooks import HookBase
 from sceneparse.engine.schedule import lr_factor
 from sceneparse.engine.trainer import Trainer
 from sceneparse.errors import CheckpointError, ConfigError, DataError
@@ -26,6 +27,7 @@ def _weights_equal(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_run_folder_checkpoints_csv_and_lr_per_iteration(synth, tmp_path):
     cfg = tiny_config(synth, tmp_path / "run")
     res = Trainer(cfg, progress=False).fit()
@@ -59,6 +61,7 @@ def test_run_folder_checkpoints_csv_and_lr_per_iteration(synth, tmp_path):
     assert not list(out.glob(".*tmp"))
 
 
+@pytest.mark.slow
 def test_detector_with_ema_saves_and_evaluates_the_ema_weights(synth, tmp_path):
     cfg = tiny_config(synth, tmp_path / "run", "maskrcnn_resnet18_fpn", MASK, "train.epochs=1",
                       "train.max_iters_per_epoch=2", "train.ema=true", "train.ema_decay=0.5")
@@ -68,13 +71,14 @@ def test_detector_with_ema_saves_and_evaluates_the_ema_weights(synth, tmp_path):
     assert last["ema_updates"] == 2 and not _weights_equal(last["model"], last["train_model"])
     loaded = model_from_checkpoint(tmp_path / "run" / "best.pt")
     things = load_split(synth, "val", "instances", things_only=True)
-    assert loaded.task == "detection" and [c["id"] for c in loaded.categories] == things.categories.ids
+    assert loaded.task == "instance" and [c["id"] for c in loaded.categories] == things.categories.ids
     assert len(loaded.categories) == 7  # the stuff categories of instances_*.json are not detected
     assert _weights_equal(load_checkpoint(tmp_path / "run" / "best.pt")["model"], last["model"])
     again = evaluate_model(loaded.model, things, progress=False)
     assert again.metrics == res.metrics
 
 
+@pytest.mark.slow
 def test_same_seed_same_weights_other_seed_other_weights(synth, tmp_path):
     args = ("train.epochs=1", "train.max_iters_per_epoch=2", "train.eval_every=0", "data.scale_jitter=[0.8,1.25]")
     runs = {}
@@ -88,6 +92,7 @@ def test_same_seed_same_weights_other_seed_other_weights(synth, tmp_path):
     assert not _weights_equal(runs["a"], runs["c"])
 
 
+@pytest.mark.slow
 def test_data_cache_trains_the_same_weights_and_reports_every_unreadable_image(synth, tmp_path, monkeypatch):
     args = ("train.epochs=1", "train.max_iters_per_epoch=3", "train.eval_every=1", "data.scale_jitter=[0.8,1.25]")
     runs, reports = {}, {}
@@ -124,11 +129,12 @@ def test_data_cache_trains_the_same_weights_and_reports_every_unreadable_image(s
         Trainer(cfg, progress=False).fit()
 
 
+@pytest.mark.slow
 def test_resume_from_a_mid_epoch_checkpoint_continues_exactly(synth, tmp_path, monkeypatch):
     """R-CNN (random proposal sampling), EMA, flips: an uninterrupted run, and a run resumed from the
     checkpoint its first run wrote after iteration 3 of 4, end with bit-identical weights."""
     snap = tmp_path / "snapshot"
-    save = Trainer._save_last
+    save = Trainer.save_last
 
     def save_and_snapshot(self):
         save(self)
@@ -136,10 +142,10 @@ def test_resume_from_a_mid_epoch_checkpoint_continues_exactly(synth, tmp_path, m
             snap.mkdir()
             shutil.copy(self.out / "last.pt", snap / "last.pt")
 
-    monkeypatch.setattr(Trainer, "_save_last", save_and_snapshot)
+    monkeypatch.setattr(Trainer, "save_last", save_and_snapshot)
     args = ("train.checkpoint_every=3", "train.ema=true", "train.ema_decay=0.9", "data.hflip=0.5")
     full = Trainer(tiny_config(synth, tmp_path / "full", "fasterrcnn_resnet18_fpn", FRCNN, *args), progress=False).fit()
-    monkeypatch.setattr(Trainer, "_save_last", save)
+    monkeypatch.setattr(Trainer, "save_last", save)
     mid = load_checkpoint(snap / "last.pt")
     assert (mid["epoch"], mid["epoch_iter"], mid["iteration"]) == (0, 3, 3)
     resumed = Trainer(tiny_config(synth, tmp_path / "other", "fasterrcnn_resnet18_fpn", FRCNN, *args),
@@ -158,6 +164,7 @@ def test_resume_from_a_mid_epoch_checkpoint_continues_exactly(synth, tmp_path, m
         Trainer(tiny_config(synth, tmp_path / "x"), resume=tmp_path / "full" / "best.pt", progress=False).fit()
 
 
+@pytest.mark.slow
 def test_best_checkpoint_follows_the_primary_metric(synth, tmp_path, monkeypatch):
     scripted = iter([{"miou": 0.2, "pixel_acc": 0.9}, {"miou": 0.5, "pixel_acc": 0.1},
                      {"miou": 0.4, "pixel_acc": 0.3}] * 2)
@@ -217,6 +224,7 @@ def _cosine(i: int, a: int, f: float, total: int) -> float:
     return 0.5 * (1 + math.cos(theta0 + (math.pi - theta0) * (i - a) / (total - a)))
 
 
+@pytest.mark.slow
 def test_time_limit_sets_the_epochs_and_the_lr_schedule_follows(synth, tmp_path):
     clock = _FakeClock()
     cfg = tiny_config(synth, tmp_path / "run", "unet", None, "train.time_limit_min=1", "train.epochs=2")
@@ -247,6 +255,7 @@ def _slow_then_fast(k: int) -> float:
     return 4.0 if k <= 8 else 1.0  # e.g. other processes on the machine for the first two epochs
 
 
+@pytest.mark.slow
 def test_time_limit_extends_the_run_when_the_machine_gets_faster(synth, tmp_path):
     """4 s/iteration for 8 iterations, then 1 s; 60 s budget, 4 iterations/epoch, free evaluations.
     The first plan (after iteration 4, 16 s spent) fits 11 more iterations: 3 epochs and 3 of 4
@@ -277,9 +286,10 @@ def test_time_limit_extends_the_run_when_the_machine_gets_faster(synth, tmp_path
     # the last step, written out: one 25th of the remaining phase before pi
     theta11 = math.acos(2 * f11 - 1)
     assert lrs[-1] == pytest.approx(0.02 * 0.5 * (1 + math.cos(math.pi - (math.pi - theta11) / 25)), rel=1e-12)
-    assert t._lr() == 0.0  # the schedule is at its end value (0) where the run ended
+    assert t.learning_rate() == 0.0  # the schedule is at its end value (0) where the run ended
 
 
+@pytest.mark.slow
 def test_time_limit_extends_at_epoch_ends(synth, tmp_path):
     """3 iterations/epoch: the quarter-epoch points fall on epoch ends, so only epoch-end re-plans
     run. 4 s/iteration for 6 iterations, then 1 s; the first plan at the end of epoch 1 (12 s
@@ -296,6 +306,7 @@ def test_time_limit_extends_at_epoch_ends(synth, tmp_path):
                                     + [0.02 * _cosine(i, 9, f9, 42) for i in range(9, 42)], rel=1e-12)
 
 
+@pytest.mark.slow
 def test_time_limit_shortens_the_run_when_the_machine_gets_slower(synth, tmp_path):
     """1 s/iteration for 8 iterations, then 3 s; 60 s budget. The first plan fits 15 epochs; the
     re-plan at iteration 11 (17 s spent, 3 s/iteration) cuts it to 14 more iterations (43 s / 3):
@@ -310,15 +321,16 @@ def test_time_limit_shortens_the_run_when_the_machine_gets_slower(synth, tmp_pat
     f11 = _cosine(11, 4, 1.0, 60)
     assert lrs[11:] == pytest.approx([0.02 * _cosine(i, 11, f11, 25) for i in range(11, 25)], rel=1e-12)
     assert lrs[10] == pytest.approx(0.02 * _cosine(10, 4, 1.0, 60), rel=1e-12)
-    assert all(b <= a for a, b in zip(lrs[2:], lrs[3:])) and t._lr() == 0.0
+    assert all(b <= a for a, b in zip(lrs[2:], lrs[3:])) and t.learning_rate() == 0.0
 
 
+@pytest.mark.slow
 def test_resume_after_a_replan_continues_exactly(synth, tmp_path, monkeypatch):
     """The run of the speed-up test, with a checkpoint every 2 iterations: resumed from the one
     written at iteration 14 (after the re-plan at 11), it ends with the weights, losses, LRs and
     plans of the uninterrupted run; the cosine anchor comes from the checkpoint."""
     snap = tmp_path / "snapshot"
-    save = Trainer._save_last
+    save = Trainer.save_last
 
     def save_and_snapshot(self):
         save(self)
@@ -326,12 +338,12 @@ def test_resume_after_a_replan_continues_exactly(synth, tmp_path, monkeypatch):
             snap.mkdir()
             shutil.copy(self.out / "last.pt", snap / "last.pt")
 
-    monkeypatch.setattr(Trainer, "_save_last", save_and_snapshot)
+    monkeypatch.setattr(Trainer, "save_last", save_and_snapshot)
     args = ("train.time_limit_min=1", "train.checkpoint_every=2", "train.ema=true", "train.ema_decay=0.9",
             "data.hflip=0.5")
     full, _, _ = _fit_on_clock(tiny_config(synth, tmp_path / "full", "unet", None, *args),
                                _FakeClock(_slow_then_fast))
-    monkeypatch.setattr(Trainer, "_save_last", save)
+    monkeypatch.setattr(Trainer, "save_last", save)
     mid = load_checkpoint(snap / "last.pt")
     assert (mid["epoch"], mid["epoch_iter"], mid["iteration"]) == (3, 2, 14)
     assert mid["plan"]["epochs"] == 9 and mid["plan"]["lr_anchor"][0] == 11
@@ -347,6 +359,7 @@ def test_resume_after_a_replan_continues_exactly(synth, tmp_path, monkeypatch):
     assert a["plan"] == b["plan"]
 
 
+@pytest.mark.slow
 def test_time_limit_on_the_wall_clock(synth, tmp_path):
     limit_min = 0.1  # 6 s
     cfg = tiny_config(synth, tmp_path / "run", "unet", None, f"train.time_limit_min={limit_min}", "train.epochs=1")
@@ -359,7 +372,7 @@ def test_data_that_does_not_fit_the_model_is_a_clear_error(synth, tmp_path):
     no_kp = tmp_path / "no_keypoints"
     shutil.copytree(synth, no_kp)
     (no_kp / "annotations" / "person_keypoints_train.json").unlink()
-    with pytest.raises(DataError, match=r"(?s)keypointrcnn_resnet18_fpn \(detection\) trains on person keypoints.*"
+    with pytest.raises(DataError, match=r"(?s)keypointrcnn_resnet18_fpn \(pose\) trains on person keypoints.*"
                                         r"person_keypoints_train.json not found"):
         Trainer(tiny_config(no_kp, tmp_path / "r", "keypointrcnn_resnet18_fpn", FRCNN), progress=False).fit()
     data = json.loads((no_kp / "annotations" / "instances_train.json").read_text())
@@ -448,6 +461,7 @@ def test_semantic_class_weights_from_the_config(synth, tmp_path):
                 progress=False).fit()
 
 
+@pytest.mark.slow
 def test_channels_last_trains_the_same_model(synth, tmp_path):
     """``train.channels_last`` keeps the conv weights in NHWC order through training and changes
     nothing but the layout: same losses and weights as the NCHW run (up to summation order)."""
@@ -463,3 +477,112 @@ def test_channels_last_trains_the_same_model(synth, tmp_path):
     assert runs[True].keys() == runs[False].keys()
     for k in runs[False]:
         torch.testing.assert_close(runs[True][k], runs[False][k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+class _Recorder(HookBase):
+    """Records every calling point with the trainer's (epoch, epoch_iter, iteration) there."""
+
+    def __init__(self, name: str, calls: list):
+        self.name, self.calls = name, calls
+
+    def _see(self, point: str, **more) -> None:
+        t = self.trainer
+        self.calls.append((self.name, point, t.epoch, t.epoch_iter, t.iteration, more))
+
+    def before_train(self):
+        self._see("before_train")
+
+    def before_epoch(self):
+        self._see("before_epoch")
+
+    def before_step(self):
+        self._see("before_step")
+
+    def after_step(self):
+        t = self.trainer
+        self._see("after_step", lr=t.lr == t.learning_rate(t.iteration - 1), losses=sorted(t.losses))
+
+    def after_epoch(self):
+        t = self.trainer
+        self._see("after_epoch", metrics="miou" in t.history[-1]["metrics"], finished=t.finished)
+
+    def after_train(self):
+        self._see("after_train")
+
+    def state_dict(self):
+        return {f"recorder_{self.name}": len(self.calls)}  # one key per hook: the trainer refuses a clash
+
+
+def test_a_hook_from_python_is_called_at_every_point_with_the_iteration_numbers(synth, tmp_path):
+    calls: list = []
+    args = ("train.max_iters_per_epoch=3", "train.log_every=2")
+    trainer = Trainer(tiny_config(synth, tmp_path / "run", "unet", None, *args), progress=False,
+                      hooks=[_Recorder("a", calls)])
+    trainer.register_hooks([_Recorder("b", calls)])
+    with pytest.raises(TypeError, match="must subclass sceneparse.engine.hooks.HookBase"):
+        trainer.register_hooks([object()])
+    res = trainer.fit()
+    assert [type(h).__name__ for h in trainer.hooks] == ["EvalHook", "RunLogger", "_Recorder", "_Recorder",
+                                                         "Checkpointer"]
+    assert [c[0] for c in calls] == ["a", "b"] * (len(calls) // 2)  # each point: a, then b
+    seen = [c[1:] for c in calls if c[0] == "a"]
+    step = {"lr": True, "losses": ["loss", "loss_ce"]}
+    expected = [("before_train", 0, 0, 0, {}), ("before_epoch", 0, 0, 0, {})]
+    for e in range(2):
+        for i in range(3):  # before_step: the 0-based index of the step; after_step counts it
+            expected += [("before_step", e, i, 3 * e + i, {}), ("after_step", e, i + 1, 3 * e + i + 1, step)]
+        # after_epoch: epochs completed, the epoch's row with its evaluation
+        expected.append(("after_epoch", e + 1, 0, 3 * e + 3, {"metrics": True, "finished": e == 1}))
+        expected.append(("before_epoch", 1, 0, 3, {}) if e == 0 else ("after_train", 2, 0, 6, {}))
+    assert seen == expected
+    assert (res.epochs, res.iterations) == (2, 6)
+    # a hook's state_dict goes into last.pt (written after the hooks' after_epoch)
+    last = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert (last["recorder_a"], last["recorder_b"]) == (len(calls) - 2, len(calls) - 2)
+    with pytest.raises(RuntimeError, match="register hooks before fit"):
+        trainer.register_hooks([_Recorder("c", calls)])
+
+
+class _StopAt(HookBase):
+    """Records the epoch's mean loss x 10 as a metric; stops the run after ``iteration`` (in
+    after_step) or after epoch ``epoch`` (in after_epoch)."""
+
+    def __init__(self, iteration: int | None = None, epoch: int | None = None):
+        self.iteration, self.epoch, self.refused = iteration, epoch, None
+
+    def after_step(self):
+        t = self.trainer
+        try:
+            t.put_metrics({"x": 1.0})
+        except RuntimeError as e:
+            self.refused = str(e)
+        if t.iteration == self.iteration:
+            t.stop("enough")
+
+    def after_epoch(self):
+        t = self.trainer
+        t.put_metrics({"loss_x10": 10 * t.history[-1]["loss"]})
+        if t.epoch == self.epoch:
+            t.stop()
+
+
+def test_a_hook_can_stop_training_early_and_record_metrics(synth, tmp_path):
+    # stopped inside epoch 2 (after iteration 5 of 4 x 3): that epoch is the last, evaluated, saved
+    hook = _StopAt(iteration=5)
+    res = Trainer(tiny_config(synth, tmp_path / "a", "unet", None, "train.epochs=3"), progress=False,
+                  hooks=[hook]).fit()
+    assert (res.epochs, res.iterations) == (2, 5) and "call it from after_epoch" in hook.refused
+    assert [r["iterations"] for r in res.history] == [4, 5]
+    assert {"miou", "loss_x10"} <= set(res.metrics) and res.metrics["loss_x10"] == 10 * res.history[-1]["loss"]
+    rows = list(csv.DictReader(open(tmp_path / "a" / "results.csv")))
+    assert [float(r["loss_x10"]) for r in rows] == pytest.approx([10 * r["loss"] for r in res.history], rel=1e-5)
+    last = load_checkpoint(tmp_path / "a" / "last.pt")
+    assert (last["epoch"], last["iteration"], last["plan"]["total_iters"]) == (2, 5, 5)
+    assert (tmp_path / "a" / "best.pt").is_file() and res.best_epoch is not None
+    with pytest.raises(ConfigError, match="nothing to resume"):
+        Trainer(tiny_config(synth, tmp_path / "a"), resume=True, progress=False).fit()
+    # stopped from after_epoch: the run ends with that epoch
+    res = Trainer(tiny_config(synth, tmp_path / "b", "unet", None, "train.epochs=3", "train.eval_every=0"),
+                  progress=False, hooks=[_StopAt(epoch=1)]).fit()
+    assert (res.epochs, res.iterations, list(res.metrics)) == (1, 4, ["loss_x10"])
+    assert load_checkpoint(tmp_path / "b" / "last.pt")["plan"]["total_iters"] == 4

@@ -1,8 +1,8 @@
 """Fitting a training run into a wall-clock budget (``train.time_limit_min``, like ultralytics' ``time=``).
 
-The rule (carried out by :class:`~sceneparse.engine.trainer.Trainer`):
+The rule (carried out by the trainer's :class:`~sceneparse.engine.hooks.TimeBudget` hook):
 
-* **first plan** after :data:`~sceneparse.engine.trainer.PLAN_AFTER_ITERS` timed iterations (the
+* **first plan** after :data:`PLAN_AFTER_ITERS` timed iterations (the
   run's first iteration carries one-off costs and is not timed): :func:`plan_time_budget` picks
   the number of epochs (more or fewer than ``train.epochs``) so that training, the evaluations it
   runs and the final one end within the budget. When not even the current epoch fits, that epoch
@@ -35,6 +35,12 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+
+#: iterations timed (after the first, which carries one-off costs) before the time budget is planned;
+#: also the fewest timed iterations of an epoch its own speed is trusted from
+PLAN_AFTER_ITERS = 3
+#: with a time budget, re-plan at every epoch end and every 1/REPLANS_PER_EPOCH of an epoch
+REPLANS_PER_EPOCH = 4
 
 
 @dataclass(frozen=True)
@@ -97,4 +103,4 @@ def must_stop(budget_s: float, *, spent_s: float, sec_per_iter: float, eval_s: f
     return spent_s + sec_per_iter + eval_s + save_s > budget_s
 
 
-__all__ = ["TimePlan", "must_stop", "plan_time_budget"]
+__all__ = ["PLAN_AFTER_ITERS", "REPLANS_PER_EPOCH", "TimePlan", "must_stop", "plan_time_budget"]
