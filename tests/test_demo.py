@@ -2,9 +2,12 @@
 import json
 import re
 
+import pytest
 from pycocotools.coco import COCO
 
 from sceneparse.cli import main
+
+pytestmark = pytest.mark.slow  # trains, predicts, evaluates and reports through the CLI
 
 
 def test_demo_writes_a_complete_report(tmp_path):

@@ -13,6 +13,7 @@ from sceneparse.engine.checkpoint import load_checkpoint
 KW = "model.kwargs={" + ", ".join(f"{k}: {v}" for k, v in UNET.items() if k not in ("min_size", "max_size")) + "}"
 
 
+@pytest.mark.slow
 def test_train_then_val_from_the_command_line(synth, tmp_path, capsys):
     out = tmp_path / "run"
     # key=value words may come before and after flags

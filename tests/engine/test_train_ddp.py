@@ -27,6 +27,8 @@ from sceneparse.engine.evaluator import evaluate_model
 from sceneparse.engine.trainer import Trainer
 from sceneparse.models import zoo
 
+pytestmark = pytest.mark.slow  # trains under torchrun (2 processes)
+
 
 def _kw(d: dict) -> str:
     return "{" + ", ".join(f"{k}: {list(v) if isinstance(v, (list, tuple)) else v}" for k, v in d.items()) + "}"

@@ -15,11 +15,14 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 
 from engine_helpers import UNET
 from sceneparse.cli import main
 from sceneparse.engine.checkpoint import load_checkpoint
+
+pytestmark = pytest.mark.slow  # two training runs in subprocesses, one killed and resumed
 
 
 def _argv(synth, out):

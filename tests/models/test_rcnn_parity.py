@@ -12,6 +12,8 @@ from rcnn_helpers import build_pair, canonical_order, randomize
 from sceneparse.models import zoo
 from sceneparse.postprocess.detection import paste_masks
 
+pytestmark = pytest.mark.slow  # builds ResNet-50 R-CNNs (ours and torchvision's)
+
 ATOL = 1e-4
 SMALL = dict(min_size=160, max_size=240, rpn_post_nms_top_n_test=300)
 
