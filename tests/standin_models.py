@@ -78,3 +78,55 @@ class NoGraphModel(SceneModel):
     @property
     def info(self) -> ModelInfo:
         return ModelInfo("detect", 1, iou_types=("bbox",))
+
+
+class TinyPanoptic(SceneModel):
+    """A trainable panoptic stand-in (the "semantic, then one segment per class" baseline): two
+    convolutions label the pixels (cross-entropy against the semantic map the panoptic ground truth
+    implies); each class present in an image becomes one segment."""
+
+    def __init__(self, num_classes: int, *, min_size: int = 64, max_size: int = 64):
+        from sceneparse.models.preprocess import Preprocessor
+
+        super().__init__()
+        self.num_classes = int(num_classes)
+        self.preprocessor = Preprocessor(min_size, max_size, size_divisible=1)
+        self.net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, self.num_classes, 1))
+
+    @property
+    def info(self) -> ModelInfo:
+        return ModelInfo("panoptic", self.num_classes, data="panoptic", size=self.preprocessor.policy())
+
+    def forward(self, batch, targets=None):
+        return self.net(batch.tensor)
+
+    def loss(self, raw, targets):
+        labels = torch.full(raw.shape[:1] + raw.shape[2:], 255, dtype=torch.long, device=raw.device)
+        for i, t in enumerate(targets):
+            sem = t.panoptic.semantic(255).labels
+            labels[i, : sem.shape[0], : sem.shape[1]] = sem
+        return {"loss_ce": nn.functional.cross_entropy(raw, labels, ignore_index=255)}
+
+    def postprocess(self, raw, batch):
+        from sceneparse.structures.segmaps import PanopticMap, SegmentInfo
+
+        out = []
+        for logits, (h, w), size in zip(raw, batch.image_sizes, batch.original_sizes):
+            up = nn.functional.interpolate(logits[None, :, :h, :w], size=tuple(size), mode="bilinear",
+                                           align_corners=False)[0]
+            labels = up.argmax(0)
+            present = torch.unique(labels).tolist()
+            out.append(PanopticMap(labels + 1, [SegmentInfo(c + 1, -1, c) for c in present]))
+        return out
+
+
+def standin_panoptic(num_classes: int = 1, *, min_size: int = 64, max_size: int = 64) -> TinyPanoptic:
+    return TinyPanoptic(num_classes, min_size=min_size, max_size=max_size)
+
+
+def register_standins() -> None:
+    """Put the trainable stand-ins in the zoo (once per process)."""
+    from sceneparse.models import zoo
+
+    if "standin_panoptic" not in zoo._REGISTRY:
+        zoo.register("standin_panoptic")(standin_panoptic)

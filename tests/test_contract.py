@@ -297,3 +297,38 @@ def test_promptable_models_are_prompted_with_ground_truth_boxes(synth, tmp_path)
     with pytest.raises(ValueError, match="boxes or points"):
         Prompts()
     assert model.predict([torch.rand(3, 20, 30)])[0].masks.shape == (0, 20, 30)  # no prompt, no mask
+
+
+# ---- a new family touches models/ only: the stand-in panoptic model through every mode -------------
+def test_a_registered_panoptic_model_trains_validates_predicts_through_the_engine(synth, tmp_path):
+    """Train (the trainer reads panoptic data for a model whose info says so), val and predict from
+    the command line, with no engine change: only a SceneModel and a zoo registration."""
+    from sceneparse.cli import main
+    from sceneparse.config import load_config
+    from sceneparse.engine.trainer import Trainer
+    from standin_models import register_standins
+
+    register_standins()
+    cfg = load_config(None, [f"data.root={synth}", "model.name=standin_panoptic", f"train.out={tmp_path / 'run'}",
+                             "data.batch_size=2", "train.epochs=3", "train.threads=1", "optim.name=adamw",
+                             "optim.lr=0.01", "optim.warmup_iters=1", "train.log_every=1"])
+    result = Trainer(cfg, progress=False).fit()
+    assert result.primary_metric == "pq" and 0.0 <= result.metrics["pq"] <= 1.0
+    best = tmp_path / "run" / "best.pt"
+    loaded = model_from_checkpoint(best)
+    assert loaded.task == "panoptic" and load_checkpoint(best)["info"]["task"] == "panoptic"
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        assert main(["val", "--model", str(best), "--data", str(synth), "--json", str(tmp_path / "v.json"),
+                     "--quiet"]) == 0
+    assert "PQ" in out.getvalue()
+    v = json.loads((tmp_path / "v.json").read_text())
+    assert v["task"] == "panoptic" and v["metrics"]["pq"] == pytest.approx(result.metrics["pq"], abs=1e-9)
+    pred = tmp_path / "pred"
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        assert main(["predict", "--model", str(best), "--source", str(synth / "images" / "val"), "--out", str(pred),
+                     "--ann", str(synth / "annotations" / "panoptic_val.json"), "--workers", "0", "--quiet"]) == 0
+    from sceneparse.evaluation.panoptic import evaluate_panoptic
+
+    res = evaluate_panoptic(synth / "annotations" / "panoptic_val.json", synth / "annotations" / "panoptic_val",
+                            pred / "predictions.json", pred / "panoptic")
+    assert res.pq == pytest.approx(result.metrics["pq"], abs=1e-9)

@@ -294,6 +294,11 @@ def _check_fits(aset: AnnotationSet, name: str, info: ModelInfo) -> None:
     src = aset.source or None
     if info.data == "semantic":
         return  # every image has its label PNG (load_split checked); values are checked when read
+    if info.data == "panoptic":
+        if not aset.panoptic:
+            raise DataError(Problem(src, None, "annotations", f"{name} needs panoptic segments to train on; the "
+                                    "split has none"))
+        return  # each image's PNG is read (and checked against its segments) when loaded
     things = [a for a in aset.annotations if not a.iscrowd]
     if not things:
         raise DataError(Problem(src, None, "annotations", f"{name} needs objects to train on; the split has none"))
@@ -745,7 +750,8 @@ class Trainer:
         self.module = model.to(self.device, memory_format=torch.channels_last if cfg.train.channels_last
                                else torch.preserve_format)
         ds = SceneDataset(train, None, load_masks=info.has_masks, load_keypoints=info.num_keypoints > 0,
-                          load_semantic=kind == "semantic", cache=_cache_fits(cfg, train, kind))
+                          load_semantic=kind == "semantic", load_panoptic=kind == "panoptic",
+                          cache=_cache_fits(cfg, train, kind))
         if ds.cache:
             t = self.clock()
             problems = ds.preload(progress=self.progress and self.main)
@@ -757,7 +763,7 @@ class Trainer:
         self.train_set = _AugmentedSet(ds, seed=cfg.train.seed, hflip=cfg.data.hflip,
                                        scale_jitter=tuple(cfg.data.scale_jitter), keypoint_set=train.keypoint_set)
         self.val_set = SceneDataset(val, None, load_masks=False, load_keypoints=False, load_semantic=kind == "semantic",
-                                    cache=ds.cache) if val is not None else None
+                                    load_panoptic=kind == "panoptic", cache=ds.cache) if val is not None else None
 
     def _restore(self, ckpt: dict, path: Path) -> None:
         """Continue the run of ``ckpt`` (its ``last.pt``): weights, optimizer, position, plan, what was
