@@ -481,8 +481,9 @@ def _isolated(target: Target, case: Path, named: Path) -> tuple[str, str]:
 
 
 def _names_a_file(text: str, named: Path, case: Path) -> bool:
-    """The message names the mutated file, one of the inputs beside it, or a file of the seed dataset."""
-    if named.name in text or str(case / "in") in text:
+    """The message names the mutated file, one of the inputs beside it, or a file of the seed dataset
+    (or, for the configuration target, the command-line override it came from)."""
+    if named.name in text or str(case / "in") in text or text.startswith("override '"):
         return True
     return any(tok in text for tok in (".json", ".png", ".txt", ".xml", ".yaml", ".pt", ".jpg"))
 

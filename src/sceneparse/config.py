@@ -204,7 +204,12 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = (), b
             _apply(cfg, data)
         except ConfigError as e:
             raise ConfigError(f"{p}: {e}") from None
-    _apply(cfg, parse_overrides(overrides))
+    for item in overrides:  # one at a time, so that an error names the override that caused it
+        try:
+            _apply(cfg, parse_overrides([item]))
+        except ConfigError as e:
+            msg = str(e)
+            raise ConfigError(msg if msg.startswith("override ") else f"override {item!r}: {msg}") from None
     return cfg
 
 
