@@ -8,9 +8,10 @@ from PIL import Image
 
 from sceneparse.structures import Instances, PanopticMap, SegmentInfo, SemanticMap
 from sceneparse.viz.colors import class_color, class_colors, instance_shades, palette, text_color
-from sceneparse.viz.draw import (LEFT_COLOR, draw_heatmaps, draw_instances, draw_legend, draw_panoptic, draw_semantic,
-                                 save_image, to_uint8_image)
-from sceneparse.viz.plots import plot_curves, plot_pr_curves, pr_figure, read_csv_series
+from sceneparse.viz.draw import (LEFT_COLOR, detections_to_draw, draw_heatmaps, draw_instances, draw_legend,
+                                 draw_panoptic, draw_semantic, save_image, tile, to_uint8_image)
+from sceneparse.viz.plots import (confusion_figure, draw_series, error_figure, plot_class_iou, plot_curves,
+                                  plot_label_stats, plot_pr_curves, plot_threshold_sweep, pr_figure, read_csv_series)
 
 H, W = 100, 120
 NAMES = ["person", "car", "dog"]
@@ -205,12 +206,119 @@ def test_plot_pr_curves_draws_each_class_and_the_mean(tmp_path):
               3: PRCurve(3, "c", r, np.full(101, np.nan), float("nan"))}  # c has no ground truth: left out
     labels = pr_figure(curves).axes[0].get_legend_handles_labels()[1]
     m_ap = float(np.mean(np.mean([1 - r, 1 - r ** 2], axis=0)))  # the mean curve over classes with data
-    assert labels == [f"b (AP {100 * ap_b:.1f})", "a (AP 50.0)", f"mean (mAP {100 * m_ap:.1f})"]
+    # one unit everywhere: AP as a fraction in [0, 1], as the tables print it
+    assert labels == [f"b (AP {ap_b:.3f})", "a (AP 0.500)", f"mean (mAP {m_ap:.3f})"]
     out = plot_pr_curves(curves, tmp_path / "plots" / "pr.png")
     im = np.asarray(Image.open(out).convert("RGB"))
     assert im.shape == (605, 825, 3) and (im < 50).all(-1).sum() > 500  # the black mean curve is there
     assert [p.name for p in out.parent.iterdir()] == ["pr.png"]  # written atomically, no temp file left
 
+
+
+def test_pr_curves_keep_only_the_given_classes(tmp_path):
+    from sceneparse.evaluation.curves import PRCurve
+
+    r = np.linspace(0, 1, 101)
+    curves = {1: PRCurve(1, "star", r, 1 - r, 0.5), 2: PRCurve(2, "ring", r, 1 - r, 0.5),
+              3: PRCurve(3, "sky", r, np.zeros(101), 0.0)}  # a stuff class a thing detector never predicts
+    out = plot_pr_curves(curves, tmp_path / "pr.png", classes=["star", "ring"])
+    assert out.is_file()
+    labels = pr_figure({k: c for k, c in curves.items() if c.name != "sky"}).axes[0].get_legend_handles_labels()[1]
+    assert not any("sky" in l for l in labels) and labels[-1] == "mean (mAP 0.500)"
+
+
+def test_one_point_curve_is_a_marker_with_its_value(tmp_path):
+    from matplotlib.figure import Figure
+
+    ax = Figure().add_subplot(1, 1, 1)
+    draw_series(ax, [40], [0.0185], "bbox_AP")
+    (line,) = ax.lines
+    assert line.get_marker() == "o" and line.get_linestyle() == "None"  # a point, not an invisible line
+    assert [t.get_text() for t in ax.texts] == ["0.0185"]
+    ax2 = Figure().add_subplot(1, 1, 1)
+    draw_series(ax2, [1, 2, 3], [3.0, 2.0, 1.0], "loss")
+    assert ax2.lines[0].get_marker() == "o" and not ax2.texts  # short series: line with markers, no labels
+    # through plot_curves: a lone metric point is drawn (its colour is on the canvas), on a whole-number axis
+    out = plot_curves({"loss": ([1, 2, 3, 4], [4.0, 3.0, 2.5, 2.0]), "bbox_AP": ([4], [0.25])}, tmp_path / "c.png",
+                      panels={"loss": ["loss"], "held-out": ["bbox_AP"]})
+    im = np.asarray(Image.open(out).convert("RGB")).astype(int)
+    right = im[:, im.shape[1] // 2:]
+    blue = (np.abs(right - np.array([31, 119, 180])).sum(-1) < 40).sum()  # matplotlib's first colour
+    assert blue > 30  # the marker (and its value label) of the one-point series
+
+
+def test_plot_curves_panels(tmp_path):
+    out = plot_curves({"loss": [3, 2, 1], "lr": [0.1, 0.2, 0.3]}, tmp_path / "p.png",
+                      panels={"loss": ["loss"], "learning rate": ["lr"], "metrics": ["missing"]})
+    assert Image.open(out).size == (1200, 420)  # two panels: the one without a series is left out
+    with pytest.raises(ValueError, match="none of the series"):
+        plot_curves({"loss": [1.0]}, tmp_path / "n.png", panels={"x": ["y"]})
+
+
+def test_confusion_and_error_figures_use_the_given_classes_and_fractions():
+    from sceneparse.evaluation.confusion import DetectionConfusionMatrix
+    from sceneparse.evaluation.errors import MAIN_ERRORS, TideErrors
+
+    m = np.zeros((4, 4), np.int64)
+    m[0, 0], m[1, 1], m[0, 3] = 3, 2, 1
+    cm = DetectionConfusionMatrix(m, ["star", "ring", "sky"], [1, 2, 101], 0.5, 0.25)
+    ax = confusion_figure(cm, classes=["star", "ring"]).axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["star", "ring", "background"]
+    assert "score>=0.25" in ax.get_title()
+    errs = TideErrors(ap50=0.018, counts={t: 1 for t in MAIN_ERRORS}, delta_ap={t: 0.01 for t in MAIN_ERRORS},
+                      delta_ap_false_pos=0.024, delta_ap_false_neg=0.484, det_kind=np.array([]),
+                      det_target=np.array([]), missed_gt=np.array([]))
+    ax = error_figure(errs).axes[0]
+    assert ax.get_title() == "error breakdown, AP50 = 0.018"  # not "AP50 = 1.8"
+    assert "0.484" in [t.get_text().strip() for t in ax.texts]
+
+
+def test_class_iou_plot_in_fractions(tmp_path):
+    from sceneparse.evaluation.semantic import semantic_metrics
+
+    res = semantic_metrics(np.array([[8, 2], [1, 9]]), ["sky", "road"])
+    out = plot_class_iou(res, tmp_path / "iou.png")
+    assert out.is_file() and 0 < res.miou < 1
+
+
+def test_threshold_sweep_and_label_stats_write_pngs(tmp_path):
+    t = np.arange(0.05, 0.96, 0.05)
+    out = plot_threshold_sweep(t, 1 - t / 2, 1 - t, 2 * (1 - t / 2) * (1 - t) / (2 - 1.5 * t), tmp_path / "s.png",
+                               chosen=0.25)
+    assert out.is_file()
+    out = plot_label_stats(["star", "ring"], {"train": [5, 3], "val": [1, 0]},
+                           {"train": [10.0, 40.0, 100.0], "val": [20.0]}, tmp_path / "l.png",
+                           per_image={"train": [2, 3, 3], "val": [1]})
+    im = Image.open(out)
+    assert im.size[0] > im.size[1]  # three panels side by side
+
+
+# ---- what a picture shows --------------------------------------------------------------------
+def test_detections_to_draw_falls_back_to_the_top_ones():
+    inst = Instances((H, W), boxes=torch.tensor([[0.0, 0, 10, 10]] * 7), labels=torch.zeros(7, dtype=torch.long),
+                     scores=torch.tensor([0.10, 0.161, 0.05, 0.12, 0.02, 0.14, 0.13]))
+    shown, what, fell_back = detections_to_draw(inst, 0.25, top_k=3)
+    assert fell_back and len(shown) == 3
+    assert shown.scores.tolist() == pytest.approx([0.161, 0.14, 0.13])
+    assert "0.25" in what and "highest score 0.161" in what and "top 3 of 7" in what
+    shown, what, fell_back = detections_to_draw(inst, 0.125)
+    assert not fell_back and len(shown) == 3 and what == "3 detection(s) with score >= 0.125"
+    empty = Instances.empty((H, W))
+    shown, what, fell_back = detections_to_draw(empty, 0.25)
+    assert len(shown) == 0 and not fell_back
+
+
+def test_tile_puts_images_side_by_side_under_titles():
+    a = np.full((H, W, 3), 10, np.uint8)
+    b = np.full((H // 2, W, 3), 200, np.uint8)
+    out = tile([a, b], ["ground truth (3)", "predicted"], gap=4)
+    bar = out.shape[0] - H
+    assert out.shape[1] == 2 * W + 4 and bar > 10
+    assert (out[bar:, :W] == 10).all() and (out[bar:bar + H // 2, W + 4:] == 200).all()
+    assert (out[bar + H // 2:, W + 4:] == 255).all()  # the smaller image sits top-left; the rest is background
+    assert (out[:bar, :W] < 128).any() and (out[:bar, W + 4:] < 128).any()  # each title is written
+    grid = tile([a] * 5, None, columns=2, gap=0)
+    assert grid.shape == (3 * H, 2 * W, 3)
 
 # ---- sceneparse show -----------------------------------------------------------------------
 @pytest.fixture(scope="module")

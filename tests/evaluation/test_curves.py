@@ -78,8 +78,8 @@ def test_plot_writes_png_with_ap_in_legend(tmp_path):
     curves = precision_recall_curves(e, names={2: "good dog"})
     fig = pr_figure(curves)
     labels = fig.axes[0].get_legend_handles_labels()[1]
-    assert labels == ["good dog (AP 100.0)", f"cat (AP {100 * curves[1].ap:.1f})",
-                      f"mean (mAP {100 * (curves[1].ap + 1) / 2:.1f})"]
+    assert labels == ["good dog (AP 1.000)", f"cat (AP {curves[1].ap:.3f})",
+                      f"mean (mAP {(curves[1].ap + 1) / 2:.3f})"]
     out = plot_pr_curves(e, tmp_path / "pr" / "pr50.png")
     from PIL import Image
 

@@ -357,6 +357,62 @@ def draw_legend(image, class_names: Sequence[str], labels: Sequence[int] | None 
     canvas[:, w:] = np.asarray(panel)
     return canvas
 
+def detections_to_draw(instances: Instances, score_threshold: float, top_k: int = 5
+                       ) -> tuple[Instances, str, bool]:
+    """Which detections a picture shows: those with ``score >= score_threshold``; when none reaches
+    it, the ``top_k`` highest-scoring ones instead (a blank picture says nothing about what the model
+    does). Returns ``(instances to draw, a caption saying what is drawn, fell_back)``; the caption
+    names the threshold and, on the fallback, the highest score."""
+    n = len(instances)
+    if instances.scores is None:
+        return instances, f"{n} object(s)", False
+    if n == 0:
+        return instances, "no detection at all", False
+    scores = _np(instances.scores).astype(np.float64)
+    keep = np.flatnonzero(scores >= score_threshold)
+    if len(keep):
+        what = f"{len(keep)} detection(s) with score >= {score_threshold:g}"
+        return instances[torch.as_tensor(keep, dtype=torch.long)], what, False
+    top = np.argsort(-scores, kind="stable")[:max(1, top_k)]
+    what = (f"no detection reached {score_threshold:g} (highest score {scores.max():.3f}); "
+            f"the top {len(top)} of {n} drawn")
+    return instances[torch.as_tensor(top, dtype=torch.long)], what, True
+
+
+def tile(images: Sequence, titles: Sequence[str] | None = None, *, columns: int | None = None, gap: int = 6,
+         font_size: int | None = None, background: tuple[int, int, int] = (255, 255, 255)) -> np.ndarray:
+    """Images side by side (``columns``: default all in one row, more wrap to new rows), each under a
+    title bar (``titles``; long titles are cut to the image width). Cells are as large as the
+    largest image; smaller images sit at their top-left. Returns one ``uint8 [H, W, 3]`` array."""
+    imgs = [to_uint8_image(im) for im in images]
+    if not imgs:
+        raise ValueError("tile: no images")
+    cols = max(1, min(len(imgs), columns or len(imgs)))
+    rows = -(-len(imgs) // cols)
+    ch = max(im.shape[0] for im in imgs)
+    cw = max(im.shape[1] for im in imgs)
+    fs = font_size or max(11, min(18, round(cw / 22)))
+    bar = (fs + 8) if titles is not None else 0
+    canvas = np.empty((rows * (ch + bar) + (rows - 1) * gap, cols * cw + (cols - 1) * gap, 3), dtype=np.uint8)
+    canvas[:] = background
+    for i, im in enumerate(imgs):
+        r, c = divmod(i, cols)
+        y, x = r * (ch + bar + gap) + bar, c * (cw + gap)
+        canvas[y:y + im.shape[0], x:x + im.shape[1]] = im
+    if titles is not None:
+        pil = Image.fromarray(canvas)
+        draw = ImageDraw.Draw(pil)
+        fnt = font(fs)
+        for i, t in enumerate(titles):
+            r, c = divmod(i, cols)
+            y, x = r * (ch + bar + gap), c * (cw + gap)
+            text = str(t)
+            while text and draw.textlength(text, font=fnt) > cw - 4:
+                text = text[:-2] + "\u2026" if len(text) > 2 else ""
+            draw.text((x + 2, y + 3), text, font=fnt, fill=(30, 30, 30))
+        canvas = np.asarray(pil)
+    return canvas
+
 
 def save_image(path: str | os.PathLike, array) -> Path:
     """Write an image atomically (temp file in the same folder, then ``os.replace``); the format
@@ -372,5 +428,5 @@ def save_image(path: str | os.PathLike, array) -> Path:
     return path
 
 
-__all__ = ["draw_heatmaps", "draw_instances", "draw_legend", "draw_panoptic", "draw_semantic", "font",
-           "panoptic_colors", "save_image", "to_uint8_image"]
+__all__ = ["detections_to_draw", "draw_heatmaps", "draw_instances", "draw_legend", "draw_panoptic", "draw_semantic",
+           "font", "panoptic_colors", "save_image", "tile", "to_uint8_image"]
