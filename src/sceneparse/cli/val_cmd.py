@@ -58,12 +58,16 @@ def run(args: argparse.Namespace) -> int:
     if data is None:  # the dataset the model was trained on
         trained = loaded.config.get("data") or {}
         if trained.get("val_json"):
-            data = trained["val_json"]
+            data, key = trained["val_json"], "data.val_json"
             images, semantic = images or trained.get("val_images"), semantic or trained.get("val_semantic")
         else:
-            data = trained.get("root")
-    if not data:
-        raise ConfigError("--data is needed: the checkpoint does not name its dataset")
+            data, key = trained.get("root"), "data.root"
+        if not data:
+            raise ConfigError("--data is needed: the checkpoint does not name its dataset")
+        if not Path(data).exists():
+            raise ConfigError(f"the dataset the checkpoint was trained on ({key} {data}) is not there (moved, "
+                              "deleted, or a relative path of another folder): pass --data DIR (and --images DIR "
+                              "for a COCO JSON)")
     kind = loaded.info.data
     aset = load_split(data, args.split, kind, images=images, semantic=semantic,
                       things_only=kind == "instances", max_images=args.max_images)

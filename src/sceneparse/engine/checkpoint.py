@@ -6,7 +6,9 @@ Training checkpoints add ``optimizer``, ``scheduler``, ``scaler``, ``ema``, ``ep
 """
 from __future__ import annotations
 
+import os
 import random
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,8 @@ from ..models.base import LEGACY_TASKS, ModelInfo, model_info, unwrap
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """``torch.save`` to a temp file in the same folder, fsync, then ``os.replace``: a reader (or a
-    crash) never sees half a file."""
+    crash) never sees half a file. A full disk raises :class:`~sceneparse.fileio.DiskFullError` naming
+    ``path`` (PyTorch's own error is an ``enforce fail at inline_container.cc``) and leaves nothing."""
     with atomic_open(path, "wb", durable=True) as f:
         torch.save(obj, f)
 
@@ -49,14 +52,32 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+#: the ``config["data"]`` entries that name files or folders
+DATA_PATH_KEYS = ("root", "train_json", "val_json", "train_images", "val_images", "train_semantic", "val_semantic")
+
+
+def absolute_data_paths(config: Any) -> Any:
+    """``config`` with its relative ``data`` paths (:data:`DATA_PATH_KEYS`) made absolute against the
+    current folder, so that ``val`` (and ``train --resume``) find the data from any folder. Other
+    entries, and a config without a ``data`` mapping, are returned as they are (a new dict)."""
+    if not isinstance(config, dict) or not isinstance(config.get("data"), dict):
+        return config
+    data = dict(config["data"])
+    for key in DATA_PATH_KEYS:
+        value = data.get(key)
+        if isinstance(value, str) and value and "://" not in value:
+            data[key] = os.path.abspath(os.path.expanduser(value))
+    return {**config, "data": data}
+
+
 def save_checkpoint(path: str | Path, model: torch.nn.Module, *, config: dict, categories: list[dict],
                     **extra: Any) -> None:
-    """Write a checkpoint atomically. ``config`` is ``Config.to_dict()``; ``categories`` COCO-style
-    dicts in label order. The model's :class:`ModelInfo` (with the categories' names) is stored as
-    ``info`` and its task as ``task``."""
+    """Write a checkpoint atomically. ``config`` is ``Config.to_dict()`` (stored with absolute data
+    paths: :func:`absolute_data_paths`); ``categories`` COCO-style dicts in label order. The model's
+    :class:`ModelInfo` (with the categories' names) is stored as ``info`` and its task as ``task``."""
     module = unwrap(model)
     info = model_info(module).named([str(c.get("name", c.get("id"))) for c in categories])
-    payload = {"model": module.state_dict(), "config": config, "categories": categories,
+    payload = {"model": module.state_dict(), "config": absolute_data_paths(config), "categories": categories,
                "sceneparse_version": __version__, "task": info.task, "info": info.to_dict()}
     payload.update({k: v for k, v in extra.items() if k not in ("task", "info")})  # those are the model's
     atomic_torch_save(payload, path)
@@ -64,14 +85,19 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, *, config: dict, c
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     """Read a sceneparse checkpoint safely (``weights_only=True``); clear errors for missing/foreign files."""
+    from ..models.zoo import describe_load_error  # engine sits above models
+
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError("checkpoint file not found", path=str(path))
+        raise CheckpointError("checkpoint file not found" if not path.is_dir() else
+                              "is a folder, not a checkpoint file (a run folder holds best.pt and last.pt)",
+                              path=str(path))
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # corrupt, truncated or unsafe pickle
-        raise CheckpointError(f"cannot read checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})",
-                              path=str(path)) from None
+        with warnings.catch_warnings():  # e.g. the unpickler's protocol notes: the error says what matters
+            warnings.simplefilter("ignore", UserWarning)
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # empty, truncated, corrupt, not a checkpoint, or code-bearing (never run)
+        raise CheckpointError(f"cannot read checkpoint: {describe_load_error(path, e)}", path=str(path)) from e
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         keys = sorted(ckpt)[:10] if isinstance(ckpt, dict) else type(ckpt).__name__
         raise CheckpointError(f"not a sceneparse checkpoint (no 'model' entry; found {keys}); "

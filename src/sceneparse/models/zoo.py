@@ -19,8 +19,9 @@ import importlib
 import importlib.util
 import inspect
 import os
-import typing
 import re
+import typing
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
@@ -139,6 +140,87 @@ class LoadResult:
     mismatched: list[str] = field(default_factory=list)
 
 
+#: globals a weights-only load accepts without running code (a plain pickle naming only these is data)
+_DATA_GLOBALS = ("torch.", "collections.OrderedDict", "_codecs.encode", "builtins.set", "builtins.frozenset",
+                 "builtins.bytearray", "builtins.complex", "builtins.slice", "builtins.range")
+
+
+def _pickle_globals(data: bytes) -> list[str]:
+    """The globals (``module.name``) that the pickle(s) at the start of ``data`` ask for, read with
+    :mod:`pickletools` (which parses and never runs anything). Legacy ``torch.save`` files are
+    several pickles in a row; a parse error ends the scan."""
+    import pickletools
+
+    found: list[str] = []
+    pos = 0
+    for _ in range(8):
+        if pos >= len(data) or data[pos] != 0x80:  # every pickle of protocol >= 2 starts with PROTO
+            break
+        memo: dict[int, Any] = {}
+        strings: list[Any] = []
+        try:
+            for op, arg, at in pickletools.genops(data[pos:]):
+                name = op.name
+                if name == "GLOBAL":
+                    found.append(".".join(str(arg).split(" ", 1)))
+                elif name == "STACK_GLOBAL" and len(strings) >= 2:
+                    found.append(f"{strings[-2]}.{strings[-1]}")
+                elif "UNICODE" in name or name.endswith("STRING"):
+                    strings.append(arg)
+                elif name == "MEMOIZE" and strings:
+                    memo[len(memo)] = strings[-1]
+                elif name in ("PUT", "BINPUT", "LONG_BINPUT") and strings:
+                    memo[int(arg)] = strings[-1]
+                elif name in ("GET", "BINGET", "LONG_BINGET"):
+                    strings.append(memo.get(int(arg)))
+                if name == "STOP":
+                    pos += at + 1
+                    break
+            else:
+                break
+        except Exception:  # noqa: BLE001 -- truncated or not a pickle: what was found so far
+            break
+    return found
+
+
+def describe_load_error(path: str | os.PathLike, error: BaseException) -> str:
+    """Why ``torch.load(path, weights_only=True)`` failed, in words for a user: an empty file, a
+    truncated or corrupt archive, a file that is not a checkpoint, or one that holds code-bearing
+    objects (naming the global it wanted; sceneparse never runs it). PyTorch's own text advises
+    ``weights_only=False``, which would run that code: it is never passed on."""
+    path = os.fspath(path)
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(1 << 20)
+    except OSError as e:
+        return f"cannot read the file ({e.strerror or type(e).__name__})"
+    if size == 0:
+        return "empty file (0 bytes): not a checkpoint (what an interrupted copy or download leaves); copy it again"
+    text = str(error)
+    wanted = re.findall(r"GLOBAL ([\w.]+)", text)
+    if not wanted and not head.startswith(b"PK"):
+        wanted = [g for g in _pickle_globals(head) if not g.startswith(_DATA_GLOBALS)]
+    if wanted:
+        return (f"the file holds code-bearing objects: its pickle asks for the global {wanted[0]}, which would "
+                "run when loaded. sceneparse reads checkpoints as data only (tensors, numbers, strings, lists, "
+                "dicts) and will not run it; use a checkpoint written by sceneparse (or a torchvision state dict)")
+    if head.startswith(b"PK"):
+        reason = "the zip archive is incomplete" if isinstance(error, (EOFError, OSError)) or "central directory" in \
+            text else "the zip archive is damaged"
+        first = text.splitlines()[0].split(". ")[0][:160] if text else type(error).__name__
+        return (f"truncated or corrupt checkpoint ({reason}: {first}; {size} bytes); "
+                "it was probably not copied or written completely: copy it again")
+    if head[:1] != b"\x80":
+        return (f"not a PyTorch checkpoint: neither a zip archive (what torch.save writes) nor a pickle "
+                f"(the file starts with {head[:8]!r}, {size} bytes)")
+    if isinstance(error, EOFError):
+        return f"truncated checkpoint (the pickle data ends early, {size} bytes): copy it again"
+    reason = next((ln.strip() for ln in text.splitlines() if ln.strip().startswith("Unsupported")), "")
+    return ("not a PyTorch checkpoint, or a corrupt one: the pickle data cannot be read as plain data"
+            + (f" ({reason})" if reason else f" ({type(error).__name__})"))
+
+
 def _read(source, what: str) -> tuple[Any, str | None]:
     if isinstance(source, Mapping):
         return source, None
@@ -146,9 +228,11 @@ def _read(source, what: str) -> tuple[Any, str | None]:
     if not os.path.isfile(path):
         raise CheckpointError(f"{what} checkpoint file not found", path=path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True), path
+        with warnings.catch_warnings():  # e.g. the unpickler's protocol notes: the error says what matters
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True), path
     except Exception as e:  # unpickling / zip errors: report them as a bad checkpoint, naming the file
-        raise CheckpointError(f"cannot read {what} checkpoint ({type(e).__name__}: {e})", path=path) from e
+        raise CheckpointError(f"cannot read {what} checkpoint: {describe_load_error(path, e)}", path=path) from e
 
 
 def _is_sceneparse_checkpoint(obj: Any) -> bool:
@@ -228,5 +312,5 @@ def _load_mapped(model: nn.Module, state: dict[str, Any], path: str | None, stri
     return LoadResult(sorted(fitting), missing, unexpected, mismatched)
 
 
-__all__ = ["FAMILY_PACKAGES", "accepted_kwargs", "check_kwargs", "register", "build", "available", "load_checkpoint", "load_torchvision_checkpoint",
+__all__ = ["FAMILY_PACKAGES", "accepted_kwargs", "check_kwargs", "describe_load_error", "register", "build", "available", "load_checkpoint", "load_torchvision_checkpoint",
            "map_torchvision_keys", "LoadResult"]
