@@ -2,9 +2,14 @@
 the model input convention. :class:`~sceneparse.data.datasets.SceneDataset` and the engine's
 predictor both read images here.
 
-Files: the size is checked first (missing, inaccessible, empty), then the file is fully decoded
-(PIL opens lazily; ``load`` surfaces truncated or corrupt data), then the EXIF orientation is
-applied (``ImageOps.exif_transpose``) so that the tensor shows the picture as viewers display it.
+Files: the size is checked first (missing, inaccessible, empty), then the header: an image declaring
+more than :func:`max_image_pixels` pixels (default :data:`DEFAULT_MAX_IMAGE_PIXELS`, PIL's own
+warning limit; ``SCENEPARSE_MAX_IMAGE_PIXELS`` or ``sceneparse --max-image-pixels`` change it) is
+refused before anything is decoded -- a 17 KB PNG can declare 144 megapixels, gigabytes once
+decoded -- and PIL's ``DecompressionBombWarning`` / ``Error`` come out as that same
+:class:`DataError`. Then the file is fully decoded (PIL opens lazily; ``load`` surfaces truncated or
+corrupt data), then the EXIF orientation is applied (``ImageOps.exif_transpose``) so that the
+tensor shows the picture as viewers display it.
 When the caller knows the size the annotations give the image (``expect``) and only the stored,
 un-rotated pixels have it, the annotations were made on the stored pixels and the orientation is
 ignored; a size matching neither is an error. Every problem is a :class:`DataError` naming the file
@@ -23,6 +28,7 @@ arrays in channels-last RGB (``HxW``, ``HxWx1/3/4``; ``uint8`` / ``uint16`` / ``
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +36,52 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from ..errors import DataError, Problem
+from ..errors import ConfigError, DataError, Problem
+
+#: Images declaring more pixels than this are refused before decoding: PIL's ``MAX_IMAGE_PIXELS``
+#: (about 89.5 Mpx: 1024 * 1024 * 1024 // 4 // 3; PIL warns above it and refuses twice as many),
+#: 1 GiB as a float32 RGB tensor. Change it with :func:`set_max_image_pixels`, the environment variable
+#: :data:`MAX_PIXELS_ENV` (what DataLoader worker processes inherit) or ``sceneparse --max-image-pixels``.
+DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
+MAX_PIXELS_ENV = "SCENEPARSE_MAX_IMAGE_PIXELS"
+_max_pixels: int | None = None  # set_max_image_pixels(); None: the environment variable, else the default
+
+
+def set_max_image_pixels(limit: int | None) -> None:
+    """Refuse images declaring more than ``limit`` pixels (``None``: back to the environment variable
+    or the default). Also sets :data:`MAX_PIXELS_ENV`, so worker processes started later agree."""
+    global _max_pixels
+    if limit is not None:
+        limit = _check_limit(limit, "max_image_pixels")
+        os.environ[MAX_PIXELS_ENV] = str(limit)
+    else:
+        os.environ.pop(MAX_PIXELS_ENV, None)
+    _max_pixels = limit
+
+
+def _check_limit(value: Any, where: str) -> int:
+    try:
+        limit = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where} must be a whole number of pixels, got {value!r}") from None
+    if limit < 1:
+        raise ConfigError(f"{where} must be at least 1 pixel, got {value!r}")
+    return limit
+
+
+def max_image_pixels() -> int:
+    """The largest number of pixels (``width * height``) an image file may declare."""
+    if _max_pixels is not None:
+        return _max_pixels
+    env = os.environ.get(MAX_PIXELS_ENV)
+    return _check_limit(env, MAX_PIXELS_ENV) if env else DEFAULT_MAX_IMAGE_PIXELS
+
+
+def _too_large(path: Path, record: str | None, w: int, h: int, limit: int) -> DataError:
+    return _problem(path, record, "file_name",
+                    f"the image declares {w}x{h} (WxH) = {w * h / 1e6:.1f} megapixels, more than the limit of "
+                    f"{limit / 1e6:.1f} megapixels (refused before decoding: a decompression bomb, or raise the "
+                    f"limit with --max-image-pixels / {MAX_PIXELS_ENV})")
 
 #: PIL modes holding 16-bit samples (``I`` is what older Pillow versions widen 16-bit PNGs to).
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
@@ -78,13 +129,31 @@ def open_image(path: str | os.PathLike, expect: tuple[int, int] | None = None, *
     if size == 0:
         raise _problem(path, record, "file_name", "empty file (0 bytes)")
     raw = img = None
+    limit = max_image_pixels()
     try:
-        raw = Image.open(path)
+        if Image.MAX_IMAGE_PIXELS == DEFAULT_MAX_IMAGE_PIXELS and limit > 2 * DEFAULT_MAX_IMAGE_PIXELS:
+            Image.MAX_IMAGE_PIXELS = -(-limit // 2)  # our limit raised on purpose: PIL's default must follow
+        with warnings.catch_warnings():
+            # our limit decides (below); a PIL limit someone set lower than ours refuses too (no warning text)
+            stricter = Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < limit
+            warnings.simplefilter("error" if stricter else "ignore", Image.DecompressionBombWarning)
+            raw = Image.open(path)  # reads the header only
+        w, h = raw.size
+        if w * h > limit:
+            raw.close()
+            raise _too_large(path, record, w, h, limit)
         raw.load()  # PIL decodes lazily; truncated or corrupt data surfaces here
         if not exif:
             return raw
         img = ImageOps.exif_transpose(raw)  # always a new image
-    except Exception as e:  # UnidentifiedImageError, OSError (truncated), DecompressionBombError, ...
+    except DataError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:  # PIL's limit, set lower than ours
+        if raw is not None:
+            raw.close()
+        raise _problem(path, record, "file_name", f"the image declares more pixels than PIL allows, refused "
+                       f"before decoding ({exception_reason(e)})") from None
+    except Exception as e:  # UnidentifiedImageError, OSError (truncated), ...
         if raw is not None:
             raw.close()
         raise _problem(path, record, "file_name", f"unreadable image ({exception_reason(e)})") from None
@@ -209,5 +278,6 @@ def _finish(t: torch.Tensor, where: str, kind: str) -> torch.Tensor:
     return t.contiguous()
 
 
-__all__ = ["SIXTEEN_BIT_MODES", "exception_reason", "open_image", "pil_to_pixels", "pil_to_tensor",
+__all__ = ["DEFAULT_MAX_IMAGE_PIXELS", "MAX_PIXELS_ENV", "SIXTEEN_BIT_MODES", "exception_reason", "max_image_pixels",
+           "set_max_image_pixels", "open_image", "pil_to_pixels", "pil_to_tensor",
            "pixels_to_tensor", "read_image", "read_pixels", "rgb8_to_tensor", "to_image_tensor"]
