@@ -46,7 +46,7 @@ def test_predict_writes_files_lists_failures_and_exits_zero(ckpt, tmp_path, caps
     assert "predicted 2 of 4 images" in cap.out
     assert "2 image(s) with problems" in cap.err and "broken.jpg: unreadable image" in cap.err
     assert "empty.png: empty file (0 bytes)" in cap.err
-    assert sorted(os.listdir(out)) == ["failures.json", "images", "images.json", "predictions.json"]
+    assert sorted(os.listdir(out)) == ["failures.json", "images", "images.json", "predictions.json", "run.json"]
     assert sorted(os.listdir(out / "images")) == ["img0.jpg", "img1.jpg"]
     preds = json.loads((out / "predictions.json").read_text())
     assert len(preds) == 10 and {r["image_id"] for r in preds} == {3, 4}  # 5 per image (the cap)
@@ -115,7 +115,7 @@ def test_semantic_predict_writes_label_pngs_that_eval_reads(tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["predict", "--model", str(ck), "--source", str(src), "--out", str(out), "--imgsz", "32",
                  "--workers", "0", "--quiet", "--image-format", "png"]) == 0
-    assert sorted(os.listdir(out)) == ["failures.json", "images", "labels"]
+    assert sorted(os.listdir(out)) == ["failures.json", "images", "labels", "run.json"]
     assert sorted(os.listdir(out / "labels")) == ["img0.png", "img1.png"] == sorted(os.listdir(out / "images"))
     # a perturbed copy as "ground truth": eval reads both folders and the mIoU reflects the change
     gt = tmp_path / "gt"
@@ -134,3 +134,34 @@ def test_semantic_predict_writes_label_pngs_that_eval_reads(tmp_path, capsys):
                  "--json", str(tmp_path / "sem.json"), "--quiet"]) == 0
     rep = json.loads((tmp_path / "sem.json").read_text())
     assert rep["pixel_accuracy"] == pytest.approx(1 - changed / (2 * 36 * 44))
+
+
+def test_ctrl_c_in_predict_writes_the_partial_results_and_exits_130(ckpt, tmp_path, monkeypatch, capsys):
+    from sceneparse.engine import predictor
+
+    src = _images(tmp_path / "src", 4)
+    out = tmp_path / "out"
+    (out / "images").mkdir(parents=True)
+    (out / "predictions.json").write_text('[{"image_id": 99, "stale": true}]')  # an earlier run's
+    (out / "failures.json").write_text("[]")
+    calls = []
+    real = predictor.Predictor._predict_robust
+
+    def interrupted_forward(self, images):  # Ctrl-C arrives while the model runs on the third batch
+        calls.append(len(images))
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(self, images)
+
+    monkeypatch.setattr(predictor.Predictor, "_predict_robust", interrupted_forward)
+    code = main(["predict", "--model", str(ckpt), "--source", str(src), "--out", str(out), "--workers", "0",
+                 "--batch", "1", "--conf", "0.0", "--quiet"])
+    cap = capsys.readouterr()
+    assert code == 130
+    assert "interrupted after 2 of 4 images" in cap.err and "sceneparse predict: interrupted" in cap.err
+    preds = json.loads((out / "predictions.json").read_text())
+    assert {r["image_id"] for r in preds} == {1, 2} and len(preds) == 10 and not any("stale" in r for r in preds)
+    run = json.loads((out / "run.json").read_text())
+    assert (run["complete"], run["predicted"], run["not_reached"]) == (False, 2, 2)
+    assert sorted(os.listdir(out / "images")) == ["img0.jpg", "img1.jpg"]
+    assert json.loads((out / "failures.json").read_text()) == []

@@ -212,7 +212,7 @@ def test_run_skips_bad_files_and_writes_evaluable_json(ckpts, tmp_path):
     assert sorted(f.name for f in (out / "images").iterdir()) == ["000005.jpg", "000009.jpg"]
     with Image.open(out / "images" / "000005.jpg") as im:
         assert im.size == (48, 40)
-    assert sorted(os.listdir(out)) == ["failures.json", "images", "images.json", "predictions.json"]
+    assert sorted(os.listdir(out)) == ["failures.json", "images", "images.json", "predictions.json", "run.json"]
 
 
 def test_run_with_ann_uses_its_ids_and_reports_unmatched_and_wrong_sizes(ckpts, tmp_path):
@@ -342,3 +342,69 @@ def test_drawings_show_only_detections_above_draw_conf(ckpts, image_dir, tmp_pat
             drawn[dc] = np.asarray(im.convert("RGB"))
     assert np.array_equal(drawn[1.01][:, :plain.shape[1]], plain[:drawn[1.01].shape[0]])
     assert not np.array_equal(drawn[0.0][:, :plain.shape[1]], plain[:drawn[0.0].shape[0]])
+
+
+# ---- Ctrl-C and runs that follow each other (issue 24 s4) -----------------------------------------------------
+
+def test_ctrl_c_keeps_what_was_done_and_the_earlier_run_is_gone(ckpts, image_dir, tmp_path):
+    out = tmp_path / "out"
+    p = Predictor(ckpts["mask"], device="cpu", batch_size=2, conf=0.2, workers=1)
+    # an earlier, complete run over other files: its drawings and JSON must not survive into the new run
+    first = p.run(image_dir, out, progress=False, verbose=False)
+    assert first.complete and json.loads((out / "run.json").read_text())["complete"] is True
+    (out / "images" / "zz_extra.jpg").write_bytes(b"not ours")  # a file the earlier run did not write stays
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(5):
+        Image.fromarray(_scene(40, 48, 10 + i)).save(src / f"new{i}.png")
+
+    seen = []
+
+    def ctrl_c_after_two(pred):
+        seen.append(pred)
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        p.run(src, out, progress=False, verbose=False, on_result=ctrl_c_after_two)
+    s = p.last_summary
+    assert (s.complete, s.total, s.predicted) == (False, 5, 2)
+    record = json.loads((out / "run.json").read_text())
+    assert record["complete"] is False and record["state"] == "interrupted" and record["run_id"] == s.run_id
+    assert (record["total"], record["predicted"], record["failed"], record["not_reached"]) == (5, 2, 0, 3)
+    # valid JSON, complete so far: every record of the two predicted images and nothing else
+    preds = json.loads((out / "predictions.json").read_text())
+    images = json.loads((out / "images.json").read_text())
+    assert images["info"]["run_id"] == s.run_id
+    assert [im["file_name"] for im in images["images"]] == ["new0.png", "new1.png"]
+    direct = p([src / "new0.png", src / "new1.png"])
+    assert len(preds) == sum(len(r) for r in direct) == s.instances
+    assert {r["image_id"] for r in preds} == {im["id"] for im in images["images"]}
+    assert json.loads((out / "failures.json").read_text()) == []
+    # the drawings are this run's (those of the earlier run are removed; foreign files are kept)
+    assert sorted(f.name for f in (out / "images").iterdir()) == ["new0.jpg", "new1.jpg", "zz_extra.jpg"]
+    assert not [f for f in out.rglob("*.tmp")]
+
+
+def test_a_run_without_json_removes_the_earlier_runs_json(ckpts, image_dir, tmp_path):
+    out = tmp_path / "out"
+    p = Predictor(ckpts["mask"], device="cpu", batch_size=4, conf=0.2, workers=0)
+    p.run(image_dir, out, progress=False, verbose=False)
+    assert (out / "predictions.json").is_file()
+    s = p.run(image_dir / "a.png", out, save_json=False, save_images=False, progress=False, verbose=False)
+    assert s.complete and sorted(os.listdir(out)) == ["failures.json", "run.json"]  # no stale predictions.json
+
+
+def test_an_earlier_run_from_before_run_json_is_cleared_with_a_note(ckpts, image_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    (out / "images").mkdir(parents=True)
+    (out / "images" / "old.jpg").write_bytes(b"x")
+    for name in ("predictions.json", "images.json", "failures.json"):
+        (out / name).write_text("[]")
+    (out / ".predictions.json.abc123.tmp").write_text("[")  # a run killed while writing
+    p = Predictor(ckpts["unet"], device="cpu", workers=0)
+    p.run(image_dir / "a.png", out, progress=False, verbose=True)
+    err = capsys.readouterr().err
+    assert "earlier predict run without run.json" in err
+    assert sorted(os.listdir(out)) == ["failures.json", "images", "labels", "run.json"]
+    assert sorted(os.listdir(out / "images")) == ["a.jpg", "old.jpg"]

@@ -27,11 +27,16 @@ from __future__ import annotations
 import glob
 import json
 import os
+import signal
 import sys
+import threading
 import time
+import uuid
 import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -52,6 +57,7 @@ Result = "Instances | SemanticMap | PanopticMap"
 PREDICTIONS_JSON = "predictions.json"
 IMAGES_JSON = "images.json"
 FAILURES_JSON = "failures.json"
+RUN_JSON = "run.json"
 IMAGES_DIR = "images"
 LABELS_DIR = "labels"
 PANOPTIC_DIR = "panoptic"
@@ -105,6 +111,8 @@ class PredictSummary:
     failures: list[Failure]
     seconds: float
     files: dict[str, Path] = field(default_factory=dict)
+    complete: bool = True  # False: interrupted (Ctrl-C); the files hold the images done until then
+    run_id: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -118,12 +126,15 @@ class PredictSummary:
     def to_dict(self) -> dict:
         return {"out_dir": str(self.out_dir), "task": self.task, "total": self.total, "predicted": self.predicted,
                 "instances": self.instances, "failures": [f.to_dict() for f in self.failures],
-                "seconds": self.seconds, "files": {k: str(v) for k, v in self.files.items()}}
+                "seconds": self.seconds, "files": {k: str(v) for k, v in self.files.items()},
+                "complete": self.complete, "run_id": self.run_id}
 
     def __str__(self) -> str:
         what = f", {self.instances} instances" if self.task not in ("semantic", "panoptic") else ""
         lines = [f"predicted {self.predicted} of {self.total} images{what} in {self.seconds:.1f} s "
                  f"({self.images_per_second:.1f} img/s) -> {self.out_dir}"]
+        if not self.complete:
+            lines[0] = "INTERRUPTED: " + lines[0] + f" (partial: {RUN_JSON} says \"complete\": false)"
         for name, path in self.files.items():
             lines.append(f"  {name}: {path}")
         return "\n".join(lines)
@@ -302,6 +313,107 @@ class PredictionStream:
             self.done += len(batch) - len(ok)
 
 
+# ---- a run's record and Ctrl-C ---------------------------------------------------------------------
+class _HoldInterrupt:
+    """Ctrl-C while one image's results are being written waits until they are written (so that
+    ``predictions.json`` never holds half an image); anywhere else it interrupts at once, as usual.
+    Only in the main thread, and only while Python's own SIGINT handler is installed."""
+
+    def __init__(self):
+        self.busy = self.pending = False
+        self.previous = None
+
+    def __enter__(self) -> "_HoldInterrupt":
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self.previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+            self.previous = None
+
+    def _handler(self, signum, frame) -> None:
+        if self.busy:
+            self.pending = True
+            return
+        raise KeyboardInterrupt
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        self.busy = True
+        try:
+            yield
+        finally:
+            self.busy = False
+        if self.pending:
+            self.pending = False
+            raise KeyboardInterrupt
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _inside(out: Path, rel: str) -> Path | None:
+    """``out / rel`` when it stays inside ``out`` (a name read back from a file is not trusted)."""
+    p = Path(os.path.abspath(out / rel))
+    base = os.path.abspath(out)
+    return p if os.path.commonpath([base, str(p)]) == base and str(p) != base else None
+
+
+def clear_previous_run(out: Path, *, verbose: bool = False) -> list[str]:
+    """Remove what an earlier ``run`` wrote into ``out``, so that files of two runs never sit side by
+    side looking like one: the files its ``run.json`` lists (drawings, label and panoptic PNGs) and
+    its ``predictions.json`` / ``images.json`` / ``failures.json`` / ``run.json``. A folder without
+    ``run.json`` or ``failures.json`` holds no earlier run and is left alone; an earlier run without
+    ``run.json`` (sceneparse before 0.2) cannot say which drawings were its own: they are left, with a
+    note. Returns notes for the user."""
+    notes: list[str] = []
+    record_path, failures_path = out / RUN_JSON, out / FAILURES_JSON
+    if not record_path.is_file() and not failures_path.is_file():
+        return notes
+    record = None
+    if record_path.is_file():
+        try:
+            record = json.loads(record_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            record = None
+    removed = 0
+    outputs = record.get("outputs") if isinstance(record, dict) else None
+    if isinstance(outputs, dict) and isinstance(outputs.get("names"), list):
+        templates = [t for t in (outputs.get("files") or {}).values() if isinstance(t, str) and "{name}" in t]
+        for name in outputs["names"]:
+            if not isinstance(name, str):
+                continue
+            for t in templates:
+                p = _inside(out, t.replace("{name}", name))
+                if p is not None and (p.is_file() or p.is_symlink()):
+                    p.unlink()
+                    removed += 1
+        for t in templates:  # folders left empty
+            top = _inside(out, t.split("/", 1)[0])
+            if top is not None and top.is_dir():
+                for d in sorted((d for d in top.rglob("*") if d.is_dir()), key=lambda d: -len(d.parts)) + [top]:
+                    try:
+                        d.rmdir()
+                    except OSError:
+                        pass
+    else:
+        kept = [d for d in (IMAGES_DIR, LABELS_DIR, PANOPTIC_DIR) if (out / d).is_dir()]
+        if kept:
+            notes.append(f"{out} holds an earlier predict run without {RUN_JSON}: its {', '.join(kept)} folder(s) "
+                         f"may keep files this run does not replace; {RUN_JSON} lists this run's files")
+    for name in (PREDICTIONS_JSON, IMAGES_JSON, FAILURES_JSON, RUN_JSON):
+        (out / name).unlink(missing_ok=True)
+        for tmp in out.glob(f".{name}.*.tmp"):  # temp files of a run that was killed while writing
+            tmp.unlink(missing_ok=True)
+    if verbose and removed:
+        print(f"removed {removed} file(s) of the earlier run in {out}", file=sys.stderr)
+    return notes
+
+
 # ---- the predictor --------------------------------------------------------------------------------
 def _pick_device(device: str | torch.device) -> torch.device:
     if isinstance(device, torch.device):
@@ -363,6 +475,7 @@ class Predictor:
         self.batch_size = int(batch_size)
         self.workers = int(workers)
         self.source_path: str | None = None
+        self.last_summary: PredictSummary | None = None  # of the last run(), also an interrupted one
         if _is_pathlike(model):
             self.source_path = os.fspath(model)
             model = model_from_checkpoint(model, self.device)
@@ -504,8 +617,22 @@ class Predictor:
           picture stays readable -- the JSON keeps every detection above ``conf`` for AP) or tinted
           classes with names (semantic) drawn on it.
         * ``failures.json``: ``[{"path", "reason", "stage"}]`` for every image that could not be used.
+        * ``run.json``: the run's record: ``run_id`` (also in ``images.json``'s / panoptic
+          ``predictions.json``'s ``info``), ``complete`` (``false`` while running and after Ctrl-C),
+          ``state`` (``running`` / ``complete`` / ``interrupted`` / ``failed``), counts (``total``,
+          ``predicted``, ``failed``, ``not_reached``, ``instances``), times, and the files it writes
+          (``outputs``: templates and names).
 
-        ``<name>`` is the file's path relative to the source folder, without its suffix.
+        ``<name>`` is the file's path relative to the source folder, without its suffix. Before
+        writing, the files of an earlier run in ``out_dir`` are removed (:func:`clear_previous_run`),
+        so that the folder never holds two runs' files side by side.
+
+        Ctrl-C (a ``KeyboardInterrupt``, also from ``on_result``) keeps what was done: the drawings
+        already queued are finished, ``predictions.json`` / ``images.json`` are closed as valid files
+        holding every image predicted so far (an image's records are written whole), ``failures.json``
+        lists the failures so far and ``run.json`` says ``"complete": false``; then the
+        ``KeyboardInterrupt`` goes on (the summary is :attr:`last_summary`). Any other error removes the
+        unfinished JSON files and marks ``run.json`` ``failed``.
         ``on_result(prediction)`` is called for each predicted image (after its files are queued).
         Unreadable, corrupt, truncated and empty files are skipped and listed; ``verbose`` prints them
         and the summary at the end.
@@ -524,13 +651,39 @@ class Predictor:
             raise ConfigError(f"image_format must be jpg or png, got {image_format!r}")
         detection = self.info.result == "instances"
         panoptic = self.info.result == "panoptic"
+        semantic_labels = save_labels and self.info.result == "semantic"
         ids, expect = self._image_ids(items, names, root, ann)
+        # the inputs are valid: this run replaces the earlier one, whose files must not mix with its own
+        notes = clear_previous_run(out, verbose=verbose)
+        run_id = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+        templates = {}
+        if save_images:
+            templates["images"] = f"{IMAGES_DIR}/{{name}}.{image_format}"
+        if semantic_labels:
+            templates["labels"] = f"{LABELS_DIR}/{{name}}.png"
+        if panoptic and save_json:
+            templates["panoptic"] = f"{PANOPTIC_DIR}/{{name}}.png"
+        record: dict[str, Any] = {
+            "run_id": run_id, "complete": False, "state": "running", "started": _now(), "finished": None,
+            "model": self.source_path, "task": self.task,
+            "source": os.fspath(source) if _is_pathlike(source) else None, "ann": None if ann is None else str(ann),
+            "total": len(items), "predicted": 0, "failed": 0, "not_reached": len(items), "instances": 0,
+            "outputs": {"json": [n for n, on in ((PREDICTIONS_JSON, save_json and (detection or panoptic)),
+                                                 (IMAGES_JSON, save_json and (detection or panoptic) and ann is None),
+                                                 (FAILURES_JSON, True)) if on],
+                        "files": templates, "names": names}}
+        from ..fileio import atomic_write_text
+
+        def write_record() -> Path:
+            return atomic_write_text(out / RUN_JSON, json.dumps(record, indent=1) + "\n")
+
+        write_record()
         failures: list[Failure] = []
         files: dict[str, Path] = {}
         writers: list[JsonListWriter] = []
         preds_w = images_w = None
         if panoptic and save_json:
-            head = json.dumps({"info": {"description": "panoptic predictions of sceneparse predict"},
+            head = json.dumps({"info": {"description": "panoptic predictions of sceneparse predict", "run_id": run_id},
                                "categories": self.categories})
             preds_w = JsonListWriter(out / PREDICTIONS_JSON, prefix=head[:-1] + ', "annotations": [\n',
                                      suffix="\n]}\n")
@@ -541,82 +694,115 @@ class Predictor:
         if (detection or panoptic) and save_json:
             if ann is None:
                 head = json.dumps({"info": {"description": "images predicted by sceneparse predict",
-                                            "source": str(source) if _is_pathlike(source) else None},
+                                            "source": str(source) if _is_pathlike(source) else None,
+                                            "run_id": run_id},
                                    "categories": self.categories, "annotations": []})
                 images_w = JsonListWriter(out / IMAGES_JSON, prefix=head[:-1] + ', "images": [\n', suffix="\n]}\n")
                 writers.append(images_w)
         stream = PredictionStream(self, items, workers=self.workers if workers is None else int(workers),
                                   keep_images=save_images, errors="skip", expect=expect)
-        saver = ThreadPoolExecutor(max_workers=1) if (save_images or (save_labels and self.info.result == "semantic")) \
-            else None
+        saver = ThreadPoolExecutor(max_workers=1) if (save_images or semantic_labels) else None
         pending: list[Future] = []
         predicted = instances = 0
+        interrupted = False
         bar = tqdm(total=len(items), desc="predict", unit="img", disable=not progress, dynamic_ncols=True)
+        guard = _HoldInterrupt()
         try:
-            for pred in stream:
-                i = pred.index
-                predicted += 1
-                if detection or panoptic:
-                    instances += len(pred.result) if detection else len(pred.result.segments)
-                    if preds_w is not None:
-                        if ids[i] is None:
-                            failures.append(Failure(str(items[i]), f"no image with this file name in {ann}; "
-                                                    "predicted and drawn, left out of predictions.json", "match", i))
-                        else:
-                            if detection:
-                                preds_w.add(pred.result, ids[i], file=str(items[i]))
-                            else:
-                                preds_w.write(self._panoptic_record(out, names[i], pred.result, ids[i]))
-                            if images_w is not None:
-                                h, w = pred.result.image_size
-                                images_w.write({"id": ids[i], "file_name": self._file_name(items[i], root, names[i]),
-                                                "height": h, "width": w})
-                if saver is not None:
-                    pending.append(saver.submit(self._save_outputs, out, names[i], pred.result,
-                                                pred.image if save_images else None, image_format,
-                                                save_labels and self.info.result == "semantic", draw_conf))
-                    while len(pending) > 2 * self.batch_size + 2:  # bounded: memory does not grow
-                        pending.pop(0).result()
-                if on_result is not None:
-                    on_result(pred)
+            with guard:
+                try:
+                    for pred in stream:
+                        i = pred.index
+                        with guard.held():  # one image's records are written whole, even on Ctrl-C
+                            predicted += 1
+                            if detection or panoptic:
+                                instances += len(pred.result) if detection else len(pred.result.segments)
+                                if preds_w is not None:
+                                    if ids[i] is None:
+                                        failures.append(Failure(str(items[i]), f"no image with this file name in "
+                                                                f"{ann}; predicted and drawn, left out of "
+                                                                "predictions.json", "match", i))
+                                    else:
+                                        if detection:
+                                            preds_w.add(pred.result, ids[i], file=str(items[i]))
+                                        else:
+                                            preds_w.write(self._panoptic_record(out, names[i], pred.result, ids[i]))
+                                        if images_w is not None:
+                                            h, w = pred.result.image_size
+                                            images_w.write({"id": ids[i], "file_name": self._file_name(items[i], root,
+                                                                                                      names[i]),
+                                                            "height": h, "width": w})
+                            if saver is not None:
+                                pending.append(saver.submit(self._save_outputs, out, names[i], pred.result,
+                                                            pred.image if save_images else None, image_format,
+                                                            semantic_labels, draw_conf))
+                        while len(pending) > 2 * self.batch_size + 2:  # bounded: memory does not grow
+                            pending.pop(0).result()
+                        if on_result is not None:
+                            on_result(pred)
+                        bar.update(stream.done - bar.n)
+                except KeyboardInterrupt:
+                    interrupted = True  # keep what was done: drawings queued so far, then the JSON closed
                 bar.update(stream.done - bar.n)
-            bar.update(stream.done - bar.n)
-            for f in pending:
-                f.result()
-            pending.clear()
-            for w in writers:
-                files["predictions" if w is preds_w else "images_json"] = w.close()
-        except BaseException:
+                try:
+                    for f in pending:
+                        f.result()
+                except KeyboardInterrupt:  # a second Ctrl-C: the drawings still queued are dropped
+                    interrupted = True
+                    for f in pending:
+                        f.cancel()
+                pending.clear()
+                with guard.held():
+                    for w in writers:
+                        files["predictions" if w is preds_w else "images_json"] = w.close()
+        except BaseException as e:
             for f in pending:
                 f.cancel()
             for w in writers:
                 w.abort()
+            record.update(state="failed", finished=_now(), error=f"{type(e).__name__}: {e}"[:500],
+                          predicted=predicted)
+            try:
+                write_record()
+            except Exception:  # noqa: BLE001 -- e.g. the disk is full: the error that matters is e
+                pass
             raise
         finally:
             bar.close()
             if saver is not None:
                 saver.shutdown(wait=True)
         failures = sorted(stream.failures + failures, key=lambda f: f.index)
-        from ..fileio import atomic_write_text
-
         files["failures"] = atomic_write_text(out / FAILURES_JSON,
                                               json.dumps([f.to_dict() for f in failures], indent=1) + "\n")
         if save_images:
             files["images"] = out / IMAGES_DIR
-        if save_labels and self.info.result == "semantic":
+        if semantic_labels:
             files["labels"] = out / LABELS_DIR
         if panoptic and save_json:
             files["panoptic"] = out / PANOPTIC_DIR
-        summary = PredictSummary(out, self.task, len(items), predicted, instances, failures,
-                                 time.perf_counter() - t0, files)
+        seconds = time.perf_counter() - t0
+        record.update(complete=not interrupted, state="interrupted" if interrupted else "complete",
+                      finished=_now(), seconds=round(seconds, 3), predicted=predicted, instances=instances,
+                      failed=len({f.index for f in stream.failures}), not_reached=len(items) - stream.done,
+                      files={k: os.path.relpath(v, out) for k, v in files.items()})
+        files["run"] = write_record()
+        summary = PredictSummary(out, self.task, len(items), predicted, instances, failures, seconds, files,
+                                 complete=not interrupted, run_id=run_id)
+        self.last_summary = summary
         if verbose:
             print(summary)
+            for note in notes:
+                print(f"note: {note}", file=sys.stderr)
             if failures:
                 print(f"{len(failures)} image(s) with problems (also in {files['failures']}):", file=sys.stderr)
                 for f in failures[:20]:
                     print(f"  {f}", file=sys.stderr)
                 if len(failures) > 20:
                     print(f"  ... and {len(failures) - 20} more", file=sys.stderr)
+        if interrupted:
+            if verbose:
+                print(f"interrupted after {stream.done} of {len(items)} images: {out} holds the results of the "
+                      f"{predicted} predicted ({RUN_JSON}: \"complete\": false)", file=sys.stderr)
+            raise KeyboardInterrupt
         return summary
 
     @staticmethod
@@ -694,5 +880,5 @@ class Predictor:
                                 keypoint_set=self.info.keypoints))
 
 
-__all__ = ["Failure", "Prediction", "PredictSummary", "PredictionStream", "Predictor", "read_image", "resolve_source",
-           "to_image_tensor"]
+__all__ = ["Failure", "Prediction", "PredictSummary", "PredictionStream", "Predictor", "clear_previous_run",
+           "read_image", "resolve_source", "to_image_tensor"]
