@@ -113,6 +113,7 @@ def run(args) -> int:
     cfg.train.epochs = 100  # the time budget decides how many fit
     cfg.train.time_limit_min = float(args.minutes)
     cfg.train.eval_every = 1000  # evaluate once, at the end (the budget is small)
+    cfg.train.log_every = 1  # the report's loss curve: every step of a short run
     cfg.train.seed = args.seed
     cfg.train.device = args.device
     result = Trainer(cfg, progress=not args.quiet).fit()
@@ -166,39 +167,12 @@ def _write_json(path: Path, obj) -> None:
 
 
 def _evaluate_detection(gt_json: Path, results_json: Path, eval_dir: Path, model):
-    """COCO AP per result type, PR curves, confusion matrix and error breakdown of one results file;
-    the ground truth and the results are read once (as ``sceneparse eval`` does)."""
-    from ..evaluation import evaluate_coco
-    from ..evaluation.confusion import confusion_from_columns
-    from ..evaluation.errors import tide_from_columns
-    from ..evaluation.validate import coco_columns, load_coco_gt, load_coco_results, results_for
+    """COCO AP per result type, PR curves, precision / recall / F1, confusion matrix and error breakdown
+    of one results file, for the classes the model predicts (see :mod:`.demo_report`)."""
     from ..models.base import model_info
-    from ..viz.plots import plot_confusion_matrix, plot_error_breakdown, plot_pr_curves
+    from .demo_report import evaluate_detection
 
-    kinds = list(model_info(model).iou_types)
-    if "keypoints" in kinds:
-        gt_json = gt_json.with_name(gt_json.name.replace("instances_", "person_keypoints_"))
-    gt, _ = load_coco_gt(gt_json)
-    results, _ = load_coco_results(results_json)
-    metrics: dict[str, float] = {}
-    per_class: dict[str, dict[str, float]] = {}
-    figures: list[tuple[str, str]] = []
-    rel = lambda png: str(Path(png).relative_to(eval_dir.parent))  # noqa: E731
-    for kind in kinds:
-        res = evaluate_coco(gt, results_for(results, kind), kind)
-        for stat, value in zip(res.stat_names, res.stats):
-            metrics[f"{kind}_{stat}"] = float(value)
-        for cat in res.per_category.values():
-            per_class.setdefault(cat.name, {})[f"{kind}_AP"] = float(cat["AP"])
-        png = plot_pr_curves(res, eval_dir / f"pr_{kind}.png", iou=0.5, title=f"{kind}: precision-recall at IoU 0.5")
-        figures.append((rel(png), f"{kind} precision-recall curves (IoU 0.5)"))
-    pair = coco_columns(gt, results, "bbox")
-    png = plot_confusion_matrix(confusion_from_columns(pair, 0.5, 0.5), eval_dir / "confusion.png")
-    figures.append((rel(png), "confusion matrix (IoU 0.5, score > 0.5)"))
-    png = plot_error_breakdown(tide_from_columns(pair), eval_dir / "errors.png")
-    figures.append((rel(png), "where box AP is lost (TIDE-style dAP)"))
-    rows = [{"class": k, **v} for k, v in per_class.items()]
-    return metrics, {"per class": rows}, figures
+    return evaluate_detection(gt_json, results_json, eval_dir, model_info(model))
 
 
 def _evaluate_semantic(data_root: Path, labels_dir: Path, eval_dir: Path, class_names):
@@ -215,30 +189,7 @@ def _evaluate_semantic(data_root: Path, labels_dir: Path, eval_dir: Path, class_
 
 
 def _report(out: Path, args, task, result, summary, metrics, tables, figures, timings) -> Path:
-    from ..viz.report import Report
+    """``out/index.html``: the report a person reads (see :mod:`.demo_report`)."""
+    from .demo_report import write_report
 
-    r = Report(f"sceneparse demo: {args.model}")
-    r.text(f"Trained {args.model} on {args.images - args.val_images} synthetic {args.size}x{args.size} images "
-           f"for {result.epochs} epoch(s) / {result.iterations} iterations "
-           f"({result.seconds / 60:.1f} min, budget {args.minutes:g} min), then predicted and evaluated "
-           f"{args.val_images} held-out images.")
-    r.code(f"sceneparse demo --out {args.out} --model {args.model} --images {args.images} "
-           f"--val-images {args.val_images} --size {args.size} --minutes {args.minutes:g} --seed {args.seed}")
-    r.table("held-out metrics" + (" (COCO)" if task == "detection" else ""),
-            {k: v for k, v in metrics.items()})
-    r.table("per class", tables.get("per class", []))
-    run_dir = Path(result.out)
-    plots = [(p, c) for p, c in (("loss_curve.png", "training loss"), ("metrics.png", "validation metrics"))
-             if (run_dir / p).is_file()]
-    if plots or figures:
-        r.heading("curves")
-        for p, c in plots:
-            r.figure(os.path.relpath(run_dir / p, out), c)
-        for p, c in figures:
-            r.figure(p, c)
-    drawn = sorted((out / "predict" / "images").glob("*"))[: args.show]
-    r.gallery([os.path.relpath(p, out) for p in drawn], "predictions on held-out images")
-    if summary.failures:
-        r.table("images that could not be used", [f.to_dict() for f in summary.failures])
-    r.table("wall time (s)", {k: round(v, 1) for k, v in timings.items()}, digits=1)
-    return r.write(out)
+    return write_report(out, args, task, result, summary, metrics, tables, figures, timings)
