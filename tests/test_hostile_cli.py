@@ -356,3 +356,41 @@ def test_checkpoint_stores_absolute_data_paths_and_val_says_pass_data(tmp_path, 
     assert main(["val", "--model", str(path), "--quiet"]) == 1
     err = capsys.readouterr().err
     assert f"data.root {tmp_path / 'data' / 'synth'}) is not there" in err and "pass --data DIR" in err
+
+
+# ---- export: a failed verification names the cause and the --static alternative ----------------------------------
+
+def test_failed_dynamic_export_names_the_cause_and_the_static_alternative(tmp_path):
+    pytest.importorskip("onnxruntime")
+    import torch.nn.functional as F
+    from torch import nn
+
+    from sceneparse.engine.export import _count_cause, export_onnx, read_onnx_metadata
+    from sceneparse.errors import ExportError
+    from sceneparse.models.segmentation import SemanticSegmentor
+
+    class PythonSize(SemanticSegmentor):  # an output size computed in Python: the trace freezes it
+        def __init__(self):
+            super().__init__(2)
+            self.conv = nn.Conv2d(3, 2, 3, padding=1)
+
+        def segment(self, x, with_aux=False):
+            y = self.conv(x)
+            h, w = int(y.shape[-2]), int(y.shape[-1])
+            return F.interpolate(y[..., : h // 2, : w // 2], size=(h, w), mode="nearest"), None
+
+    out = tmp_path / "m.onnx"
+    with pytest.raises(ExportError) as e:
+        export_onnx(PythonSize(), out, imgsz=(40, 56))
+    msg = str(e.value)
+    assert "cause: the graph reproduces the model at the traced size [1, 3, 40, 56] but not at another size" in msg
+    assert "alternative: --static (dynamic=False)" in msg and not out.exists()
+    report = export_onnx(PythonSize(), out, imgsz=(40, 56), dynamic=False)  # the alternative verifies
+    assert report.verified and read_onnx_metadata(out)["model"]
+
+    # detection counts that differ say where the scores sit
+    at_conf = _count_cause(np.array([0.9, 0.0500004]), np.array([0.9]), 0.05, 100)
+    assert "within 1e-3 of the score threshold conf=0.05" in at_conf and "eager 0.050000" in at_conf
+    at_cut = _count_cause(np.full(100, 0.3), np.full(99, 0.3), 0.05, 100)
+    assert "max_det=100 cut" in at_cut and "tied scores" in at_cut
+    assert "NMS decision" in _count_cause(np.array([0.9, 0.6]), np.array([0.9]), 0.05, 100)

@@ -614,16 +614,35 @@ def _verify_inputs(s: _Subject, imgsz: tuple[int, int], dynamic: bool, images: S
     return cases
 
 
+def _count_cause(ref_scores: np.ndarray, got_scores: np.ndarray, conf: float | None, max_det: int | None) -> str:
+    """Why eager PyTorch and the exported graph kept a different number of detections, from their scores."""
+    n_e, n_x = len(ref_scores), len(got_scores)
+    if max_det is not None and max(n_e, n_x) >= max_det:
+        return (f"at the max_det={max_det} cut: detections of near-equal scores on either side of it "
+                "(tied scores, the kind a randomly initialised model has)")
+    lows = [float(v.min()) for v in (ref_scores, got_scores) if len(v)]
+    if conf is not None and lows and min(abs(v - conf) for v in lows) <= 1e-3:
+        return (f"a score within 1e-3 of the score threshold conf={conf:g} (lowest scores: "
+                + ", ".join(f"{w} {float(v.min()):.6f}" for w, v in (("eager", ref_scores), ("exported", got_scores))
+                            if len(v)) + "): float rounding puts it on the other side")
+    return ("the scores are not at a threshold: boxes and scores themselves differ (a size or value the trace "
+            "froze, see below) or an NMS decision between boxes whose overlap is within rounding of the IoU "
+            "threshold")
+
+
 def _compare(names: Sequence[str], eager: Sequence[Tensor], exported: Sequence[np.ndarray], result: str,
-             shape: list[int], mask_threshold: float = 0.5) -> VerifyCase:
-    """``result``: ``info.result`` (``instances``: detections are matched as sets before comparing)."""
+             shape: list[int], mask_threshold: float = 0.5, conf: float | None = None,
+             max_det: int | None = None) -> VerifyCase:
+    """``result``: ``info.result`` (``instances``: detections are matched as sets before comparing);
+    ``conf`` / ``max_det``: the model's, named when the detection counts differ."""
     case = VerifyCase(shape)
     ref = {n: t.detach().cpu().numpy() for n, t in zip(names, eager)}
     got = dict(zip(names, exported))
     if result == "instances" and {"boxes", "scores", "labels"} <= set(names):
         case.detections = (int(ref["boxes"].shape[0]), int(got["boxes"].shape[0]))
         if case.detections[0] != case.detections[1]:
-            case.failures.append(f"{case.detections[0]} detections eagerly, {case.detections[1]} exported")
+            case.failures.append(f"{case.detections[0]} detections eagerly, {case.detections[1]} exported; cause: "
+                                 + _count_cause(ref["scores"], got["scores"], conf, max_det))
             return case
         if case.detections[0] == 0:
             return case
@@ -796,7 +815,7 @@ def export_onnx(model: nn.Module | str | os.PathLike, out_path: str | os.PathLik
                         f"onnxruntime failed: {str(e).splitlines()[0][:300]}"]))
                     continue
                 report.cases.append(_compare(output_names, eager, got, s.info.result, list(x.shape),
-                                             s.info.mask_threshold))
+                                             s.info.mask_threshold, s.info.conf, s.info.max_det))
             _raise_if_failed(report, name)
     _atomic_write_bytes(out_path, data)
     report.file_bytes = len(data)
@@ -850,7 +869,7 @@ def export_torchscript(model: nn.Module | str | os.PathLike, out_path: str | os.
                         f"the traced module failed: {str(e).splitlines()[0][:300]}"]))
                     continue
                 report.cases.append(_compare([o.name for o in outputs], eager, got, s.info.result, list(x.shape),
-                                             s.info.mask_threshold))
+                                             s.info.mask_threshold, s.info.conf, s.info.max_det))
             _raise_if_failed(report, name)
     _atomic_write_bytes(out_path, data)
     report.file_bytes = len(data)
@@ -877,6 +896,14 @@ def _raise_if_failed(report: ExportReport, name: str) -> None:
         report.verified = bool(report.cases)
         return
     lines = [f"{c.input_shape}: " + "; ".join(c.failures) for c in failed]
+    if report.dynamic and len(report.cases) > 1 and report.cases[0].ok:
+        lines.append(f"cause: the graph reproduces the model at the traced size {report.cases[0].input_shape} but "
+                     "not at another size: something in it depends on the input size as the trace saw it")
+    if report.dynamic:
+        lines.append("alternative: --static (dynamic=False) exports a graph for the one input size --imgsz, verified "
+                     "at that size (resize or pad images to it); --no-verify writes this graph unchecked")
+    else:
+        lines.append("alternative: --no-verify writes this graph unchecked (its outputs may differ as above)")
     construct = None
     if report.trace_warnings:
         construct = ("values the trace froze into constants (a size or a data-dependent value computed in Python "
