@@ -408,3 +408,23 @@ def test_an_earlier_run_from_before_run_json_is_cleared_with_a_note(ckpts, image
     assert "earlier predict run without run.json" in err
     assert sorted(os.listdir(out)) == ["failures.json", "images", "labels", "run.json"]
     assert sorted(os.listdir(out / "images")) == ["a.jpg", "old.jpg"]
+
+
+def test_an_earlier_run_json_never_removes_files_outside_out(ckpts, image_dir, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep")
+    crafted = {"tool": "sceneparse predict", "outputs": {"files": {"a": "../victim{name}", "b": str(victim) + "{name}"},
+                                                         "names": [".txt", ""]}}
+    (out / "run.json").write_text(json.dumps(crafted))
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "run.json").write_text('{"epochs": 3}')  # another program's run.json: not ours
+    (foreign / "predictions.json").write_text("[]")
+    p = Predictor(ckpts["unet"], device="cpu", workers=0)
+    p.run(image_dir / "a.png", out, save_images=False, progress=False, verbose=False)
+    p.run(image_dir / "a.png", foreign, save_images=False, progress=False, verbose=False)
+    assert victim.read_text() == "keep"
+    assert (foreign / "predictions.json").read_text() == "[]"  # a semantic run writes none; not ours to remove
+    assert json.loads((foreign / "run.json").read_text())["tool"] == "sceneparse predict"

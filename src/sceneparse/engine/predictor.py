@@ -58,6 +58,7 @@ PREDICTIONS_JSON = "predictions.json"
 IMAGES_JSON = "images.json"
 FAILURES_JSON = "failures.json"
 RUN_JSON = "run.json"
+RUN_TOOL = "sceneparse predict"  # run.json's "tool": what marks a record as ours
 IMAGES_DIR = "images"
 LABELS_DIR = "labels"
 PANOPTIC_DIR = "panoptic"
@@ -366,22 +367,25 @@ def _inside(out: Path, rel: str) -> Path | None:
 def clear_previous_run(out: Path, *, verbose: bool = False) -> list[str]:
     """Remove what an earlier ``run`` wrote into ``out``, so that files of two runs never sit side by
     side looking like one: the files its ``run.json`` lists (drawings, label and panoptic PNGs) and
-    its ``predictions.json`` / ``images.json`` / ``failures.json`` / ``run.json``. A folder without
-    ``run.json`` or ``failures.json`` holds no earlier run and is left alone; an earlier run without
-    ``run.json`` (sceneparse before 0.2) cannot say which drawings were its own: they are left, with a
-    note. Returns notes for the user."""
+    its ``predictions.json`` / ``images.json`` / ``failures.json`` / ``run.json`` (and temporary files
+    of a run killed while writing them). A folder without a ``run.json`` of ours (``"tool": "sceneparse
+    predict"``) or a ``failures.json`` holds no earlier run and is left alone; an earlier run from
+    before ``run.json`` cannot say which drawings were its own: they are left, with a note. Returns
+    notes for the user."""
     notes: list[str] = []
     record_path, failures_path = out / RUN_JSON, out / FAILURES_JSON
-    if not record_path.is_file() and not failures_path.is_file():
-        return notes
     record = None
     if record_path.is_file():
         try:
             record = json.loads(record_path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             record = None
+        if not isinstance(record, dict) or record.get("tool") != RUN_TOOL:
+            record = None  # another program's run.json: not a record of ours (it is replaced, nothing else)
+    if record is None and not failures_path.is_file():
+        return notes
     removed = 0
-    outputs = record.get("outputs") if isinstance(record, dict) else None
+    outputs = record.get("outputs") if record is not None else None
     if isinstance(outputs, dict) and isinstance(outputs.get("names"), list):
         templates = [t for t in (outputs.get("files") or {}).values() if isinstance(t, str) and "{name}" in t]
         for name in outputs["names"]:
@@ -405,7 +409,7 @@ def clear_previous_run(out: Path, *, verbose: bool = False) -> list[str]:
         if kept:
             notes.append(f"{out} holds an earlier predict run without {RUN_JSON}: its {', '.join(kept)} folder(s) "
                          f"may keep files this run does not replace; {RUN_JSON} lists this run's files")
-    for name in (PREDICTIONS_JSON, IMAGES_JSON, FAILURES_JSON, RUN_JSON):
+    for name in (PREDICTIONS_JSON, IMAGES_JSON, FAILURES_JSON) + ((RUN_JSON,) if record is not None else ()):
         (out / name).unlink(missing_ok=True)
         for tmp in out.glob(f".{name}.*.tmp"):  # temp files of a run that was killed while writing
             tmp.unlink(missing_ok=True)
@@ -664,7 +668,7 @@ class Predictor:
         if panoptic and save_json:
             templates["panoptic"] = f"{PANOPTIC_DIR}/{{name}}.png"
         record: dict[str, Any] = {
-            "run_id": run_id, "complete": False, "state": "running", "started": _now(), "finished": None,
+            "tool": RUN_TOOL, "run_id": run_id, "complete": False, "state": "running", "started": _now(), "finished": None,
             "model": self.source_path, "task": self.task,
             "source": os.fspath(source) if _is_pathlike(source) else None, "ann": None if ann is None else str(ann),
             "total": len(items), "predicted": 0, "failed": 0, "not_reached": len(items), "instances": 0,
