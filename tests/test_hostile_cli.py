@@ -394,3 +394,27 @@ def test_failed_dynamic_export_names_the_cause_and_the_static_alternative(tmp_pa
     at_cut = _count_cause(np.full(100, 0.3), np.full(99, 0.3), 0.05, 100)
     assert "max_det=100 cut" in at_cut and "tied scores" in at_cut
     assert "NMS decision" in _count_cause(np.array([0.9, 0.6]), np.array([0.9]), 0.05, 100)
+    # what a trained Mask R-CNN did at a second size (onnxruntime's resize, amplified): not a threshold matter
+    moved = _count_cause(np.array([0.0772, 0.0759, 0.0501]), np.array([0.0791, 0.0765]), 0.05, 100)
+    assert "the scores themselves differ (the best 2 by up to 0.0019" in moved
+
+
+def test_failed_onnx_verification_at_a_resized_size_names_the_resize():
+    """A trained Mask R-CNN (64 iterations on synthetic scenes, 128 px) verified at 128x128 (no resize
+    in the graph) and failed at 161x97, where onnxruntime's Resize (~1e-5 from PyTorch's) moved its
+    scores by 3e-3; TorchScript and --static verified."""
+    from types import SimpleNamespace
+
+    from sceneparse.engine.export import ExportReport, VerifyCase, _raise_if_failed
+    from sceneparse.errors import ExportError
+    from sceneparse.models.base import ModelInfo, SizePolicy
+
+    info = ModelInfo("instance", 7, iou_types=("bbox", "segm"), size=SizePolicy((128,), 128, 32))
+    ok = VerifyCase([3, 128, 128], detections=(100, 100))
+    bad = VerifyCase([3, 161, 97], detections=(41, 33), failures=["41 detections eagerly, 33 exported; cause: ..."])
+    report = ExportReport("m.onnx", "onnx", "m", "instance", [], [], [], {}, True, cases=[ok, bad])
+    with pytest.raises(ExportError) as e:
+        _raise_if_failed(report, "m", SimpleNamespace(info=info))
+    msg = str(e.value)
+    assert "cause: at [3, 161, 97] the graph resizes the image, at the traced size [3, 128, 128] it did not" in msg
+    assert "onnxruntime's Resize" in msg and "--static" in msg and "--format torchscript" in msg

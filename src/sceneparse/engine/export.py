@@ -617,6 +617,14 @@ def _verify_inputs(s: _Subject, imgsz: tuple[int, int], dynamic: bool, images: S
 def _count_cause(ref_scores: np.ndarray, got_scores: np.ndarray, conf: float | None, max_det: int | None) -> str:
     """Why eager PyTorch and the exported graph kept a different number of detections, from their scores."""
     n_e, n_x = len(ref_scores), len(got_scores)
+    common = min(n_e, n_x)
+    if common:
+        best = np.abs(np.sort(ref_scores)[::-1][:common].astype(np.float64)
+                      - np.sort(got_scores)[::-1][:common].astype(np.float64)).max()
+        atol, rtol = TOLERANCES["scores"]
+        if best > atol + rtol * float(np.abs(ref_scores).max()):
+            return (f"the scores themselves differ (the best {common} by up to {best:.2g}, allowed {atol:g}): the "
+                    "graph computes other values here, so other detections pass the threshold")
     if max_det is not None and max(n_e, n_x) >= max_det:
         return (f"at the max_det={max_det} cut: detections of near-equal scores on either side of it "
                 "(tied scores, the kind a randomly initialised model has)")
@@ -816,7 +824,7 @@ def export_onnx(model: nn.Module | str | os.PathLike, out_path: str | os.PathLik
                     continue
                 report.cases.append(_compare(output_names, eager, got, s.info.result, list(x.shape),
                                              s.info.mask_threshold, s.info.conf, s.info.max_det))
-            _raise_if_failed(report, name)
+            _raise_if_failed(report, name, s)
     _atomic_write_bytes(out_path, data)
     report.file_bytes = len(data)
     report.export_seconds = time.perf_counter() - t0
@@ -870,7 +878,7 @@ def export_torchscript(model: nn.Module | str | os.PathLike, out_path: str | os.
                     continue
                 report.cases.append(_compare([o.name for o in outputs], eager, got, s.info.result, list(x.shape),
                                              s.info.mask_threshold, s.info.conf, s.info.max_det))
-            _raise_if_failed(report, name)
+            _raise_if_failed(report, name, s)
     _atomic_write_bytes(out_path, data)
     report.file_bytes = len(data)
     report.export_seconds = time.perf_counter() - t0
@@ -887,7 +895,17 @@ def export_model(model, out_path, *, format: str = "onnx", **kwargs) -> ExportRe
     raise ExportError(f"unknown export format {format!r}; formats: {', '.join(FORMATS)}")
 
 
-def _raise_if_failed(report: ExportReport, name: str) -> None:
+def _resizes(s: _Subject | None, shape: Sequence[int]) -> tuple[int, int] | None:
+    """The size the graph resizes an input of ``shape`` to, when it does (instance graphs resize
+    inside; semantic graphs run at the size they are given), else ``None``."""
+    if s is None or s.info.result != "instances" or s.info.size is None:
+        return None
+    hw = (int(shape[-2]), int(shape[-1]))
+    to = _resized_size(s.info.size, hw)
+    return to if to != hw else None
+
+
+def _raise_if_failed(report: ExportReport, name: str, s: _Subject | None = None) -> None:
     if report.cases and all(c.detections == (0, 0) for c in report.cases):  # instance graphs only count
         report.notes.append("verification compared no detections (the model found nothing in the "
                                      "verification images): boxes, scores and labels were not compared")
@@ -896,12 +914,23 @@ def _raise_if_failed(report: ExportReport, name: str) -> None:
         report.verified = bool(report.cases)
         return
     lines = [f"{c.input_shape}: " + "; ".join(c.failures) for c in failed]
-    if report.dynamic and len(report.cases) > 1 and report.cases[0].ok:
-        lines.append(f"cause: the graph reproduces the model at the traced size {report.cases[0].input_shape} but "
-                     "not at another size: something in it depends on the input size as the trace saw it")
+    first = report.cases[0]
+    if report.dynamic and len(report.cases) > 1 and first.ok:
+        resized = [(c, _resizes(s, c.input_shape)) for c in failed]
+        if report.format == "onnx" and _resizes(s, first.input_shape) is None and all(to for _, to in resized):
+            lines.append(f"cause: at {resized[0][0].input_shape} the graph resizes the image, at the traced "
+                         f"size {first.input_shape} it did not: onnxruntime's Resize and PyTorch's interpolate "
+                         "differ by ~1e-5, which a trained model's scores can amplify beyond the tolerance (or a "
+                         "value the trace froze: construct below)")
+        else:
+            lines.append(f"cause: the graph reproduces the model at the traced size {first.input_shape} but not at "
+                         "another size: something in it depends on the input size as the trace saw it (construct "
+                         "below)")
     if report.dynamic:
         lines.append("alternative: --static (dynamic=False) exports a graph for the one input size --imgsz, verified "
-                     "at that size (resize or pad images to it); --no-verify writes this graph unchecked")
+                     "at that size (give it images of that size: the network input, no resize in the graph); "
+                     + ("--format torchscript resizes with PyTorch's own kernel; " if report.format == "onnx" else "")
+                     + "--no-verify writes this graph unchecked")
     else:
         lines.append("alternative: --no-verify writes this graph unchecked (its outputs may differ as above)")
     construct = None
