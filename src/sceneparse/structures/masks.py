@@ -4,6 +4,12 @@ RLE encoding/decoding is pycocotools' (``compressed`` = COCO's string form with 
 ``uncompressed`` = ``counts: list[int]``, column-major run lengths starting with zeros).
 Polygons are COCO's: a list of flat ``[x0, y0, x1, y1, ...]`` rings in absolute pixels; they are
 rasterised by :mod:`.rle` (the one polygon-to-RLE, torch-free so that evaluation shares it).
+
+pycocotools' C code trusts its input: an RLE string outside its alphabet, run lengths that do not
+add up to ``height * width`` or a ``NaN`` polygon corrupt memory or exhaust it. Every entry point
+here that hands RLEs or polygons to it checks them first (:func:`.rle.rle_problems`,
+:func:`.rle.ring_problems`) and raises ``ValueError`` saying what is wrong; readers name the file
+and record.
 """
 from __future__ import annotations
 
@@ -36,6 +42,13 @@ def encode_rle(masks) -> list[RLE]:
     return rles
 
 
+def _check_rles(rles: Sequence[RLE]) -> None:
+    """``ValueError`` naming the first RLE that pycocotools must not see (see :func:`.rle.rle_problems`)."""
+    for i, p in enumerate(_rle.rle_problems(rles)):
+        if p is not None:
+            raise ValueError(f"invalid RLE{f' {i}' if len(rles) > 1 else ''}: {p}")
+
+
 def _to_pycoco_rle(rle: RLE) -> RLE:
     """Any RLE form (compressed str/bytes or uncompressed list) -> pycocotools' compressed form."""
     h, w = (int(s) for s in rle["size"])
@@ -48,11 +61,14 @@ def _to_pycoco_rle(rle: RLE) -> RLE:
 
 
 def decode_rle(rles: RLE | Sequence[RLE]) -> np.ndarray:
-    """RLE (compressed or uncompressed) or a list of them -> ``bool [N, H, W]`` (or ``[H, W]`` for one)."""
+    """RLE (compressed or uncompressed) or a list of them -> ``bool [N, H, W]`` (or ``[H, W]`` for one).
+    Raises ``ValueError`` for an invalid RLE (checked before pycocotools decodes it)."""
     if isinstance(rles, dict):
+        _check_rles([rles])
         return mask_utils.decode(_to_pycoco_rle(rles)).astype(bool)
     if len(rles) == 0:
         return np.zeros((0, 0, 0), dtype=bool)
+    _check_rles(rles)
     out = mask_utils.decode([_to_pycoco_rle(r) for r in rles])
     return out.transpose(2, 0, 1).astype(bool)
 
@@ -71,7 +87,11 @@ def rle_to_uncompressed(rle: RLE) -> RLE:
 
 def polygons_to_rle(polygons: Polygons, height: int, width: int) -> RLE:
     """COCO polygons -> one merged compressed RLE with ``counts`` as ``str`` (the rasterisation is
-    :func:`.rle.polygons_to_rle`'s, i.e. pycocotools' ``annToRLE``)."""
+    :func:`.rle.polygons_to_rle`'s, i.e. pycocotools' ``annToRLE``). Raises ``ValueError`` for a ring
+    pycocotools must not rasterise (see :func:`.rle.ring_problems`)."""
+    for i, p in enumerate(_rle.ring_problems(list(polygons), height, width)):
+        if p is not None:
+            raise ValueError(f"polygon ring {i}: {p}")
     rle = _rle.polygons_to_rle(polygons, height, width)
     return {"size": rle["size"], "counts": rle["counts"].decode("ascii")}
 
@@ -128,6 +148,8 @@ def area(masks) -> torch.Tensor | np.ndarray:
 
 
 def rle_area(rles: Sequence[RLE]) -> np.ndarray:
+    """Pixel count of each RLE (``ValueError`` for an invalid one)."""
+    _check_rles(rles)
     return np.asarray(mask_utils.area([_to_pycoco_rle(r) for r in rles]), dtype=np.float64)
 
 
