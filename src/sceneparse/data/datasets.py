@@ -18,6 +18,7 @@ import torch
 from ..errors import DataError, Problem
 from ..structures.instances import Instances
 from ..structures.masks import decode_rle, polygons_to_rle
+from ..structures.rle import rle_problems
 from ..structures.segmaps import PanopticMap, SegmentInfo, SemanticMap, rgb2id
 from ..structures.target import Target
 from .images import pil_to_tensor  # noqa: F401  (re-exported: its old home)
@@ -164,8 +165,14 @@ class SceneDataset(torch.utils.data.Dataset):
     def _load_target(self, rec: ImageRecord, h: int, w: int) -> Target:
         objs = self.aset.annotations_of(rec.id)
         n = len(objs)
-        boxes = torch.from_numpy(np.asarray([np.asarray(o.bbox, dtype=np.float32).reshape(4) for o in objs],
-                                            dtype=np.float32).reshape(n, 4))
+        box_array = np.asarray([np.asarray(o.bbox, dtype=np.float32).reshape(4) for o in objs],
+                               dtype=np.float32).reshape(n, 4)
+        finite = np.isfinite(box_array).all(axis=1)
+        if not finite.all():  # readers drop these; a hand-made set may still hold one
+            o = objs[int(np.flatnonzero(~finite)[0])]
+            raise DataError(Problem(self.aset.source or None, f"image {rec.id} annotation {o.id}", "bbox",
+                                    "box with non-finite coordinates (NaN or infinity)", o.bbox.tolist()))
+        boxes = torch.from_numpy(box_array)
         labels = torch.tensor([int(o.label) for o in objs], dtype=torch.long)
         iscrowd = torch.tensor([bool(o.iscrowd) for o in objs], dtype=torch.bool)
         fields: dict[str, torch.Tensor] = {"boxes": boxes, "labels": labels}
@@ -182,9 +189,11 @@ class SceneDataset(torch.utils.data.Dataset):
 
     def _masks(self, rec: ImageRecord, objs: Sequence[ObjectRecord], boxes: torch.Tensor, h: int, w: int
                ) -> torch.Tensor:
-        """``bool [N, H, W]``: every polygon / RLE goes to one RLE list and one pycocotools decode."""
+        """``bool [N, H, W]``: every polygon / RLE goes to one RLE list and one pycocotools decode.
+        Polygons and RLEs are checked before pycocotools sees them (``structures.masks`` raises
+        ``ValueError``; here it becomes a :class:`DataError` naming the image and annotation)."""
         masks = torch.zeros((len(objs), h, w), dtype=torch.bool)
-        rles, rows = [], []
+        rles, rows, whos = [], [], []
         for i, o in enumerate(objs):
             seg = o.segmentation
             if seg is None:
@@ -202,12 +211,19 @@ class SceneDataset(torch.utils.data.Dataset):
                 rings = [list(map(float, r)) for r in seg if len(r) >= 6]
                 if not rings:
                     continue
-                rles.append(polygons_to_rle(rings, h, w))
+                try:
+                    rles.append(polygons_to_rle(rings, h, w))
+                except (ValueError, TypeError) as e:
+                    raise DataError(Problem(self.aset.source or None, where, "segmentation", str(e))) from None
             else:
                 raise DataError(Problem(self.aset.source or None, where, "segmentation",
                                         "expected polygons (list) or RLE (dict)", type(seg).__name__))
             rows.append(i)
+            whos.append(where)
         if rles:
+            bad = next(((who, p) for who, p in zip(whos, rle_problems(rles)) if p is not None), None)
+            if bad is not None:
+                raise DataError(Problem(self.aset.source or None, bad[0], "segmentation", bad[1]))
             masks[torch.tensor(rows)] = torch.from_numpy(decode_rle(rles))
         missing = torch.tensor([o.segmentation is None for o in objs], dtype=torch.bool)
         if missing.any():
@@ -224,6 +240,9 @@ class SceneDataset(torch.utils.data.Dataset):
             if kp.shape != (k, 3):
                 raise DataError(Problem(self.aset.source or None, f"image {rec.id} annotation {o.id}", "keypoints",
                                         f"expected shape ({k}, 3)", tuple(kp.shape)))
+            if not np.isfinite(kp).all():
+                raise DataError(Problem(self.aset.source or None, f"image {rec.id} annotation {o.id}", "keypoints",
+                                        "keypoints with non-finite values (NaN or infinity)"))
             kps[i] = kp
         return torch.from_numpy(kps)
 

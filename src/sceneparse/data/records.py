@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..conventions import CategoryMap
 from ..errors import Problem
-from ..structures.keypoints import KeypointSet
+
+if TYPE_CHECKING:  # a type only: records (and the COCO check evaluation runs) load without torch
+    from ..structures.keypoints import KeypointSet
 
 #: COCO polygons (list of flat xy rings) or an RLE dict (compressed ``str`` or uncompressed list counts)
 Segmentation = Any

@@ -21,21 +21,40 @@ COCO results    (``sceneparse.evaluation`` reads them)      :func:`write_coco_re
                                                             :func:`instances_to_coco_results`
 ==============  ==========================================  ===================================
 """
-from ._io import WriteResult
-from .coco import read_coco, to_coco_dict, write_coco
-from .coco_results import CocoResultsWriter, instances_to_coco_results, write_coco_results
-from .coco_panoptic import load_panoptic_map, read_coco_panoptic, write_coco_panoptic, write_panoptic_png
-from .pngmasks import load_semantic_map, read_semantic_pngs, voc_palette, write_semantic_png
-from .validate import Checker, Origin, validate_annotation_set
-from .voc import VOC_CLASSES, read_voc, write_voc
-from .yolo import YoloMeta, merge_rings, read_data_yaml, read_yolo, write_yolo
+from __future__ import annotations
 
-__all__ = [
-    "WriteResult", "read_coco", "to_coco_dict", "write_coco",
-    "CocoResultsWriter", "instances_to_coco_results", "write_coco_results",
-    "read_coco_panoptic", "load_panoptic_map", "write_coco_panoptic", "write_panoptic_png",
-    "read_semantic_pngs", "load_semantic_map", "write_semantic_png", "voc_palette",
-    "validate_annotation_set", "Checker", "Origin",
-    "VOC_CLASSES", "read_voc", "write_voc",
-    "YoloMeta", "read_data_yaml", "read_yolo", "write_yolo", "merge_rings",
-]
+import importlib
+
+#: public name -> the submodule that defines it. Loaded on first use (PEP 562), so that
+#: ``sceneparse.data.formats.coco`` -- the COCO check that evaluation runs -- and the other codecs
+#: can be imported without the torch-based ones (``sceneparse.evaluation`` never imports torch).
+_EXPORTS = {
+    "WriteResult": "_io",
+    "read_coco": "coco", "to_coco_dict": "coco", "write_coco": "coco", "check_coco": "coco",
+    "CocoResultsWriter": "coco_results", "instances_to_coco_results": "coco_results",
+    "write_coco_results": "coco_results",
+    "load_panoptic_map": "coco_panoptic", "read_coco_panoptic": "coco_panoptic",
+    "write_coco_panoptic": "coco_panoptic", "write_panoptic_png": "coco_panoptic",
+    "load_semantic_map": "pngmasks", "read_semantic_pngs": "pngmasks", "voc_palette": "pngmasks",
+    "write_semantic_png": "pngmasks",
+    "Checker": "validate", "Origin": "validate", "validate_annotation_set": "validate",
+    "VOC_CLASSES": "voc", "read_voc": "voc", "write_voc": "voc",
+    "YoloMeta": "yolo", "merge_rings": "yolo", "read_data_yaml": "yolo", "read_yolo": "yolo", "write_yolo": "yolo",
+    "output_path": "_io",
+}
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+__all__ = sorted(_EXPORTS)

@@ -11,7 +11,7 @@ from typing import Sequence
 
 from ...conventions import Category, CategoryMap
 from ...fileio import atomic_open, atomic_write_text  # noqa: F401  (re-exported: the codecs import them from here)
-from ...errors import Problem
+from ...errors import DataError, Problem
 
 #: File suffixes treated as images when a folder is scanned (lower case).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm")
@@ -33,6 +33,43 @@ class WriteResult:
     images: int = 0
     objects: int = 0
     lost: list[Problem] = field(default_factory=list)
+
+
+def inside(root: str | os.PathLike, name: str | os.PathLike) -> Path | None:
+    """``root / name`` with ``..`` and symbolic links resolved, if that lies inside ``root`` (also
+    resolved); ``None`` for a name that leads outside it -- an absolute name, ``..`` that climbs out, a
+    link to elsewhere -- or that is no path at all (empty, ``.``, a NUL byte)."""
+    try:
+        if not isinstance(name, (str, os.PathLike)) or not os.fspath(name) or "\x00" in os.fspath(name):
+            return None
+        rel = Path(name)
+        if rel.is_absolute() or rel.drive or rel.root:
+            return None
+        base = Path(os.path.realpath(root))
+        target = Path(os.path.realpath(base / rel))
+    except (OSError, ValueError):
+        return None
+    if target == base or base not in target.parents:
+        return None
+    return target
+
+
+def output_path(root: str | os.PathLike, name: str | os.PathLike, *, file: str | None = None,
+                record: str | None = None, field: str | None = "file_name") -> Path:
+    """Where a writer puts the file called ``name`` (read from a data file: a COCO ``file_name``, a
+    VOC ``<filename>``, a panoptic PNG name) under its output folder ``root``.
+
+    Names from data files are not trusted: an absolute name, or ``..`` that climbs out of ``root``
+    (also through a symbolic link inside it), would make the writer overwrite -- or, when it
+    replaces a file, delete -- a file elsewhere. Such a name raises :class:`DataError` naming the
+    source ``file``, the ``record`` and the ``field``; nothing is written. Returns ``root`` joined
+    with the normalised name (``a/../b.png`` -> ``root/b.png``).
+    """
+    target = inside(root, name)
+    if target is None:
+        raise DataError(Problem(file, record, field, f"refusing a file name that leads outside the output "
+                                f"folder {root}", os.fspath(name) if isinstance(name, (str, os.PathLike)) else name))
+    return Path(root) / target.relative_to(os.path.realpath(root))
 
 
 #: EXIF orientations that turn the stored pixels by 90 degrees (width and height swap when displayed)

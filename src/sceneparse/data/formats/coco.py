@@ -6,21 +6,26 @@ pixels (``float32``), category ids become contiguous labels through the set's
 stay as COCO wrote them (polygons, compressed RLE with ``counts: str``, or uncompressed RLE with
 ``counts: list[int]``) until a dataset decodes them. Writing undoes each step; unknown keys of
 images and annotations travel in ``extra`` and are written back.
+
+Reading is also :func:`check_coco`, the one validation of a COCO file that every command runs
+(``convert``, ``show``, ``train``, ``val`` through :func:`read_coco`; ``eval`` through
+:mod:`sceneparse.evaluation`): fields of the wrong type are a :class:`~sceneparse.errors.FormatError`
+listing every record that has one (three annotations without ``bbox`` are three problems); the
+values are checked by :func:`~.validate.validate_annotation_set`. This module never imports torch
+(evaluation runs it), so the keypoint layout types are imported where they are built.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from ... import __version__
-from ...conventions import BoxFormat, Category, CategoryMap
-from ...errors import DataError, Problem
-from ...structures import boxes as box_ops
-from ...structures import masks as mask_ops
-from ...structures.keypoints import COCO_KEYPOINT_NAMES, COCO_OKS_SIGMAS, COCO_PERSON, COCO_SKELETON, KeypointSet
+from ...conventions import COCO_KEYPOINT_NAMES, COCO_OKS_SIGMAS, COCO_SKELETON, Category, CategoryMap
+from ...errors import DataError, FormatError, Problem
 from ..records import AnnotationSet, ImageRecord, ObjectRecord
 from ._io import WriteResult, atomic_open
 from ._parse import fail, get_int, get_list, get_number, get_str, numbers
@@ -46,31 +51,48 @@ def load_json(path: Path) -> dict:
     return data
 
 
+def _try(errors: list[Problem], fn: Callable, *args, **kwargs) -> Any:
+    """``fn(*args, **kwargs)``; a :class:`FormatError` it raises joins ``errors`` (result ``None``), so
+    that every bad field of every record is reported, not only the first."""
+    try:
+        return fn(*args, **kwargs)
+    except FormatError as e:
+        errors.extend(e.problems)
+        return None
+
+
 def parse_categories(raw: Any, file: str, ck: Checker) -> CategoryMap:
     """COCO ``categories`` -> :class:`CategoryMap` (sorted by id). Duplicate ids are a problem
-    (lenient: the later entry is dropped)."""
+    (lenient: the later entry is dropped). Fields of the wrong type: :class:`FormatError` listing all."""
     if not isinstance(raw, list):
         fail(file, None, "categories", "missing or not a list", type(raw).__name__)
     cats: dict[int, Category] = {}
+    errors: list[Problem] = []
     for i, c in enumerate(raw):
         rec = f"category #{i}"
         if not isinstance(c, dict):
-            fail(file, rec, None, f"expected an object, got {type(c).__name__}", c)
-        cid = get_int(c, "id", file, rec)
+            errors.append(Problem(file, rec, None, f"expected an object, got {type(c).__name__}", c))
+            continue
+        n = len(errors)
+        cid = _try(errors, get_int, c, "id", file, rec)
+        if cid is None:
+            continue
         rec = f"category {cid}"
-        name = get_str(c, "name", file, rec, default=str(cid))
-        kps = get_list(c, "keypoints", file, rec, default=[]) or []
+        name = _try(errors, get_str, c, "name", file, rec, default=str(cid))
+        kps = _try(errors, get_list, c, "keypoints", file, rec, default=[]) or []
         if not all(isinstance(k, str) for k in kps):
-            fail(file, rec, "keypoints", "expected a list of keypoint names", kps)
-        skel = get_list(c, "skeleton", file, rec, default=[]) or []
+            errors.append(Problem(file, rec, "keypoints", "expected a list of keypoint names", kps))
+        skel = _try(errors, get_list, c, "skeleton", file, rec, default=[]) or []
         for e in skel:
-            numbers(e, file, rec, "skeleton", length=2)
+            _try(errors, numbers, e, file, rec, "skeleton", length=2)
         color = c.get("color")
         if color is not None:
-            numbers(color, file, rec, "color", length=3)
+            _try(errors, numbers, color, file, rec, "color", length=3)
         isthing = c.get("isthing", 1)
         if isinstance(isthing, bool) or isthing not in (0, 1):
-            fail(file, rec, "isthing", "expected 0 or 1", isthing)
+            errors.append(Problem(file, rec, "isthing", "expected 0 or 1", isthing))
+        if len(errors) > n:
+            continue
         if cid in cats:
             ck.flag(file, rec, "id", "duplicate category id", cid, repaired="dropped this category entry")
             continue
@@ -79,12 +101,17 @@ def parse_categories(raw: Any, file: str, ck: Checker) -> CategoryMap:
             color=tuple(int(v) for v in color) if color is not None else None,
             keypoints=tuple(kps), skeleton=tuple((int(a), int(b)) for a, b in skel),
         )
+    if errors:
+        raise FormatError(errors)
     return CategoryMap.from_categories(cats.values())
 
 
-def keypoint_set_of(cmap: CategoryMap, file: str) -> KeypointSet | None:
-    """The keypoint layout given by the categories' ``keypoints`` / ``skeleton`` (COCO's 17 person
-    keypoints -> :data:`~sceneparse.structures.keypoints.COCO_PERSON`). One layout per set."""
+def keypoint_set_of(cmap: CategoryMap, file: str):
+    """The keypoint layout (:class:`~sceneparse.structures.keypoints.KeypointSet`) given by the
+    categories' ``keypoints`` / ``skeleton`` (COCO's 17 person keypoints -> ``COCO_PERSON``). One
+    layout per set."""
+    from ...structures.keypoints import COCO_PERSON, KeypointSet
+
     layouts = {(c.keypoints, c.skeleton): c.id for c in cmap.categories if c.keypoints}
     if not layouts:
         return None
@@ -104,21 +131,40 @@ def keypoint_set_of(cmap: CategoryMap, file: str) -> KeypointSet | None:
         fail(file, f"category {cid}", "skeleton", f"invalid keypoint layout: {e}", [list(p) for p in skeleton])
 
 
-def parse_images(raw: Any, file: str) -> tuple[list[ImageRecord], list[Origin]]:
+def parse_images(raw: Any, file: str, *, require: tuple[str, ...] = ("file_name", "height", "width")
+                 ) -> tuple[list[ImageRecord], list[Origin]]:
+    """COCO ``images`` -> image records. ``require``: the fields that must be there (in-memory ground
+    truth handed to evaluation may leave out ``file_name``, and ``height`` / ``width`` when no mask
+    is rasterised; missing ones are then ``""`` / ``None``, a size that is not known, which only
+    :func:`check_coco` accepts). Fields of the wrong type: :class:`FormatError` listing every image
+    that has one."""
     if not isinstance(raw, list):
         fail(file, None, "images", "missing or not a list", type(raw).__name__)
     images, origins = [], []
+    errors: list[Problem] = []
     for i, im in enumerate(raw):
         if not isinstance(im, dict):
-            fail(file, f"image #{i}", None, f"expected an object, got {type(im).__name__}", im)
-        iid = get_int(im, "id", file, f"image #{i}")
+            errors.append(Problem(file, f"image #{i}", None, f"expected an object, got {type(im).__name__}", im))
+            continue
+        iid = im.get("id")
+        if type(iid) is not int:
+            iid = _try(errors, get_int, im, "id", file, f"image #{i}")
+            if iid is None:
+                continue
         rec = f"image {iid}"
-        images.append(ImageRecord(
-            id=iid, file_name=get_str(im, "file_name", file, rec),
-            height=get_int(im, "height", file, rec), width=get_int(im, "width", file, rec),
-            extra={k: v for k, v in im.items() if k not in _IMAGE_KEYS},
-        ))
+        n = len(errors)
+        name = _try(errors, get_str, im, "file_name", file, rec, default=... if "file_name" in require else "")
+        if name == "" and "file_name" in require:
+            errors.append(Problem(file, rec, "file_name", "empty file name", name))
+        h = _try(errors, get_int, im, "height", file, rec, default=... if "height" in require else None)
+        w = _try(errors, get_int, im, "width", file, rec, default=... if "width" in require else None)
+        if len(errors) > n:
+            continue
+        images.append(ImageRecord(id=iid, file_name=name, height=h, width=w,
+                                  extra={k: v for k, v in im.items() if k not in _IMAGE_KEYS}))
         origins.append(Origin(file, rec))
+    if errors:
+        raise FormatError(errors)
     return images, origins
 
 
@@ -145,7 +191,9 @@ def check_segmentation(seg: Any, file: str, rec: str) -> Any:
 
 
 def parse_annotations(raw: Any, cmap: CategoryMap, file: str, ck: Checker) -> tuple[list[ObjectRecord], list[Origin]]:
-    """COCO ``annotations`` -> object records. Boxes are converted in one vectorised step."""
+    """COCO ``annotations`` -> object records (boxes ``XYXY``, converted in one vectorised step).
+    Fields of the wrong type: :class:`FormatError` listing every bad field of every annotation;
+    an undeclared ``category_id`` is a problem of the record (lenient: the annotation is dropped)."""
     if raw is None:
         return [], []
     if not isinstance(raw, list):
@@ -153,29 +201,43 @@ def parse_annotations(raw: Any, cmap: CategoryMap, file: str, ck: Checker) -> tu
     records: list[ObjectRecord] = []
     origins: list[Origin] = []
     bboxes: list[list] = []
+    errors: list[Problem] = []
     for i, a in enumerate(raw):
         if not isinstance(a, dict):
-            fail(file, f"annotation #{i}", None, f"expected an object, got {type(a).__name__}", a)
+            errors.append(Problem(file, f"annotation #{i}", None, f"expected an object, got {type(a).__name__}", a))
+            continue
+        n = len(errors)
         aid, image_id, cid = a.get("id"), a.get("image_id"), a.get("category_id")
         if type(aid) is not int:  # fast path for well-formed files; get_int explains the others
-            aid = get_int(a, "id", file, f"annotation #{i}")
-        rec = f"annotation {aid}"
+            aid = _try(errors, get_int, a, "id", file, f"annotation #{i}")
+        rec = f"annotation {aid}" if aid is not None else f"annotation #{i}"
         if type(image_id) is not int:
-            image_id = get_int(a, "image_id", file, rec)
+            image_id = _try(errors, get_int, a, "image_id", file, rec)
         if type(cid) is not int:
-            cid = get_int(a, "category_id", file, rec)
-        bbox = numbers(get_list(a, "bbox", file, rec), file, rec, "bbox", length=4)
-        seg = check_segmentation(a["segmentation"], file, rec) if "segmentation" in a else None
-        area = get_number(a, "area", file, rec, default=None)
+            cid = _try(errors, get_int, a, "category_id", file, rec)
+        bbox = a.get("bbox")
+        if not (type(bbox) is list and len(bbox) == 4):
+            bbox = _try(errors, get_list, a, "bbox", file, rec)
+            if bbox is not None:
+                bbox = _try(errors, numbers, bbox, file, rec, "bbox", length=4)
+        else:
+            bbox = _try(errors, numbers, bbox, file, rec, "bbox", length=4)
+        seg = _try(errors, check_segmentation, a["segmentation"], file, rec) if "segmentation" in a else None
+        area = _try(errors, get_number, a, "area", file, rec, default=None)
         iscrowd = a.get("iscrowd", 0)
-        if isinstance(iscrowd, bool) or iscrowd not in (0, 1):
-            fail(file, rec, "iscrowd", "expected 0 or 1", iscrowd)
+        if iscrowd not in (0, 1):  # true / false too, as pycocotools reads them
+            errors.append(Problem(file, rec, "iscrowd", "expected 0 or 1", iscrowd))
         kps = None
         if a.get("keypoints"):  # absent, null or [] -> no keypoints
-            flat = np.asarray(numbers(a["keypoints"], file, rec, "keypoints"), dtype=np.float32)
-            kps = flat.reshape(-1, 3) if flat.size % 3 == 0 else flat
+            flat = _try(errors, numbers, a["keypoints"], file, rec, "keypoints")
+            if flat is not None:
+                flat = np.asarray(flat, dtype=np.float32)
+                kps = flat.reshape(-1, 3) if flat.size % 3 == 0 else flat
+        if len(errors) > n or aid is None:
+            continue
         if not cmap.has_id(cid):
-            ck.flag(file, rec, "category_id", "unknown category id", cid, repaired="dropped the annotation")
+            ck.flag(file, rec, "category_id", "unknown category id", cid,
+                    repaired="dropped the annotation")
             continue
         records.append(ObjectRecord(
             id=aid, image_id=image_id, label=cmap.to_label(cid), bbox=None, iscrowd=bool(iscrowd), area=area,
@@ -183,8 +245,12 @@ def parse_annotations(raw: Any, cmap: CategoryMap, file: str, ck: Checker) -> tu
         ))
         origins.append(Origin(file, rec))
         bboxes.append(bbox)
+    if errors:
+        raise FormatError(errors)
     if records:
-        xyxy = box_ops.convert(np.asarray(bboxes, dtype=np.float64), BoxFormat.XYWH, BoxFormat.XYXY).astype(np.float32)
+        xyxy = np.asarray(bboxes, dtype=np.float64).reshape(-1, 4)
+        xyxy[:, 2:] += xyxy[:, :2]  # COCO's top-left XYWH -> XYXY (conventions.BoxFormat)
+        xyxy = xyxy.astype(np.float32)
         for r, b in zip(records, xyxy):
             r.bbox = b
     return records, origins
@@ -214,10 +280,8 @@ def read_coco(path: str | Path, image_root: str | Path | None = None, *, strict:
     file = str(path)
     data = load_json(path)
     ck = Checker(strict)
-    cmap = parse_categories(data.get("categories"), file, ck)
+    cmap, images, image_origins, anns, origins = _parse(data, file, ck)
     kset = keypoint_set_of(cmap, file)
-    images, image_origins = parse_images(data.get("images"), file)
-    anns, origins = parse_annotations(data.get("annotations"), cmap, file, ck)
     aset = AnnotationSet(categories=cmap, images=images, annotations=anns,
                          image_root=Path(image_root) if image_root is not None else None,
                          keypoint_set=kset, source=file)
@@ -225,6 +289,57 @@ def read_coco(path: str | Path, image_root: str | Path | None = None, *, strict:
                             object_origins=origins, field_names=FIELD_NAMES)
     aset.problems = list(ck.problems)
     return aset
+
+
+def _parse(data: Mapping, file: str, ck: Checker, require: tuple[str, ...] = ("file_name", "height", "width")):
+    """Categories, images and annotations of a loaded COCO file; the :class:`FormatError` lists the
+    wrong-type fields of all three lists at once."""
+    errors: list[Problem] = []
+    cmap = _try(errors, parse_categories, data.get("categories"), file, ck)
+    parsed = _try(errors, parse_images, data.get("images"), file, require=require)
+    images, image_origins = parsed if parsed is not None else ([], [])
+    anns, origins = [], []
+    if cmap is not None:
+        parsed = _try(errors, parse_annotations, data.get("annotations"), cmap, file, ck)
+        if parsed is not None:
+            anns, origins = parsed
+    if errors:
+        raise FormatError(errors)
+    return cmap, images, image_origins, anns, origins
+
+
+def check_coco(data: Mapping, file: str, *, require: tuple[str, ...] = ("file_name", "height", "width")
+               ) -> list[Problem]:
+    """The one validation of a COCO instances / person_keypoints file, for ground truth that is used
+    as it is (``sceneparse eval`` and :mod:`sceneparse.evaluation`): exactly what :func:`read_coco`
+    checks (``convert``, ``show``, ``train`` and ``val`` read through it), nothing repaired.
+
+    Args:
+        data: the loaded JSON object.
+        file: its file name, for every message (``"<dict>"`` for an in-memory one).
+        require: image fields that must be present (see :func:`parse_images`).
+
+    Returns:
+        Every problem, each naming the file, the record (``image 3``, ``annotation 17``) and the field:
+        duplicate image / annotation ids, non-positive image sizes, annotations of unknown images or
+        undeclared categories, boxes that are not finite or have no positive size, polygons with
+        fewer than 3 points, non-finite or absurd coordinates, RLEs that pycocotools must not read
+        (alphabet, length) or whose size is not the image's, keypoints of the wrong length or not
+        finite, areas that are not finite numbers >= 0. Two things that :func:`read_coco` repairs are
+        fine here, because evaluation scores ground truth as pycocotools does: boxes reaching
+        outside the image, and keypoints without a keypoint layout in the categories.
+
+    Raises:
+        FormatError: fields of the wrong type (every one of them), as :func:`read_coco` does.
+    """
+    ck = Checker(strict=False)
+    cmap, images, image_origins, anns, origins = _parse(data, file, ck, require)
+    kps = [c.keypoints for c in cmap.categories if c.keypoints]
+    aset = AnnotationSet(categories=cmap, images=images, annotations=anns, source=file)
+    validate_annotation_set(aset, checker=ck, image_origins=image_origins, object_origins=origins,
+                            field_names=FIELD_NAMES, as_is=True,
+                            num_keypoints=len(kps[0]) if len(kps) == 1 else None)
+    return [dataclasses.replace(p, repaired=None) for p in ck.problems]
 
 
 def _json_default(o: Any) -> Any:
@@ -253,6 +368,8 @@ def _segmentation_out(seg: Any) -> Any:
 
 
 def _mask_area(seg: Any, height: int, width: int) -> float:
+    from ...structures import masks as mask_ops  # torch: only writers get here
+
     if isinstance(seg, dict):
         return float(mask_ops.rle_area([seg])[0])
     return float(mask_ops.rle_area([mask_ops.polygons_to_rle(seg, height, width)])[0])
@@ -271,7 +388,9 @@ def to_coco_dict(aset: AnnotationSet, *, info: dict | None = None) -> dict:
     out_anns: list[dict] = []
     if n:
         xyxy = np.stack([np.asarray(a.bbox, dtype=np.float64) for a in anns])
-        xywh = np.round(box_ops.convert(xyxy, BoxFormat.XYXY, BoxFormat.XYWH), 4)
+        xywh = xyxy.copy()
+        xywh[:, 2:] -= xywh[:, :2]  # XYXY -> COCO's top-left XYWH
+        xywh = np.round(xywh, 4)
         box_area = np.round(xywh[:, 2].clip(0) * xywh[:, 3].clip(0), 4)
         cat_ids = np.asarray(cmap.ids, dtype=np.int64)
         labels = np.asarray([a.label for a in anns], dtype=np.int64)

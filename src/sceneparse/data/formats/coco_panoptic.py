@@ -19,7 +19,7 @@ from ... import __version__
 from ...errors import DataError, FormatError, Problem
 from ...structures.segmaps import PanopticMap, SegmentInfo, id2rgb, rgb2id
 from ..records import AnnotationSet, PanopticRecord
-from ._io import WriteResult, atomic_open
+from ._io import WriteResult, atomic_open, inside, output_path
 from ._parse import fail, get_int, get_list, get_str, numbers
 from .coco import FIELD_NAMES, _json_default, load_json, parse_categories, parse_images
 from .validate import Checker, validate_annotation_set
@@ -117,6 +117,10 @@ def read_coco_panoptic(json_path: str | Path, png_root: str | Path, image_root: 
                 kept.append(s)
         if drop_record:
             continue
+        if inside(png_root, fname) is None:  # "../x.png", "/etc/x.png": the PNG must be in its folder
+            ck.flag(file, rec, "file_name", f"PNG name leads outside the panoptic PNG folder {png_root}", fname,
+                    repaired="dropped the panoptic annotation")
+            continue
         png = png_root / fname
         if not png.is_file():
             ck.flag(file, rec, "file_name", f"panoptic PNG not found: {png}", fname,
@@ -168,6 +172,9 @@ def load_panoptic_map(aset: AnnotationSet, image_id: int) -> PanopticMap:
         raise DataError(Problem(aset.source or None, f"image {image_id}", "panoptic", "image has no panoptic annotation"))
     if aset.panoptic_root is None:
         raise DataError(Problem(aset.source or None, f"image {image_id}", "panoptic_root", "the set has no panoptic_root"))
+    if inside(aset.panoptic_root, rec.file_name) is None:
+        raise DataError(Problem(aset.source or None, f"image {image_id}", "file_name",
+                                f"PNG name leads outside the panoptic PNG folder {aset.panoptic_root}", rec.file_name))
     png = Path(aset.panoptic_root) / rec.file_name
     if not png.is_file():
         raise DataError(Problem(str(png), f"image {image_id}", "file_name", "panoptic PNG not found"))
@@ -235,6 +242,15 @@ def write_panoptic_png(path: str | Path, pmap: PanopticMap) -> Path:
     return path
 
 
+def _png_name(file_name: str) -> str:
+    """The panoptic PNG name of an image: its file name with ``.png`` (``Path.with_suffix`` refuses
+    names such as ``..``; those come back unchanged, for :func:`output_path` to refuse)."""
+    try:
+        return Path(file_name).with_suffix(".png").as_posix()
+    except ValueError:
+        return file_name
+
+
 def write_coco_panoptic(aset: AnnotationSet, json_path: str | Path, png_root: str | Path | None = None, *,
                         maps: Mapping[int, PanopticMap] | None = None) -> WriteResult:
     """Write COCO panoptic JSON (atomically) and, where needed, the PNGs.
@@ -243,6 +259,9 @@ def write_coco_panoptic(aset: AnnotationSet, json_path: str | Path, png_root: st
       segments (area and bbox measured on the map) become that image's ``segments_info``.
     * otherwise the set's records are written; their PNGs are copied from ``aset.panoptic_root`` to
       ``png_root`` when that is a different folder.
+
+    A file name that would put a PNG outside ``png_root`` (absolute, or climbing out with ``..``) is a
+    :class:`DataError` naming the record, raised before anything is written.
     """
     json_path = Path(json_path)
     result = WriteResult()
@@ -252,21 +271,46 @@ def write_coco_panoptic(aset: AnnotationSet, json_path: str | Path, png_root: st
     annotations = []
     images_by_id = {im.id: im for im in aset.images}
     if maps is not None:
-        for image_id, pmap in maps.items():
+        dsts, problems = {}, []
+        for image_id in maps:  # every name checked before anything is written
             im = images_by_id.get(int(image_id))
             if im is None:
                 raise DataError(Problem(str(json_path), f"image {image_id}", "image_id", "map for an image not in the set"))
-            fname = Path(im.file_name).with_suffix(".png").as_posix()
-            result.files.append(write_panoptic_png(png_root / fname, pmap))
+            try:
+                dsts[image_id] = output_path(png_root, _png_name(im.file_name), file=aset.source or None,
+                                             record=f"image {im.id}")
+            except DataError as e:
+                problems.extend(e.problems)
+        if problems:
+            raise DataError(problems)
+        for image_id, pmap in maps.items():
+            dst = dsts[image_id]
+            fname = dst.relative_to(png_root).as_posix()
+            result.files.append(write_panoptic_png(dst, pmap))
             annotations.append({"image_id": int(image_id), "file_name": fname,
                                 "segments_info": segments_from_map(pmap, aset.categories)})
     else:
         same = png_root is None or (aset.panoptic_root is not None
                                     and Path(png_root).resolve() == Path(aset.panoptic_root).resolve())
+        targets = {}
+        if not same:  # every name checked before anything is written
+            problems = []
+            for image_id, rec in aset.panoptic.items():
+                try:
+                    targets[image_id] = output_path(png_root, rec.file_name, file=aset.source or None,
+                                                    record=f"panoptic annotation of image {image_id}")
+                    if inside(aset.panoptic_root, rec.file_name) is None:
+                        raise DataError(Problem(aset.source or None, f"panoptic annotation of image {image_id}",
+                                                "file_name", "PNG name leads outside the panoptic PNG folder "
+                                                f"{aset.panoptic_root}", rec.file_name))
+                except DataError as e:
+                    problems.extend(e.problems)
+            if problems:
+                raise DataError(problems)
         for image_id, rec in aset.panoptic.items():
             if not same:
                 src = Path(aset.panoptic_root) / rec.file_name
-                dst = png_root / rec.file_name
+                dst = targets[image_id]
                 with open(src, "rb") as fin, atomic_open(dst, "wb") as fout:
                     shutil.copyfileobj(fin, fout)
                 result.files.append(dst)

@@ -17,11 +17,21 @@ duplicate annotation id                        object renumbered (max id + 1, ..
 label outside ``0..C-1`` (unknown category)    object dropped
 non-finite box, non-positive box size          object dropped
 box outside the image (by > 1e-3 px)           clipped to the image; dropped if nothing is left
-polygon ring with < 3 points / odd length      ring dropped; object dropped if no ring is left
-RLE whose size is not the image's              object dropped
+polygon ring with < 3 points / odd length /    ring dropped; object dropped if no ring is left
+non-finite coordinates / reaching beyond the
+image grown by its own size
+RLE whose size is not the image's, or that     object dropped
+pycocotools must not read (counts outside its
+alphabet, run lengths not adding up to h * w)
 keypoints of the wrong length                  replaced by K unlabeled keypoints (v = 0)
+keypoints with non-finite values               those keypoints made unlabeled (0, 0, v = 0)
 keypoints but the set has no keypoint layout   keypoints removed
+area that is not a finite number >= 0          area removed (writers compute it again)
 =============================================  ===============================================
+
+Polygons and RLEs are checked before anything hands them to pycocotools' C code, which trusts them
+(:func:`sceneparse.structures.rle.ring_problems` / :func:`~sceneparse.structures.rle.rle_problems`):
+a ``NaN`` polygon made it allocate gigabytes, a ``"!!"`` RLE corrupted the heap.
 
 Nothing is dropped silently: each dropped record has its own problem. Box coordinates beyond the
 image border by at most :data:`BOX_TOLERANCE` (float rounding, e.g. ``cx - w / 2`` of normalised YOLO
@@ -38,6 +48,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ...errors import DataError, Problem, Report
+from ...structures.rle import ring_problems, rle_problems
 from ..records import AnnotationSet, ImageRecord, ObjectRecord
 from ._io import decode_check
 
@@ -79,6 +90,15 @@ def _default_object_origin(aset: AnnotationSet, a: ObjectRecord) -> Origin:
     return Origin(aset.source or None, f"annotation {a.id}")
 
 
+def _short(v):
+    """A value for a message: long strings and lists cut (Problem cuts the text, not the object)."""
+    if isinstance(v, (str, bytes)) and len(v) > 40:
+        return v[:40] + ("..." if isinstance(v, str) else b"...")
+    if isinstance(v, (list, tuple)) and len(v) > 12:
+        return list(v[:12]) + ["..."]
+    return v
+
+
 def _round_list(v: np.ndarray) -> list[float]:
     return [round(float(x), 4) for x in np.asarray(v, dtype=np.float64).ravel()]
 
@@ -93,6 +113,8 @@ def validate_annotation_set(
     object_origins: Sequence[Origin] | None = None,
     field_names: Mapping[str, str] | None = None,
     num_workers: int = 4,
+    as_is: bool = False,
+    num_keypoints: int | None = None,
 ) -> list[Problem]:
     """Check ``aset`` in place; in lenient mode repair it (see the module table) and append every
     problem to ``aset.problems``. Returns the problems found by this call.
@@ -108,6 +130,10 @@ def validate_annotation_set(
         field_names: generic field name -> the format's own word (``{"bbox": "bndbox"}``). Generic
             names: ``id image_id category bbox segmentation keypoints file_name size``.
         num_workers: threads for ``check_images`` decoding (PIL releases the GIL while decoding).
+        as_is: the set is ground truth scored as it is (:func:`~.coco.check_coco`): a box reaching
+            outside the image and keypoints without a layout are not problems (pycocotools scores
+            them as given); everything else is.
+        num_keypoints: ``K`` when the set has no ``keypoint_set`` (with ``as_is``).
     """
     ck = checker or Checker(strict)
     start = len(ck.problems)
@@ -129,12 +155,15 @@ def validate_annotation_set(
     for i, im in enumerate(images):
         o = im_org[i]
         if im.id in seen:
-            ck.flag(o.file, o.record, fld("id"), f"duplicate image id (first used by {im_org[seen[im.id]].record})",
+            first = im_org[seen[im.id]]
+            ck.flag(o.file, o.record, fld("id"), f"duplicate image id (first used by {first.record})",
                     im.id, repaired="dropped this image record")
             keep_im[i] = False
             continue
         seen[im.id] = i
-        if not (im.height > 0 and im.width > 0):
+        if as_is and (im.height is None or im.width is None):
+            continue  # size not given (in-memory ground truth of a box / keypoint evaluation): not known
+        if not (im.height is not None and im.width is not None and im.height > 0 and im.width > 0):
             ck.flag(o.file, o.record, fld("size"), "image height and width must be positive",
                     (im.height, im.width), repaired="dropped the image and its objects")
             keep_im[i] = False
@@ -183,12 +212,12 @@ def validate_annotation_set(
     # ---- objects ---------------------------------------------------------------------------------
     n = len(anns)
     keep = np.ones(n, dtype=bool)
-    size_of = {im.id: (im.height, im.width) for im in kept_images}
+    size_of = {im.id: (im.height or 0, im.width or 0) for im in kept_images}  # (0, 0): size not known (as_is)
     # image of each object, by binary search over the kept image ids (vectorised)
     kept_ids = np.asarray([im.id for im in kept_images], dtype=np.int64)
     order = np.argsort(kept_ids)
     sorted_ids = kept_ids[order]
-    sizes = np.asarray([(im.height, im.width) for im in kept_images], dtype=np.float64).reshape(-1, 2)[order]
+    sizes = np.asarray([size_of[im.id] for im in kept_images], dtype=np.float64).reshape(-1, 2)[order]
     ann_img = np.fromiter((a.image_id for a in anns), dtype=np.int64, count=n)
     pos = np.searchsorted(sorted_ids, ann_img).clip(max=max(len(sorted_ids) - 1, 0))
     has_image = (sorted_ids[pos] == ann_img) if len(sorted_ids) else np.zeros(n, dtype=bool)
@@ -237,19 +266,23 @@ def validate_annotation_set(
                 if np.asarray(a.bbox).shape != (4,):
                     o = ob_org[j]
                     raise DataError([Problem(o.file, o.record, fld("bbox"), "box must be 4 numbers", a.bbox)])
-        hw = np.where(has_image[:, None], sizes[pos] if len(sizes) else 0.0, 0.0)
+        hw = np.zeros((n, 2), dtype=np.float64)  # (0, 0) for objects without a (kept) image
+        if len(sizes):
+            hw[has_image] = sizes[pos[has_image]]
         h, w = hw[:, 0], hw[:, 1]
         finite = np.isfinite(boxes).all(axis=1)
         bw, bh = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
         nonpos = finite & ((bw <= 0) | (bh <= 0))
         t = BOX_TOLERANCE
         outside = finite & ~nonpos & ((boxes[:, 0] < -t) | (boxes[:, 1] < -t) | (boxes[:, 2] > w + t) | (boxes[:, 3] > h + t))
+        if as_is:
+            outside[:] = False
         clipped = boxes.copy()
         clipped[:, 0::2] = np.clip(clipped[:, 0::2], 0, w[:, None])
         clipped[:, 1::2] = np.clip(clipped[:, 1::2], 0, h[:, None])
         # rounding noise (e.g. cx - w/2 of normalised YOLO values giving -1e-15) is snapped to the border
         noise = finite & ~nonpos & ~outside & (clipped != boxes).any(axis=1)
-        for j in np.flatnonzero(keep & noise):
+        for j in np.flatnonzero(keep & noise & (not as_is)):
             anns[j].bbox = clipped[j].astype(np.float32)
         empty_after = (clipped[:, 2] <= clipped[:, 0]) | (clipped[:, 3] <= clipped[:, 1])
         for j in np.flatnonzero(keep & (~finite | nonpos | outside)):  # in record order
@@ -273,7 +306,8 @@ def validate_annotation_set(
                             repaired=f"clipped to {_round_list(clipped[j])}")
                     anns[j].bbox = clipped[j].astype(np.float32)
 
-    # segmentation: polygon rings and RLE sizes
+    # segmentation: RLE sizes and contents, polygon rings (all rings of all objects checked at once)
+    rle_rows, ring_rows, rings, ring_hw = [], [], [], []
     for j in np.flatnonzero(keep):
         a = anns[j]
         seg = a.segmentation
@@ -281,48 +315,88 @@ def validate_annotation_set(
             continue
         o = ob_org[j]
         if isinstance(seg, dict):
-            size = tuple(int(s) for s in seg.get("size", (0, 0)))
-            if size != size_of[a.image_id]:
+            size = seg.get("size", (0, 0))
+            size = tuple(int(v) for v in size) if len(size) == 2 else tuple(size)
+            if size_of[a.image_id] == (0, 0):  # size not known: rle_problems checks the RLE on its own
+                rle_rows.append(j)
+            elif size != size_of[a.image_id]:
                 ck.flag(o.file, o.record, fld("segmentation"),
                         f"RLE size {list(size)} is not the image size {list(size_of[a.image_id])} (HxW)",
                         list(size), repaired="dropped the object")
                 keep[j] = False
-            continue
-        good = []
-        for r, ring in enumerate(seg):
-            if len(ring) % 2 or len(ring) < 6:
-                why = "odd number of coordinates" if len(ring) % 2 else f"fewer than 3 points ({len(ring) // 2})"
-                ck.flag(o.file, o.record, f"{fld('segmentation')}[{r}]", f"polygon ring with {why}",
-                        list(ring), repaired="dropped the ring")
             else:
-                good.append(ring)
-        if len(good) != len(seg):
+                rle_rows.append(j)
+            continue
+        for r, ring in enumerate(seg):
+            ring_rows.append((j, r))
+            rings.append(ring)
+            ring_hw.append(size_of[a.image_id] if size_of[a.image_id] != (0, 0) else (np.inf, np.inf))
+    for j, why in zip(rle_rows, rle_problems([anns[j].segmentation for j in rle_rows])):
+        if why is not None:
+            o = ob_org[j]
+            ck.flag(o.file, o.record, fld("segmentation"), why, _short(anns[j].segmentation.get("counts")),
+                    repaired="dropped the object")
+            keep[j] = False
+    if rings:
+        hw = np.asarray(ring_hw, dtype=np.float64).reshape(-1, 2)
+        bad_rings: dict[int, set[int]] = {}
+        for (j, r), ring, why in zip(ring_rows, rings, ring_problems(rings, hw[:, 0], hw[:, 1])):
+            if why is not None:
+                o = ob_org[j]
+                ck.flag(o.file, o.record, f"{fld('segmentation')}[{r}]", why, _short(ring),
+                        repaired="dropped the ring")
+                bad_rings.setdefault(j, set()).add(r)
+        for j, bad in bad_rings.items():
+            a = anns[j]
+            good = [ring for r, ring in enumerate(a.segmentation) if r not in bad]
             if good:
                 a.segmentation = good
+            elif as_is:  # nothing is repaired: the rings' own problems say it all
+                keep[j] = False
             else:
+                o = ob_org[j]
                 ck.flag(o.file, o.record, fld("segmentation"), "no valid polygon ring left", None,
                         repaired="dropped the object")
                 keep[j] = False
 
+    # area (COCO's, when given): a finite number >= 0
+    for j in np.flatnonzero(keep):
+        ar = anns[j].area
+        if ar is not None and not (np.isfinite(ar) and ar >= 0):
+            o = ob_org[j]
+            ck.flag(o.file, o.record, "area", "area must be a finite number >= 0", ar,
+                    repaired="removed the area (computed again when written)")
+            anns[j].area = None
+
     # keypoints
     kset = aset.keypoint_set
+    k_all = kset.num_keypoints if kset is not None else num_keypoints
     for j in np.flatnonzero(keep):
         a = anns[j]
         if a.keypoints is None:
             continue
         o = ob_org[j]
         kp = np.asarray(a.keypoints)
-        if kset is None:
+        if kset is None and not as_is:
             ck.flag(o.file, o.record, fld("keypoints"), "object has keypoints but the set has no keypoint layout",
                     int(kp.size), repaired="removed the keypoints")
             a.keypoints = None
             continue
-        k = kset.num_keypoints
-        if kp.shape != (k, 3):
+        k = k_all if k_all is not None else kp.size // 3
+        if kp.shape != (k, 3) or k == 0:
+            what = f"{k} keypoints x 3 = {3 * k}" if k_all is not None else "a multiple of 3"
             ck.flag(o.file, o.record, fld("keypoints"),
-                    f"keypoint array of the wrong length: {kp.size} values, expected {k} keypoints x 3 = {3 * k}",
+                    f"keypoint array of the wrong length: {kp.size} values, expected {what}",
                     int(kp.size), repaired=f"replaced by {k} unlabeled keypoints (v=0)")
             a.keypoints = np.zeros((k, 3), dtype=np.float32)
+            continue
+        finite = np.isfinite(kp).all(axis=1)
+        if not finite.all():
+            ck.flag(o.file, o.record, fld("keypoints"), "keypoints with non-finite values (NaN or infinity)",
+                    np.flatnonzero(~finite).tolist(), repaired="made those keypoints unlabeled (0, 0, v=0)")
+            kp = kp.astype(np.float32, copy=True)
+            kp[~finite] = 0
+            a.keypoints = kp
 
     aset.images = kept_images
     aset.annotations = [a for a, k in zip(anns, keep) if k]

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from ...errors import Problem
 from ..records import AnnotationSet, ImageRecord, ObjectRecord
-from ._io import WriteResult, atomic_open, categories_from_names, fmt_num, ids_from_stems, image_size
+from ._io import WriteResult, atomic_open, categories_from_names, fmt_num, ids_from_stems, image_size, output_path
 from ._parse import fail
 from .validate import Checker, Origin, validate_annotation_set
 
@@ -234,18 +234,19 @@ def write_voc(aset: AnnotationSet, out_dir: str | Path, *, progress: bool = Fals
     Masks and keypoints cannot be written; each object that loses them is listed in
     ``WriteResult.lost``. Two images with the same stem would overwrite each other and raise."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    result = WriteResult()
     stems: dict[str, int] = {}
-    for im in aset.images:
+    paths = []
+    for im in aset.images:  # every name checked before anything is written
         stem = Path(im.file_name).stem
         if stem in stems:
             fail(str(out_dir / f"{stem}.xml"), f"image {im.id}", "file_name",
                  f"same XML name as image {stems[stem]}; VOC needs distinct file stems", im.file_name)
         stems[stem] = im.id
-    for im in tqdm(aset.images, desc="writing VOC XML", disable=not progress):
+        paths.append(output_path(out_dir, f"{stem}.xml", file=aset.source or None, record=f"image {im.id}"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result = WriteResult()
+    for im, path in tqdm(list(zip(aset.images, paths)), desc="writing VOC XML", disable=not progress):
         objects = aset.annotations_of(im.id)
-        path = out_dir / f"{Path(im.file_name).stem}.xml"
         for o in objects:
             what = [w for w, v in (("mask", o.segmentation), ("keypoints", o.keypoints)) if v is not None]
             if what:

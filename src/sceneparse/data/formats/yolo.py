@@ -32,7 +32,7 @@ from ...structures import masks as mask_ops
 from ...structures.keypoints import COCO_KEYPOINT_NAMES, COCO_PERSON, KeypointSet
 from ..records import AnnotationSet, ImageRecord, ObjectRecord
 from ._io import WriteResult, atomic_open, atomic_write_text, categories_from_names, ids_from_stems, image_size, \
-    list_images
+    list_images, output_path
 from ._parse import fail
 from .validate import Checker, Origin, validate_annotation_set
 
@@ -51,6 +51,7 @@ class YoloMeta:
     flip_idx: list[int] | None = None
     kpt_names: list[str] | None = None  # sceneparse extension
     skeleton: list[tuple[int, int]] = field(default_factory=list)  # sceneparse extension, 0-based
+    images: Path | None = None  # the image folder data.yaml's ``train`` names (resolved), if it names one
 
     def categories(self) -> CategoryMap:
         return categories_from_names(self.names, self.category_ids)
@@ -84,7 +85,20 @@ def read_data_yaml(path: str | Path) -> YoloMeta:
         fail(file, None, None, f"invalid YAML: {e}")
     if not isinstance(data, dict):
         fail(file, None, None, "top level must be a mapping")
-    return _meta_from(data, file)
+    meta = _meta_from(data, file)
+    meta.images = _train_images(data, path)
+    return meta
+
+
+def _train_images(data: Mapping, yaml_path: Path) -> Path | None:
+    """The folder of ``train`` (Ultralytics: relative to ``path``, which is relative to the yaml's
+    folder), when it is one string."""
+    train = data.get("train")
+    if not isinstance(train, str) or not train:
+        return None
+    base = data.get("path")
+    root = yaml_path.parent / base if isinstance(base, str) and base else yaml_path.parent
+    return root / train
 
 
 def _meta_from(data: Mapping, file: str | None) -> YoloMeta:
@@ -350,6 +364,11 @@ def yolo_lines(aset: AnnotationSet, image: ImageRecord, task: Task, label_file: 
     if not keep:
         return []
     xyxy = np.round(np.stack([np.asarray(o.bbox, dtype=np.float64) for o in keep]), 4)
+    finite = np.isfinite(xyxy).all(axis=1)
+    if not finite.all():  # readers drop these; never write 'nan' into a label file
+        o = keep[int(np.flatnonzero(~finite)[0])]
+        raise DataError(Problem(aset.source or None, f"annotation {o.id}", "bbox", "box with non-finite "
+                                "coordinates (NaN or infinity)", np.asarray(o.bbox).tolist()))
     cxcywh = box_ops.normalize(box_ops.convert(xyxy, BoxFormat.XYXY, BoxFormat.CXCYWH), (h, w))
     scale = np.asarray([w, h], dtype=np.float64)
     lines = []
@@ -369,20 +388,27 @@ def yolo_lines(aset: AnnotationSet, image: ImageRecord, task: Task, label_file: 
             else:
                 rings = seg
             ring = merge_rings([np.asarray(r, dtype=np.float64).reshape(-1, 2) for r in rings])
+            if not np.isfinite(ring).all():
+                raise DataError(Problem(aset.source or None, f"annotation {o.id}", "segmentation",
+                                        "polygon with non-finite coordinates (NaN or infinity)"))
             lines.append(f"{o.label} {_line((np.round(ring, 4) / scale).ravel())}")
         else:
             k = aset.keypoint_set.num_keypoints
             kp = np.zeros((k, 3)) if o.keypoints is None else np.asarray(o.keypoints, dtype=np.float64).reshape(k, 3)
+            if not np.isfinite(kp).all():
+                raise DataError(Problem(aset.source or None, f"annotation {o.id}", "keypoints",
+                                        "keypoints with non-finite values (NaN or infinity)"))
             xy = np.round(kp[:, :2], 4) / scale
             vals = " ".join(f"{_fmt(x)} {_fmt(y)} {int(v)}" for (x, y), v in zip(xy, kp[:, 2]))
             lines.append(f"{o.label} {_line(b)} {vals}")
     return lines
 
 
-def data_yaml(aset: AnnotationSet, out_dir: Path, task: Task) -> dict:
+def data_yaml(aset: AnnotationSet, out_dir: Path, task: Task, images: Path | str = "images") -> dict:
     """The ``data.yaml`` mapping for ``aset`` (Ultralytics keys plus sceneparse's ``category_ids``,
-    ``kpt_names`` and ``skeleton``)."""
-    d: dict = {"path": str(out_dir.resolve()), "train": "images", "val": "images",
+    ``kpt_names`` and ``skeleton``); ``train`` / ``val`` name ``images`` (relative to ``out_dir``, or
+    absolute: the source image folder when the images are not copied)."""
+    d: dict = {"path": str(out_dir.resolve()), "train": str(images), "val": str(images),
                "nc": len(aset.categories), "names": {i: n for i, n in enumerate(aset.categories.names)},
                "category_ids": list(aset.categories.ids)}
     if task == "pose":
@@ -394,14 +420,55 @@ def data_yaml(aset: AnnotationSet, out_dir: Path, task: Task) -> dict:
     return d
 
 
+def _targets(aset: AnnotationSet, out_dir: Path, copy_images: bool) -> list[tuple[Path, Path, Path | None]]:
+    """Per image ``(name inside images/, label file, source image or None)``, every name checked
+    before anything is written: a ``file_name`` that would put a file outside ``out_dir`` (absolute,
+    or climbing out with ``..``), two images with one label file, a missing source image (when
+    copying or linking) -- each a problem naming its record, all raised together."""
+    problems: list[Problem] = []
+    out: list[tuple[Path, Path, Path | None]] = []
+    seen: dict[Path, int] = {}
+    images_dir, labels_dir = out_dir / "images", out_dir / "labels"
+    for im in aset.images:
+        rec = f"image {im.id}"
+        try:
+            rel = output_path(images_dir, im.file_name, file=aset.source or None, record=rec).relative_to(images_dir)
+            lab = output_path(labels_dir, rel.with_suffix(".txt"), file=aset.source or None, record=rec)
+        except (DataError, ValueError) as e:
+            problems.extend(e.problems if isinstance(e, DataError) else
+                            [Problem(aset.source or None, rec, "file_name", f"not a file name: {e}", im.file_name)])
+            continue
+        if lab in seen:
+            problems.append(Problem(aset.source or None, rec, "file_name", f"same label file {lab} as image "
+                                    f"{seen[lab]}; YOLO needs distinct image names (without suffix)", im.file_name))
+            continue
+        seen[lab] = im.id
+        src = None
+        if copy_images:
+            src = aset.image_path(im)
+            if not Path(src).is_file():
+                problems.append(Problem(aset.source or None, rec, "file_name", f"image file not found: {src}",
+                                        im.file_name))
+                continue
+        out.append((rel, lab, src))
+    if problems:
+        raise DataError(problems)
+    return out
+
+
 def write_yolo(aset: AnnotationSet, out_dir: str | Path, task: Task = "detect", *,
                images: Literal["none", "copy", "symlink"] = "none", progress: bool = False) -> WriteResult:
     """Write ``out_dir/labels/<image path>.txt`` for every image (empty for no objects) and
     ``out_dir/data.yaml``; with ``images="copy"``/``"symlink"`` also ``out_dir/images/``.
 
+    ``data.yaml``'s ``train`` / ``val`` name ``images`` when the images are copied or linked, else
+    the set's ``image_root`` (absolute), so that the dataset reads back as written.
     Crowd regions (and, for ``segment``, objects without a mask) cannot be written and are listed
     in ``WriteResult.lost``; several polygon rings of one object are joined by :func:`merge_rings`;
-    RLE masks are traced to polygons; ``pose`` objects without keypoints get K unlabeled ones."""
+    RLE masks are traced to polygons; ``pose`` objects without keypoints get K unlabeled ones.
+
+    File names come from the data: one that leads outside ``out_dir`` (absolute, or ``..`` climbing
+    out) is a :class:`DataError` naming the record, raised before anything is written or removed."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
     if task == "pose" and aset.keypoint_set is None:
@@ -412,29 +479,30 @@ def write_yolo(aset: AnnotationSet, out_dir: str | Path, task: Task = "detect", 
         raise DataError(Problem(aset.source or None, None, "image_root",
                                 f"images={images!r} needs to know where the images are: the set has no image_root"))
     out_dir = Path(out_dir)
+    targets = _targets(aset, out_dir, images != "none")
     result = WriteResult()
-    for im in tqdm(aset.images, desc="writing YOLO labels", disable=not progress):
-        rel = Path(im.file_name)
-        rel = Path(rel.name) if rel.is_absolute() else rel
-        lab = (out_dir / "labels" / rel).with_suffix(".txt")
+    for im, (rel, lab, src) in tqdm(list(zip(aset.images, targets)), desc="writing YOLO labels",
+                                    disable=not progress):
         lines = yolo_lines(aset, im, task, str(lab), result.lost)
         atomic_write_text(lab, "".join(ln + "\n" for ln in lines))
         result.files.append(lab)
         result.images += 1
         result.objects += len(lines)
         if images != "none":
-            src = aset.image_path(im)
-            dst = out_dir / "images" / rel
+            dst = out_dir / "images" / rel  # inside out_dir: checked by _targets
             dst.parent.mkdir(parents=True, exist_ok=True)
-            if dst.exists() or dst.is_symlink():
-                dst.unlink()
-            if images == "copy":
-                with open(src, "rb") as fin, atomic_open(dst, "wb") as fout:
+            if os.path.realpath(dst) == os.path.realpath(src):
+                pass  # the image is already there (out_dir/images is the image folder)
+            elif images == "copy":
+                with open(src, "rb") as fin, atomic_open(dst, "wb") as fout:  # replaces dst atomically
                     shutil.copyfileobj(fin, fout)
             else:
+                if dst.is_symlink() or dst.exists():
+                    dst.unlink()
                 os.symlink(Path(src).resolve(), dst)
             result.files.append(dst)
     y = out_dir / "data.yaml"
-    atomic_write_text(y, yaml.safe_dump(data_yaml(aset, out_dir, task), sort_keys=False))
+    where = "images" if images != "none" or aset.image_root is None else Path(aset.image_root).resolve()
+    atomic_write_text(y, yaml.safe_dump(data_yaml(aset, out_dir, task, where), sort_keys=False))
     result.files.append(y)
     return result
