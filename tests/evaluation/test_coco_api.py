@@ -171,7 +171,7 @@ def test_matches_reproduce_the_precision_curves(iou_type, seed):
 # ----------------------------------------------------------------------------- errors
 
 def _tiny():
-    gt = {"images": [{"id": 1, "height": 50, "width": 50}],
+    gt = {"images": [{"id": 1, "height": 50, "width": 50, "file_name": "1.jpg"}],
           "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10], "area": 100,
                            "iscrowd": 0}],
           "categories": [{"id": 1, "name": "a"}]}
@@ -232,11 +232,11 @@ def test_bad_ground_truth_names_the_annotation(tmp_path):
     gt, res = _tiny()
     bad = copy.deepcopy(gt)
     bad["annotations"][0].pop("area")
-    with pytest.raises(DataError, match=r"<dict>: annotation 0 \(id 1\): area: missing"):
+    with pytest.raises(DataError, match=r"<dict>: annotation 1: area: missing"):
         evaluate_coco(bad, res, "bbox")
     bad = copy.deepcopy(gt)
     bad["annotations"].append(dict(bad["annotations"][0]))
-    with pytest.raises(DataError, match="duplicate annotation ids"):
+    with pytest.raises(DataError, match="annotation 1: id: duplicate annotation id"):
         evaluate_coco(bad, res, "bbox")
     bad = copy.deepcopy(gt)
     del bad["annotations"][0]["bbox"]

@@ -77,7 +77,7 @@ def _kp_case(rng):
     cats = [{"id": 1, "name": "person", "keypoints": [f"k{i}" for i in range(k)], "skeleton": []}]
     images, anns, res = [], [], []
     for iid in (1, 2):
-        images.append({"id": iid, "height": 100, "width": 100})
+        images.append({"id": iid, "height": 100, "width": 100, "file_name": f"{iid}.jpg"})
         for _ in range(2):
             x, y = rng.uniform(10, 50, 2)
             kp = np.stack([x + rng.uniform(0, 30, k), y + rng.uniform(0, 40, k), rng.choice([0, 2], k)], 1)
@@ -150,9 +150,14 @@ def test_validate_coco_results_cases():
         validate_coco_results(gt, arr, "bbox")
     assert [p.record for p in e.value.problems] == ["result 1 (image_id 7)", "result 2 (image_id 8)"]
     # segm: RLE of the wrong size, polygons and RLE strings are fine
-    seg = [{"image_id": 4, "category_id": 1, "score": 0.5, "segmentation": {"size": [48, 64], "counts": "PPYo0"}},
+    from pycocotools import mask as mask_utils
+
+    m = np.zeros((48, 64), np.uint8, order="F")
+    m[5:20, 8:30] = 1
+    counts = mask_utils.encode(m)["counts"].decode()
+    seg = [{"image_id": 4, "category_id": 1, "score": 0.5, "segmentation": {"size": [48, 64], "counts": counts}},
            {"image_id": 4, "category_id": 1, "score": 0.5, "segmentation": [[0, 0, 5, 0, 5, 5]]},
-           {"image_id": 4, "category_id": 1, "score": 0.5, "segmentation": {"size": [64, 48], "counts": "PPYo0"}}]
+           {"image_id": 4, "category_id": 1, "score": 0.5, "segmentation": {"size": [64, 48], "counts": counts}}]
     with pytest.raises(PredictionError, match=r"result 2 \(image_id 4\): segmentation.size: RLE size differs"):
         validate_coco_results(gt, seg, "segm")
     validate_coco_results(gt, seg[:2], "segm")

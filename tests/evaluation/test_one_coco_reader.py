@@ -42,7 +42,8 @@ def _scene():
     blob[3:12, 20:33] = True
     crowd = np.zeros((H, W), bool)
     crowd[15:28, 2:18] = True
-    gt = {"images": [{"id": 7, "height": H, "width": W}, {"id": 3, "height": H, "width": W}],
+    gt = {"images": [{"id": 7, "height": H, "width": W, "file_name": "7.png"},
+                     {"id": 3, "height": H, "width": W, "file_name": "3.png"}],
           "categories": [{"id": 5, "name": "b"}, {"id": 2, "name": "a"}],
           "annotations": [
               {"id": 11, "image_id": 7, "category_id": 2, "segmentation": [_square(1, 1, 8), _square(12, 2, 4)],
@@ -146,9 +147,11 @@ def test_errors_still_name_the_file_record_and_field(tmp_path):
     with pytest.raises(DataError) as e:
         V.coco_columns(tmp_path / "gt.json", res[:1])
     msg = str(e.value)
-    assert "gt.json: annotation 1 (id 12): image_id: unknown image id (got 99)" in msg
-    assert "gt.json: annotation 2 (id 13): category_id: unknown category id (got 98)" in msg
+    assert "gt.json: annotation 12: image_id: unknown image id (got 99)" in msg
+    assert "gt.json: annotation 13: category_id: unknown category id (got 98)" in msg
     sizeless = copy.deepcopy(gt)
     sizeless["images"][0]["height"] = 0
-    with pytest.raises(DataError, match=r"image id 7: height, width: mask evaluation needs the image size"):
+    with pytest.raises(DataError, match=r"<dict>: image 7: height/width: image height and width must be positive"):
         V.coco_columns(sizeless, [], "segm")
+    with pytest.raises(DataError, match=r"image 7: height/width: mask evaluation needs the image size"):
+        V.coco_columns(sizeless, [], "segm", validate=False)  # the columns' own check, without the file's

@@ -81,15 +81,19 @@ def run(args: argparse.Namespace) -> int:
 # ---- COCO ---------------------------------------------------------------------------------
 def _run_coco(args) -> dict:
     from ..evaluation import evaluate_coco
+    from ..evaluation.coco.tables import load_ground_truth
     from ..evaluation.validate import load_coco_gt, load_coco_results, results_for, validate_coco_results
 
-    gt, _ = load_coco_gt(args.gt)
+    # the ground truth gets the checks every command runs on a COCO file, the results theirs; both
+    # are read once and every message names the file it comes from
+    gt, gt_file = load_coco_gt(args.gt, iou_type=args.iou_type)
     results, res_file = load_coco_results(args.pred)
     results = results_for(results, args.iou_type)  # segm: areas from masks, not from boxes
-    validate_coco_results(gt, results, args.iou_type, file=res_file)
-    result = evaluate_coco(gt, results, args.iou_type)
-    print(f"{args.iou_type}: {len(results)} results on {len(gt['images'])} images, "
-          f"{len(gt['categories'])} categories")
+    validate_coco_results(gt, results, args.iou_type, file=res_file, check_masks=False)  # masks: evaluate_coco
+    table = load_ground_truth(gt, args.iou_type, source=gt_file, check=False)
+    result = evaluate_coco(table, results, args.iou_type, results_source=res_file)
+    print(f"{args.iou_type}: {len(results)} results from {res_file} on {len(gt['images'])} images, "
+          f"{len(gt['categories'])} categories of {gt_file}")
     print(result.summary())
     print()
     print(result.per_category_table())
@@ -108,7 +112,7 @@ def _run_coco(args) -> dict:
     if args.iou_type in ("bbox", "segm") and (plots or args.errors):
         from ..evaluation.validate import coco_columns
 
-        pair = coco_columns(gt, results, args.iou_type, validate=False)
+        pair = coco_columns(gt, results, args.iou_type, validate=False, gt_source=gt_file, results_source=res_file)
         if plots:
             from ..evaluation.confusion import confusion_from_columns
             from ..viz.plots import plot_confusion_matrix
@@ -137,11 +141,14 @@ def _run_semantic(args) -> dict:
     names = None
     num_classes = args.num_classes
     if gt.is_file():
-        data = json.loads(gt.read_text()) if gt.suffix == ".json" else None
-        if not isinstance(data, dict) or not isinstance(data.get("categories"), list):
+        from ..evaluation.coco.tables import load_coco_json
+
+        data = load_coco_json(gt, "ground-truth") if gt.suffix == ".json" else None
+        cats = data.get("categories") if isinstance(data, dict) else None
+        if not isinstance(cats, list) or not all(isinstance(c, dict) and isinstance(c.get("id"), int) for c in cats):
             raise DataError(Problem(str(gt), None, "categories", "--gt for semantic is a PNG folder or a JSON file "
-                                    "with a 'categories' list"))
-        cats = sorted(data["categories"], key=lambda c: c["id"])
+                                    "with a 'categories' list (objects with an integer 'id')"))
+        cats = sorted(cats, key=lambda c: c["id"])
         names = [str(c.get("name", c["id"])) for c in cats]
         num_classes = num_classes or len(cats)
         if num_classes != len(cats):

@@ -315,9 +315,20 @@ def read_panoptic_png(path: str | os.PathLike, err=DataError) -> np.ndarray:
             rgb = np.asarray(im.convert("RGB"))
     except FileNotFoundError:
         raise err(Problem(str(path), None, None, "panoptic PNG not found")) from None
-    except OSError as e:
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
         raise err(Problem(str(path), None, None, f"cannot read the PNG: {e}")) from None
     return rgb2id(rgb)
+
+
+def _png_path(folder, a: dict, json_name: str, record: str, err) -> Path:
+    """The PNG of one panoptic annotation; a ``file_name`` that leads outside ``folder`` (absolute,
+    ``..``) is refused, naming the JSON file and the record."""
+    from ..data.formats._io import inside
+
+    name = a.get("file_name")
+    if not isinstance(name, str) or inside(folder, name) is None:
+        raise err(Problem(json_name, record, "file_name", f"not a PNG name inside the folder {folder}", name))
+    return Path(folder) / name
 
 
 def evaluate_panoptic(gt_json, gt_png_dir, pred_json, pred_png_dir, categories=None,
@@ -355,10 +366,25 @@ def evaluate_panoptic(gt_json, gt_png_dir, pred_json, pred_png_dir, categories=N
         if not isinstance(a, dict) or "image_id" not in a or "segments_info" not in a or "file_name" not in a:
             raise PredictionError(Problem(pred_name, f"annotation {i}", None,
                                           "needs 'image_id', 'file_name' and 'segments_info'"))
+        if not isinstance(a["segments_info"], list):
+            raise PredictionError(Problem(pred_name, f"annotation {i}", "segments_info", "not a list",
+                                          type(a["segments_info"]).__name__))
+        try:
+            hash(a["image_id"])
+        except TypeError:
+            raise PredictionError(Problem(pred_name, f"annotation {i}", "image_id", "not an id", a["image_id"])) from None
         if a["image_id"] in pred_by_image:
             raise PredictionError(Problem(pred_name, f"annotation {i}", "image_id", "two predictions for one image",
                                           a["image_id"]))
         pred_by_image[a["image_id"]] = a
+    for i, a in enumerate(gt["annotations"]):
+        if not isinstance(a, dict) or "image_id" not in a or not isinstance(a.get("segments_info"), list):
+            raise DataError(Problem(gt_name, f"annotation {i}", None, "needs 'image_id', 'file_name' and a "
+                                    "'segments_info' list"))
+        try:
+            hash(a["image_id"])
+        except TypeError:
+            raise DataError(Problem(gt_name, f"annotation {i}", "image_id", "not an id", a["image_id"])) from None
     gt_images = {a["image_id"] for a in gt["annotations"]}
     extra = sorted(set(pred_by_image) - gt_images, key=str)
     if extra:
@@ -375,8 +401,8 @@ def evaluate_panoptic(gt_json, gt_png_dir, pred_json, pred_png_dir, categories=N
         p = pred_by_image.get(image_id)
         if p is None:
             raise PredictionError(Problem(pred_name, f"image_id {image_id}", None, "no prediction for this image"))
-        gpath = Path(gt_png_dir) / g["file_name"]
-        ppath = Path(pred_png_dir) / p["file_name"]
+        gpath = _png_path(gt_png_dir, g, gt_name, f"image_id {image_id}", DataError)
+        ppath = _png_path(pred_png_dir, p, pred_name, f"image_id {image_id}", PredictionError)
         g_ids = read_panoptic_png(gpath, DataError)
         p_ids = read_panoptic_png(ppath, PredictionError)
         try:

@@ -23,7 +23,8 @@ from pycocotools import mask as mask_utils
 
 from ..errors import DataError, FormatError, PredictionError, Problem
 from .coco.mask_iou import to_rles
-from .coco.tables import ground_truth_dict, load_coco_json, load_ground_truth, load_results
+from ..structures.rle import polygon_problems, rle_problems
+from .coco.tables import check_ground_truth, ground_truth_dict, load_coco_json, load_ground_truth, load_results
 
 IOU_TYPES = ("bbox", "segm", "keypoints")
 
@@ -33,16 +34,25 @@ MAX_PROBLEMS = 19
 
 
 # ---- reading ----------------------------------------------------------------------------
-def load_coco_gt(gt: "str | os.PathLike | dict") -> tuple[dict, str | None]:
-    """A COCO ground-truth JSON path or an already loaded dict -> ``(dict, file name or None)``
-    (read and checked by :func:`.coco.tables.ground_truth_dict`; a missing file is a :class:`FormatError`)."""
+def load_coco_gt(gt: "str | os.PathLike | dict", *, iou_type: str | None = None, check: bool = True
+                 ) -> tuple[dict, str | None]:
+    """A COCO ground-truth JSON path or an already loaded dict -> ``(dict, file name or None)``.
+
+    Read by :func:`.coco.tables.ground_truth_dict` (a missing file is a :class:`FormatError`) and,
+    unless ``check=False``, checked by :func:`.coco.tables.check_ground_truth` -- the validation
+    every command runs on a COCO file -- so that nothing below trusts ground truth that ``convert``
+    would reject. ``iou_type="segm"`` also requires the image sizes of an in-memory dict."""
     if isinstance(gt, dict):
-        return ground_truth_dict(gt)[0], None
-    name = str(gt)
-    try:
-        return ground_truth_dict(name)[0], name
-    except FileNotFoundError:
-        raise FormatError(Problem(name, None, None, "ground-truth file not found")) from None
+        data, name = ground_truth_dict(gt)[0], None
+    else:
+        name = str(gt)
+        try:
+            data = ground_truth_dict(name)[0]
+        except FileNotFoundError:
+            raise FormatError(Problem(name, None, None, "ground-truth file not found")) from None
+    if check:
+        check_ground_truth(data, name or "<dict>", is_file=name is not None, iou_type=iou_type)
+    return data, name
 
 
 def load_coco_results(results: "str | os.PathLike | Sequence[dict]") -> tuple[list, str | None]:
@@ -70,7 +80,8 @@ def results_for(results: Sequence[dict], iou_type: str) -> list[dict]:
     """
     if iou_type != "segm":
         return list(results)
-    return [{k: v for k, v in r.items() if k != "bbox"} if "segmentation" in r else r for r in results]
+    return [{k: v for k, v in r.items() if k != "bbox"} if isinstance(r, dict) and "segmentation" in r else r
+            for r in results]
 
 
 def _read_json(path: str, what: str, err) -> Any:
@@ -90,7 +101,8 @@ def _is_num(v) -> bool:
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
 
 
-def validate_coco_results(gt_dict: dict, results, iou_type: str, *, file: str | None = None) -> None:
+def validate_coco_results(gt_dict: dict, results, iou_type: str, *, file: str | None = None,
+                          check_masks: bool = True) -> None:
     """Check COCO detection / segmentation / keypoint results against their ground truth.
 
     Args:
@@ -100,6 +112,10 @@ def validate_coco_results(gt_dict: dict, results, iou_type: str, *, file: str | 
             array ``(image_id, x, y, w, h, score, category_id)`` (pycocotools' numpy form, bbox only).
         iou_type: ``"bbox"``, ``"segm"`` or ``"keypoints"``.
         file: the results file name, for messages.
+        check_masks: also decode every RLE (:func:`~sceneparse.structures.rle.rle_problems`: the
+            alphabet, run lengths adding up to height * width) and check every polygon's coordinates
+            against its image, all at once; ``False`` when the results go to
+            :func:`~.coco.evaluate.evaluate_coco` next, whose reader checks the same.
 
     Raises:
         PredictionError: listing (up to :data:`MAX_PROBLEMS`) records as ``result <index> (image_id <id>)``
@@ -107,7 +123,9 @@ def validate_coco_results(gt_dict: dict, results, iou_type: str, *, file: str | 
         scores, boxes that are not 4 finite numbers or have negative width or height, malformed RLEs /
         polygons or RLE sizes that differ from the image size, keypoint arrays whose length is not
         ``3 * K`` (``K`` from the category's ``keypoints`` list, else from its ground truth) or that hold
-        non-finite values.
+        non-finite values; RLEs that pycocotools' C code must not read and polygons it must not
+        rasterise (``check_masks``). A results file that is not a list of objects is one problem
+        naming the file.
     """
     if iou_type not in IOU_TYPES:
         raise ValueError(f"iou_type must be one of {IOU_TYPES}, got {iou_type!r}")
@@ -127,6 +145,10 @@ def validate_coco_results(gt_dict: dict, results, iou_type: str, *, file: str | 
     else:
         if not isinstance(results, (list, tuple)):
             raise PredictionError(Problem(file, None, None, "results must be a list of dicts", type(results).__name__))
+        if results and not any(isinstance(r, dict) for r in results):
+            raise PredictionError(Problem(file, None, None, "a COCO results file holds a list of result objects "
+                                          f"({{image_id, category_id, score, ...}}), this one a list of "
+                                          f"{type(results[0]).__name__}", _cut(results)))
         kp_len = _keypoint_lengths(gt_dict) if iou_type == "keypoints" else {}
         suspects = _screen(results, iou_type, images, cats, kp_len)
         rows = range(len(results)) if suspects is None else suspects.tolist()
@@ -137,6 +159,8 @@ def validate_coco_results(gt_dict: dict, results, iou_type: str, *, file: str | 
             for i, r in enumerate(results):
                 if i not in flagged:
                     _check_segmentation(r["segmentation"], images.get(r["image_id"]), i, r["image_id"], bad)
+        if iou_type == "segm" and check_masks:
+            _check_mask_contents(results, images, bad)
     if count:
         if count > len(problems):
             problems.append(Problem(file, None, None, f"... and {count - len(problems)} more: {count} problems in all"))
@@ -247,6 +271,37 @@ def _check_segmentation(seg, image, i, image_id, bad) -> None:
         bad(i, image_id, "segmentation", "segmentation must be an RLE dict or a list of polygons", seg)
 
 
+def _cut(v: list) -> list:
+    return v[:8] + ["..."] if len(v) > 8 else v
+
+
+def _check_mask_contents(results: Sequence, images: dict, bad) -> None:
+    """The masks whose structure passed: RLE contents and polygon coordinates, vectorised over all
+    results (the checks pycocotools' C code needs; see :mod:`sceneparse.structures.rle`)."""
+    rle_rows, poly_rows = [], []
+    for i, r in enumerate(results):
+        seg = r.get("segmentation") if isinstance(r, dict) else None
+        if isinstance(seg, dict) and isinstance(seg.get("counts"), (str, bytes, list)):
+            image = images.get(r.get("image_id"))
+            if image is None or [image.get("height"), image.get("width")] == list(seg.get("size") or ()):
+                rle_rows.append(i)  # (a size that differs from the image's is reported already)
+        elif isinstance(seg, list) and seg:
+            poly_rows.append(i)
+    if rle_rows:
+        for i, p in zip(rle_rows, rle_problems([results[i]["segmentation"] for i in rle_rows])):
+            if p is not None:
+                bad(i, results[i].get("image_id"), "segmentation.counts", p)
+    if poly_rows:
+        def size(i, key):
+            v = images.get(results[i].get("image_id"), {}).get(key)
+            return v if _is_num(v) and v > 0 else math.inf
+        h = [size(i, "height") for i in poly_rows]
+        w = [size(i, "width") for i in poly_rows]
+        for i, p in zip(poly_rows, polygon_problems([results[i]["segmentation"] for i in poly_rows], h, w)):
+            if p is not None and all(isinstance(q, (list, tuple)) and len(q) >= 6 for q in results[i]["segmentation"]):
+                bad(i, results[i].get("image_id"), "segmentation", p)
+
+
 def _check_keypoints(kp, k, i, image_id, bad) -> None:
     if not isinstance(kp, (list, tuple)) or not all(_is_num(v) for v in kp):
         bad(i, image_id, "keypoints", "keypoints must be a flat list of numbers", kp)
@@ -343,7 +398,8 @@ class CocoPair:
     iou_type: str
 
 
-def coco_columns(gt, results, iou_type: str = "bbox", validate: bool = True) -> CocoPair:
+def coco_columns(gt, results, iou_type: str = "bbox", validate: bool = True, *, gt_source: str | None = None,
+                 results_source: str | None = None) -> CocoPair:
     """Read (if paths), validate and convert COCO ground truth + results for ``bbox`` or ``segm`` matching.
 
     The ground truth and the results go through the one COCO table reader
@@ -352,14 +408,18 @@ def coco_columns(gt, results, iou_type: str = "bbox", validate: bool = True) -> 
     masks become pycocotools RLEs by :func:`~.coco.mask_iou.to_rles` (``annToRLE``'s rule, at the
     image size). Annotations of images or categories missing from the ground truth are a
     :class:`DataError` here, as is an image without a positive size in a ``segm`` matching.
+    ``validate=False``: both were checked already (by the caller, on these very objects).
+    ``gt_source`` / ``results_source`` name already loaded ones in messages.
     """
     if iou_type not in ("bbox", "segm"):
         raise ValueError(f"matching needs iou_type 'bbox' or 'segm', got {iou_type!r}")
-    gt_dict, gt_file = load_coco_gt(gt)
+    gt_dict, gt_file = load_coco_gt(gt, iou_type=iou_type, check=validate)
+    gt_file = gt_file or gt_source
     res, res_file = load_coco_results(results)
+    res_file = res_file or results_source
     if validate:
         validate_coco_results(gt_dict, res, iou_type, file=res_file)
-    table = load_ground_truth(gt_dict, iou_type, source=gt_file)
+    table = load_ground_truth(gt_dict, iou_type, source=gt_file, check=False)
     image_ids = np.sort(table.img_ids)
     heights, widths = table.image_sizes(image_ids)
     sizes = np.stack([heights, widths], axis=1).astype(np.int64).reshape(-1, 2)
@@ -368,12 +428,12 @@ def coco_columns(gt, results, iou_type: str = "bbox", validate: bool = True) -> 
     problems = []
     if iou_type == "segm" and (sizes <= 0).any():
         bad_img = int(image_ids[np.flatnonzero((sizes <= 0).any(1))[0]])
-        problems.append(Problem(gt_file, f"image id {bad_img}", "height, width",
+        problems.append(Problem(gt_file, f"image {bad_img}", "height/width",
                                 "mask evaluation needs the image size (polygons are rasterised at it)"))
     bad_image = ~np.isin(table.image_ids, image_ids)
     bad_cat = ~bad_image & ~np.isin(table.category_ids, cat_ids)
     for j in np.flatnonzero(bad_image | bad_cat)[:MAX_PROBLEMS - len(problems)].tolist():
-        where = f"annotation {j} (id {int(table.ids[j])})"
+        where = f"annotation {int(table.ids[j])}"
         if bad_image[j]:
             problems.append(Problem(gt_file, where, "image_id", "unknown image id", int(table.image_ids[j])))
         else:

@@ -56,6 +56,8 @@ def evaluate_coco(
     cat_ids: Sequence[int] | None = None,
     use_cats: bool = True,
     sigmas: Sequence[float] | np.ndarray | None = None,
+    gt_source: str | None = None,
+    results_source: str | None = None,
 ) -> COCOEvalResult:
     """COCO evaluation of ``results`` against ``gt``; the numbers are pycocotools' ``COCOeval``'s.
 
@@ -74,14 +76,16 @@ def evaluate_coco(
         use_cats: ``False`` pools all categories (class-agnostic, as for proposals).
         sigmas: per-keypoint OKS sigmas *as published* (COCO's nose: 0.26; divided by 10 here as
             pycocotools does); default COCO's 17 person sigmas.
+        gt_source, results_source: the file names of an already loaded ``gt`` dict / ``results``
+            list, for messages (default ``"<dict>"`` / ``"<results>"``; paths name themselves).
 
     Returns:
         :class:`COCOEvalResult` (``stats``, ``precision`` ``[T, R, K, A, M]``, ``recall``,
         ``scores``, ``per_category``, ``matches``, ``summary()``, ``to_dict()``).
     """
-    table = gt if isinstance(gt, GroundTruthTable) else load_ground_truth(gt, iou_type)
+    table = gt if isinstance(gt, GroundTruthTable) else load_ground_truth(gt, iou_type, source=gt_source)
     _check_table_fits(table, iou_type)
-    dets = load_results(results, table, iou_type)
+    dets = load_results(results, table, iou_type, source=results_source)
     params = make_params(iou_type, gt_img_ids=table.img_ids, gt_cat_ids=table.cat_ids, max_dets=max_dets,
                          area_ranges=area_ranges, iou_thresholds=iou_thresholds, img_ids=img_ids, cat_ids=cat_ids,
                          use_cats=use_cats, sigmas=sigmas)

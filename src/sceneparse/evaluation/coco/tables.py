@@ -29,7 +29,11 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from ...errors import DataError, FormatError, PredictionError, Problem
-from .mask_iou import COMPRESSED, INVALID, segmentation_kinds, to_rles
+from ...structures.rle import polygon_problems, rle_problems
+from .mask_iou import COMPRESSED, INVALID, ODD_POLYGONS, POLYGONS, UNCOMPRESSED, segmentation_kinds, to_rles
+
+#: at most this many records are named in one error about result masks (DataError shows 20 lines)
+_MAX_NAMED = 19
 
 
 @dataclass
@@ -221,6 +225,29 @@ def ground_truth_dict(gt: "str | os.PathLike | Mapping") -> tuple[Mapping, str]:
     return data, source
 
 
+def check_ground_truth(data: Mapping, source: str, *, is_file: bool, iou_type: str | None = None) -> None:
+    """The one validation of a COCO file (:func:`sceneparse.data.formats.coco.check_coco`, what
+    ``convert`` / ``show`` / ``train`` / ``val`` run too) on ground truth about to be evaluated:
+    :class:`DataError` listing every problem, each naming ``source``, the record and the field
+    (:class:`FormatError` for fields of the wrong type). A file must give every image's
+    ``file_name``, ``height`` and ``width``; an in-memory dict may leave out ``file_name``, and the
+    size unless masks are evaluated (``iou_type="segm"``) -- pycocotools does not need them."""
+    from ...data.formats.coco import check_coco  # numpy only: evaluation stays free of torch
+
+    require = ("file_name", "height", "width") if is_file else ("height", "width") if iou_type == "segm" else ()
+    problems = check_coco(data, source, require=require)
+    if problems:
+        raise DataError(problems)
+
+
+def _record(kind: str, records: Sequence, i: int) -> str:
+    """A record as the COCO readers name it: ``annotation 17`` by its id, ``annotation #3`` (list
+    position) when it has no integer id."""
+    r = records[i]
+    rid = r.get("id") if isinstance(r, Mapping) else None
+    return f"{kind} {rid}" if _is_int(rid) else f"{kind} #{i}"
+
+
 def _first_bad(records: Sequence[Mapping], key: str, check: Callable[[Any], bool]) -> int:
     for i, r in enumerate(records):
         if not isinstance(r, Mapping) or key not in r or not check(r[key]):
@@ -315,8 +342,8 @@ def _check_finite(col: _Column, key: str, values: np.ndarray) -> None:
 # ----------------------------------------------------------------------------- ground truth
 
 @gc_paused()
-def load_ground_truth(gt: "str | os.PathLike | Mapping", iou_type: str, *, source: str | None = None
-                      ) -> GroundTruthTable:
+def load_ground_truth(gt: "str | os.PathLike | Mapping", iou_type: str, *, source: str | None = None,
+                      check: bool = True) -> GroundTruthTable:
     """Read a COCO ground-truth file (or its loaded dict) into a :class:`GroundTruthTable`.
 
     Only the fields the ``iou_type`` needs are read (and required): ``id``, ``image_id``,
@@ -324,12 +351,18 @@ def load_ground_truth(gt: "str | os.PathLike | Mapping", iou_type: str, *, sourc
     ``keypoints`` and ``num_keypoints`` for keypoints. A missing ``iscrowd`` counts as 0. The input
     is never modified (pycocotools writes ``ignore`` and RLEs into it). ``source`` names a dict's
     file in messages (default: the path, or ``"<dict>"``).
+
+    Before any of that the file goes through :func:`check_ground_truth` (the checks every command
+    runs on a COCO file; ``check=False`` when the caller has just run it on the same dict).
     """
     data, default_source = ground_truth_dict(gt)
     source = source or default_source
+    if check:
+        check_ground_truth(data, source, is_file=isinstance(gt, (str, os.PathLike)) or source != "<dict>",
+                           iou_type=iou_type)
 
     images = data["images"]
-    icol = _Column(images, source, lambda i: f"image {i}")
+    icol = _Column(images, source, lambda i: _record("image", images, i))
     img_ids = icol.scalar("id", True, _is_int, "an integer")
     need_size = iou_type == "segm"
     heights = icol.scalar("height", True, _is_int, "an integer", default=None if need_size else 0)
@@ -339,13 +372,12 @@ def load_ground_truth(gt: "str | os.PathLike | Mapping", iou_type: str, *, sourc
         raise DataError(Problem(source, "images", "id", "duplicate image ids", u[c > 1][:10].tolist()))
 
     cats = data["categories"]
-    ccol = _Column(cats, source, lambda i: f"category {i}")
+    ccol = _Column(cats, source, lambda i: _record("category", cats, i))
     cat_ids_file = ccol.scalar("id", True, _is_int, "an integer")
     cat_names = {int(c["id"]): str(c.get("name", c["id"])) for c in cats}
 
     anns = data["annotations"]
-    acol = _Column(anns, source, lambda i: f"annotation {i}" + (
-        f" (id {anns[i].get('id')})" if isinstance(anns[i], Mapping) and "id" in anns[i] else ""))
+    acol = _Column(anns, source, lambda i: _record("annotation", anns, i))
     ids = acol.scalar("id", True, _is_int, "an integer")
     if np.unique(ids).size != ids.size:
         u, c = np.unique(ids, return_counts=True)
@@ -406,6 +438,7 @@ def _mask_area_and_box(segs: list, image_ids: np.ndarray, gt: GroundTruthTable, 
         i = int(np.flatnonzero(kinds == INVALID)[0])
         raise PredictionError(Problem(source, f"result {i} (image_id {int(image_ids[i])})", "segmentation",
                                       "missing or not an RLE / polygons", segs[i]))
+    check_result_masks(segs, kinds, image_ids, gt, source)
     if (kinds != COMPRESSED).any():
         known = np.isin(image_ids, gt.img_ids)
         if not known.all():
@@ -454,7 +487,44 @@ def load_results(results, gt: GroundTruthTable, iou_type: str, *, source: str | 
         raise PredictionError(Problem(source, None, None, "results must be a list of result objects, an [N, 7] "
                                       "array or DetectionColumns", type(results).__name__))
     _check_image_ids(table, gt)
+    if table.kind == "bbox" and table.segmentations is not None:  # masks given next to boxes (segm)
+        kinds = table.segmentation_kinds if table.segmentation_kinds is not None else \
+            segmentation_kinds(table.segmentations)
+        check_result_masks(table.segmentations, kinds, table.image_ids, gt, source)
     return table
+
+
+def check_result_masks(segs: Sequence, kinds: np.ndarray, image_ids: np.ndarray, gt: GroundTruthTable,
+                       source: str) -> None:
+    """Result masks that pycocotools' C code must not see, as a :class:`PredictionError` naming
+    each (up to 19, then the count): RLEs outside its alphabet or whose run lengths do not add up
+    to ``height * width`` (a heap corruption or an endless loop in ``mask.iou``), polygons with
+    fewer than 3 points, non-finite coordinates or coordinates far outside the image (gigabytes for
+    ``frPyObjects``). Vectorised over all of them (:func:`~sceneparse.structures.rle.rle_problems`)."""
+    found: list[tuple[int, str]] = []
+    rle_rows = np.flatnonzero((kinds == COMPRESSED) | (kinds == UNCOMPRESSED))
+    if rle_rows.size:
+        rows = rle_rows.tolist()
+        found += [(i, p) for i, p in zip(rows, rle_problems([segs[i] for i in rows])) if p is not None]
+    poly_rows = np.flatnonzero((kinds == POLYGONS) | (kinds == ODD_POLYGONS))
+    if poly_rows.size:
+        ids = np.asarray(image_ids)[poly_rows]
+        known = np.isin(ids, gt.img_ids)
+        h = np.full(poly_rows.size, np.inf)
+        w = np.full(poly_rows.size, np.inf)
+        if known.any():
+            hh, ww = gt.image_sizes(ids[known])
+            h[known] = np.where(hh > 0, hh, np.inf)
+            w[known] = np.where(ww > 0, ww, np.inf)
+        rows = poly_rows.tolist()
+        found += [(i, p) for i, p in zip(rows, polygon_problems([segs[i] for i in rows], h, w)) if p is not None]
+    if found:
+        found.sort()
+        problems = [Problem(source, f"result {i} (image_id {int(image_ids[i])})", "segmentation", p)
+                    for i, p in found[:_MAX_NAMED]]
+        if len(found) > _MAX_NAMED:
+            problems.append(Problem(source, None, None, f"... {len(found)} results with such masks in all"))
+        raise PredictionError(problems)
 
 
 def _check_image_ids(table: DetectionTable, gt: GroundTruthTable) -> None:
