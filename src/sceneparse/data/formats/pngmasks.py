@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from ...conventions import IGNORE_INDEX
-from ...errors import DataError, Problem
+from ...errors import DataError, FormatError, Problem
 from ...structures.segmaps import SemanticMap
 from ..records import AnnotationSet, ImageRecord
 from ._io import IMAGE_SUFFIXES, atomic_open, categories_from_names, ids_from_stems, image_size
@@ -43,10 +43,13 @@ def _open_labels(path: Path) -> np.ndarray:
     """Decode a label PNG to ``uint8 [H, W]`` (palette indices for mode P)."""
     from PIL import Image
 
-    with Image.open(path) as im:
-        if im.mode not in _MODES:
-            fail(str(path), None, None, f"label PNG must be single-channel (mode L or P), got mode {im.mode}")
-        return np.asarray(im)
+    try:
+        with Image.open(path) as im:
+            if im.mode not in _MODES:
+                fail(str(path), None, None, f"label PNG must be single-channel (mode L or P), got mode {im.mode}")
+            return np.asarray(im)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:  # truncated, corrupt, huge
+        fail(str(path), None, None, f"unreadable label PNG: {type(e).__name__}: {e}")
 
 
 def _bad_values(labels: np.ndarray, num_classes: int, ignore_index: int = IGNORE_INDEX) -> list[int]:
@@ -130,7 +133,13 @@ def read_semantic_pngs(label_dir: str | Path, image_root: str | Path | None = No
         else:
             file_name = rel.as_posix()
         if decode:
-            labels = _open_labels(path)
+            try:
+                labels = _open_labels(path)
+            except FormatError as e:
+                if "unreadable" not in e.problems[0].message:
+                    raise
+                ck.flag(str(path), f"image {iid}", None, e.problems[0].message, None, repaired="dropped the image")
+                continue
             bad = _bad_values(labels, len(class_names) if class_names is not None else 255)
             if bad:
                 ck.flag(str(path), f"image {iid}", "labels", f"unknown category ids (labels outside "
