@@ -61,6 +61,11 @@ def _try(errors: list[Problem], fn: Callable, *args, **kwargs) -> Any:
         return None
 
 
+def _whole(values: list, lo: float, hi: float = float("inf")) -> bool:
+    """Every value a whole number in ``[lo, hi]`` (NaN and infinity are not)."""
+    return all(float(v).is_integer() and lo <= v <= hi for v in values)
+
+
 def parse_categories(raw: Any, file: str, ck: Checker) -> CategoryMap:
     """COCO ``categories`` -> :class:`CategoryMap` (sorted by id). Duplicate ids are a problem
     (lenient: the later entry is dropped). Fields of the wrong type: :class:`FormatError` listing all."""
@@ -84,10 +89,12 @@ def parse_categories(raw: Any, file: str, ck: Checker) -> CategoryMap:
             errors.append(Problem(file, rec, "keypoints", "expected a list of keypoint names", kps))
         skel = _try(errors, get_list, c, "skeleton", file, rec, default=[]) or []
         for e in skel:
-            _try(errors, numbers, e, file, rec, "skeleton", length=2)
+            if _try(errors, numbers, e, file, rec, "skeleton", length=2) is not None and not _whole(e, 1):
+                errors.append(Problem(file, rec, "skeleton", "expected pairs of keypoint numbers (1-based)", e))
         color = c.get("color")
         if color is not None:
-            _try(errors, numbers, color, file, rec, "color", length=3)
+            if _try(errors, numbers, color, file, rec, "color", length=3) is not None and not _whole(color, 0, 255):
+                errors.append(Problem(file, rec, "color", "expected 3 whole numbers 0..255", color))
         isthing = c.get("isthing", 1)
         if isinstance(isthing, bool) or isthing not in (0, 1):
             errors.append(Problem(file, rec, "isthing", "expected 0 or 1", isthing))

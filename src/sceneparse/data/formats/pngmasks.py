@@ -48,7 +48,7 @@ def _open_labels(path: Path) -> np.ndarray:
             if im.mode not in _MODES:
                 fail(str(path), None, None, f"label PNG must be single-channel (mode L or P), got mode {im.mode}")
             return np.asarray(im)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:  # truncated, corrupt, huge
+    except (OSError, ValueError, SyntaxError, MemoryError, Image.DecompressionBombError) as e:  # truncated, corrupt, huge
         fail(str(path), None, None, f"unreadable label PNG: {type(e).__name__}: {e}")
 
 
