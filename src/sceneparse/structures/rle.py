@@ -297,6 +297,9 @@ def rle_problems(rles: Sequence[Any]) -> list[str | None]:
     return out
 
 
+_PLAIN_NUMBERS = {int, float}
+
+
 def _is_coordinate(v) -> bool:
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
 
@@ -323,7 +326,10 @@ def ring_problems(rings: Sequence[Any], heights, widths) -> list[str | None]:
             ok.append(j)
     try:
         flat = np.fromiter(itertools.chain.from_iterable(rings[j] for j in ok), dtype=np.float64)
-        numeric = all(map(_is_coordinate, itertools.chain.from_iterable(rings[j] for j in ok)))
+        # np.fromiter takes "1" and True too: the types, collected in C, say whether all are numbers
+        types = set(map(type, itertools.chain.from_iterable(rings[j] for j in ok)))
+        numeric = types <= _PLAIN_NUMBERS or all(
+            issubclass(t, (int, float, np.integer, np.floating)) and not issubclass(t, (bool, np.bool_)) for t in types)
     except (TypeError, ValueError):
         numeric = False
     if not numeric:  # name the rings that hold something other than numbers, go on with the others

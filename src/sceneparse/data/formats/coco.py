@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -59,6 +60,17 @@ def _try(errors: list[Problem], fn: Callable, *args, **kwargs) -> Any:
     except FormatError as e:
         errors.extend(e.problems)
         return None
+
+
+def _fsum_ok(values: list) -> bool:
+    """A flat list of numbers (the element check runs in C, as in ``_parse.numbers``)."""
+    try:
+        math.fsum(values)
+    except OverflowError:
+        pass
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _whole(values: list, lo: float, hi: float = float("inf")) -> bool:
@@ -223,12 +235,10 @@ def parse_annotations(raw: Any, cmap: CategoryMap, file: str, ck: Checker) -> tu
         if type(cid) is not int:
             cid = _try(errors, get_int, a, "category_id", file, rec)
         bbox = a.get("bbox")
-        if not (type(bbox) is list and len(bbox) == 4):
+        if not (type(bbox) is list and len(bbox) == 4 and _fsum_ok(bbox)):  # fast path for well-formed files
             bbox = _try(errors, get_list, a, "bbox", file, rec)
             if bbox is not None:
                 bbox = _try(errors, numbers, bbox, file, rec, "bbox", length=4)
-        else:
-            bbox = _try(errors, numbers, bbox, file, rec, "bbox", length=4)
         seg = _try(errors, check_segmentation, a["segmentation"], file, rec) if "segmentation" in a else None
         area = _try(errors, get_number, a, "area", file, rec, default=None)
         iscrowd = a.get("iscrowd", 0)
