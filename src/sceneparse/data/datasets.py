@@ -21,6 +21,7 @@ from ..structures.masks import decode_rle, polygons_to_rle
 from ..structures.rle import rle_problems
 from ..structures.segmaps import PanopticMap, SegmentInfo, SemanticMap, rgb2id
 from ..structures.target import Target
+from .formats._io import inside
 from .images import pil_to_tensor  # noqa: F401  (re-exported: its old home)
 from .images import open_image, pixels_to_tensor, read_image, read_pixels
 from .records import AnnotationSet, ImageRecord, ObjectRecord
@@ -275,6 +276,10 @@ class SceneDataset(torch.utils.data.Dataset):
         if prec is None:
             raise DataError(Problem(self.aset.source or None, self._where(rec), "panoptic",
                                     "load_panoptic=True but the image has no panoptic annotation"))
+        if inside(self.aset.panoptic_root, prec.file_name) is None:  # read_coco_panoptic drops these; a set by hand
+            raise DataError(Problem(self.aset.source or None, self._where(rec), "file_name",
+                                    f"PNG name leads outside the panoptic PNG folder {self.aset.panoptic_root}",
+                                    prec.file_name))
         path = Path(self.aset.panoptic_root) / prec.file_name  # type: ignore[arg-type]
         img = open_image(path, exif=False, record=self._where(rec))
         ids = rgb2id(np.asarray(img.convert("RGB")))
