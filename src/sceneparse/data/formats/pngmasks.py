@@ -19,7 +19,7 @@ from ...conventions import IGNORE_INDEX
 from ...errors import DataError, FormatError, Problem
 from ...structures.segmaps import SemanticMap
 from ..records import AnnotationSet, ImageRecord
-from ._io import IMAGE_SUFFIXES, atomic_open, categories_from_names, ids_from_stems, image_size
+from ._io import IMAGE_SUFFIXES, atomic_open, categories_from_names, ids_from_stems, image_size, inside
 from ._parse import fail
 from .validate import Checker, Origin, validate_annotation_set
 
@@ -61,7 +61,15 @@ def _bad_values(labels: np.ndarray, num_classes: int, ignore_index: int = IGNORE
 def semantic_png_path(aset: AnnotationSet, image: ImageRecord) -> Path:
     if aset.semantic_root is None:
         raise DataError(Problem(aset.source or None, f"image {image.id}", "semantic_root", "the set has no semantic_root"))
-    return Path(aset.semantic_root) / Path(image.file_name).with_suffix(".png")
+    try:
+        name = Path(image.file_name).with_suffix(".png")
+    except ValueError:  # "..", "": no file name to put a suffix on
+        name = None
+    if name is None or inside(aset.semantic_root, name) is None:
+        raise DataError(Problem(aset.source or None, f"image {image.id}", "file_name",
+                                f"its label PNG would lie outside the label folder {aset.semantic_root}",
+                                image.file_name))
+    return Path(aset.semantic_root) / name
 
 
 def read_semantic_pngs(label_dir: str | Path, image_root: str | Path | None = None,
