@@ -31,6 +31,8 @@ inputs by --type
 confusion matrix (--score-threshold) and, with --errors, the TIDE-style error breakdown; per-class
 IoU bars for semantic and per-category PQ bars for panoptic.
 Malformed predictions stop with an error naming the record (index in the results list, image_id).
+The COCO ground truth gets the checks `sceneparse convert` runs on a COCO file (every problem listed,
+by file, record and field); masks of both sides are checked before pycocotools reads them.
 
 examples:
   sceneparse eval --gt instances_val2017.json --pred results.json --type bbox --json bbox.json --plots plots/
