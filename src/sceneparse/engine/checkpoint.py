@@ -161,7 +161,15 @@ def model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu") 
         model = zoo.build(name, num_classes=len(categories), **kwargs)
     except ConfigError as e:
         raise CheckpointError(f"cannot rebuild the model: {e}", path=str(path)) from None
-    zoo.load_checkpoint(model, ckpt)
+    except (TypeError, ValueError, RuntimeError, OverflowError) as e:  # a value of the wrong type or range
+        raise CheckpointError(f"cannot rebuild {name} from config.model.kwargs {kwargs!r}: {type(e).__name__}: {e}",
+                              path=str(path)) from None
+    try:
+        zoo.load_checkpoint(model, ckpt)
+    except CheckpointError as e:
+        if e.path is None:  # loaded from the dict read above: name the file
+            raise CheckpointError(str(e), path=str(path)) from None
+        raise
     model.class_names = tuple(str(c.get("name", c.get("id"))) for c in categories)
     info = model_info(model)
     stored = ckpt.get("info")
