@@ -4,9 +4,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..data.formats import read_coco, read_voc, read_yolo, write_coco, write_voc, write_yolo
-from ..data.formats.yolo import read_data_yaml
 from ..errors import DataError, Problem
+
+
+def _load() -> None:
+    """The readers and writers (they import torch), imported when the mode runs, not for --help."""
+    global read_coco, read_voc, read_yolo, write_coco, write_voc, write_yolo, read_data_yaml
+    from ..data.formats import read_coco, read_voc, read_yolo, write_coco, write_voc, write_yolo
+    from ..data.formats.yolo import read_data_yaml
 
 FORMATS = ("coco", "voc", "yolo")
 
@@ -185,6 +190,7 @@ def _print_summary(title: str, problems: list[Problem], shown: int = 5) -> None:
 
 
 def run(args) -> int:
+    _load()
     if args.copy_images or args.link_images:
         if args.dst_format != "yolo":
             raise DataError(Problem(None, None, "--copy-images/--link-images", "only for a YOLO destination"))

@@ -7,15 +7,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
-from ..data.datasets import SceneDataset
-from ..data.transforms import Resize
-from ..data.formats import read_coco, read_coco_panoptic
-from ..data.layout import load_split, missing, split_files
-from ..data.records import AnnotationSet
 from ..errors import DataError, Problem
-from ..viz.draw import draw_instances, draw_legend, draw_panoptic, draw_semantic, save_image
+
+
+def _load() -> None:
+    """The readers and drawing (they import torch), imported when the mode runs, not for --help."""
+    global tqdm, SceneDataset, Resize, read_coco, read_coco_panoptic, load_split, missing, split_files
+    global AnnotationSet, draw_instances, draw_legend, draw_panoptic, draw_semantic, save_image
+    from tqdm import tqdm
+
+    from ..data.datasets import SceneDataset
+    from ..data.formats import read_coco, read_coco_panoptic
+    from ..data.layout import load_split, missing, split_files
+    from ..data.records import AnnotationSet
+    from ..data.transforms import Resize
+    from ..viz.draw import draw_instances, draw_legend, draw_panoptic, draw_semantic, save_image
 
 KINDS = ("instances", "keypoints", "semantic", "panoptic")
 
@@ -140,6 +147,7 @@ def _draw(kind: str, image, target, aset: AnnotationSet, alpha: float) -> np.nda
 
 
 def run(args) -> int:
+    _load()
     src = Path(args.dataset)
     if not src.exists():
         raise DataError(Problem(str(src), None, None, "dataset not found"))
