@@ -635,3 +635,22 @@ def test_voc_to_coco_keeps_coco_category_ids_with_categories(tmp_path, capsys):
                "--categories", str(_dump(coco, tmp_path / "cars.json")), "--dst", str(tmp_path / "x.json")])
     assert rc == 0 and "a.xml: object 0: name: unknown class (known: car) (got 'dog')" in capsys.readouterr().out
     assert [a["category_id"] for a in json.loads((tmp_path / "x.json").read_text())["annotations"]] == [3]
+
+
+def test_fuzzer_findings_rle_size_inf_and_ragged_result_ids(tmp_path):
+    """benchmarks/fuzz.py seeds 5098 (coco_keypoints) and 5172 (coco_results)."""
+    gt = {"images": [{"id": 1, "file_name": "a.jpg", "height": 4, "width": 4}],
+          "categories": [{"id": 1, "name": "a"}],
+          "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 2, 2], "area": 4, "iscrowd": 0,
+                           "segmentation": {"size": [float("inf"), 4], "counts": "04"}}]}
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps(gt))
+    with pytest.raises(DataError, match=r"gt\.json.*segmentation\.size"):
+        read_coco(path, strict=True)
+    gt["annotations"][0]["segmentation"] = [[0, 0, 2, 0, 2, 2]]
+    path.write_text(json.dumps(gt))
+    res = tmp_path / "res.json"
+    res.write_text(json.dumps([{"image_id": [1, 2], "category_id": 1, "bbox": [0, 0, 2, 2], "score": 0.5},
+                               {"image_id": 1, "category_id": 1, "bbox": [0, 0, 2, 2], "score": 0.5}]))
+    with pytest.raises(PredictionError, match=r"res\.json"):
+        evaluate_coco(path, res, "bbox")

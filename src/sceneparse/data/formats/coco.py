@@ -205,6 +205,8 @@ def check_segmentation(seg: Any, file: str, rec: str) -> Any:
         elif not isinstance(counts, str):
             fail(file, rec, "segmentation.counts", "RLE counts must be a string (compressed) or a list of ints",
                  type(counts).__name__)
+        if not all(math.isfinite(v) and v >= 0 and float(v).is_integer() for v in size):
+            fail(file, rec, "segmentation.size", "RLE size must be two whole numbers >= 0 (height, width)", size)
         return {"size": [int(size[0]), int(size[1])], "counts": counts}
     fail(file, rec, "segmentation", f"expected polygons (list) or RLE (object), got {type(seg).__name__}", seg)
 

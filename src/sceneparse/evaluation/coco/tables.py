@@ -289,7 +289,7 @@ class _Column:
             else:
                 vals = list(map(operator.methodcaller("get", key, default), recs))
             a = np.array(vals)
-        except (KeyError, TypeError, AttributeError):
+        except (KeyError, TypeError, AttributeError, ValueError):  # ValueError: ragged values (lists)
             a = None
         if a is not None and a.ndim == 1 and len(recs) == a.size:
             if a.size == 0:
