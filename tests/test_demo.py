@@ -32,7 +32,7 @@ def test_demo_writes_a_complete_report(tmp_path):
     # the report shows every picture it references, and they exist
     html = (out / "index.html").read_text()
     srcs = re.findall(r'<img src="([^"]+)"', html)
-    assert any(s.startswith("predict/images/") for s in srcs)
+    assert any(s.startswith("report/gallery/") for s in srcs)
     assert any(s.startswith("eval/pr_bbox") for s in srcs) and "eval/confusion.png" in srcs
     assert all((out / s).is_file() for s in srcs)
-    assert "bbox_AP" in html and "train/loss_curve.png" in srcs
+    assert "box AP" in html and "report/curves.png" in srcs

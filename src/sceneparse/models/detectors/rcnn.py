@@ -44,10 +44,13 @@ TORCHVISION_RCNN_KEY_RULES: tuple[tuple[str, Callable[[re.Match], str]], ...] = 
 
 # ---- the R-CNN family ---------------------------------------------------------------------------
 
-def _resnet(depth: int, norm: str, bn_eps: float, trainable_layers: int):
+def _resnet(depth: int, norm: str, bn_eps: float, trainable_layers: int, trunk_stages: int = 4):
     from ..backbones.resnet import ResNetBackbone
 
-    return ResNetBackbone(depth, norm=norm, bn_eps=bn_eps, trainable_layers=trainable_layers)
+    if trunk_stages not in (2, 3, 4):
+        raise ValueError(f"trunk_stages must be 2, 3 or 4, got {trunk_stages}")
+    return ResNetBackbone(depth, norm=norm, bn_eps=bn_eps, trainable_layers=trainable_layers,
+                          returned_stages=tuple(range(1, trunk_stages + 1)))
 
 
 @register("fasterrcnn_resnet50_fpn")
@@ -101,28 +104,39 @@ SMALL_RCNN_SETTINGS: dict[str, Any] = dict(
 )
 
 
-def _small(kwargs: dict) -> dict:
-    return {**SMALL_RCNN_SETTINGS, **kwargs}
+def _small(kwargs: dict, trunk_stages: int = 4) -> dict:
+    """:data:`SMALL_RCNN_SETTINGS` under ``kwargs``; a trunk of ``trunk_stages`` < 4 stages has
+    ``trunk_stages + 1`` FPN levels (the stages + the max-pool level), so it keeps the first
+    ``trunk_stages + 1`` anchor sizes unless ``anchor_sizes`` is given."""
+    settings = {**SMALL_RCNN_SETTINGS, **kwargs}
+    if "anchor_sizes" not in kwargs:
+        settings["anchor_sizes"] = SMALL_RCNN_SETTINGS["anchor_sizes"][: trunk_stages + 1]
+    return settings
 
 
 @register("fasterrcnn_resnet18_fpn")
 def fasterrcnn_resnet18_fpn(*, num_classes: int, norm: str = "bn", bn_eps: float = 1e-5,
-                            trainable_layers: int = 5, **kwargs) -> FasterRCNN:
-    """Small Faster R-CNN for CPU training on the synthetic scenes (see :data:`SMALL_RCNN_SETTINGS`)."""
+                            trainable_layers: int = 5, trunk_stages: int = 4, **kwargs) -> FasterRCNN:
+    """Small Faster R-CNN for CPU training on the synthetic scenes (see :data:`SMALL_RCNN_SETTINGS`).
+    ``trunk_stages=3`` leaves ResNet-18's ``layer4`` out (2.8 instead of 11.2 M trunk parameters; the
+    FPN then has 4 levels: C2-C4 and the max-pool one)."""
 
-    return FasterRCNN(_resnet(18, norm, bn_eps, trainable_layers), num_classes, **_small(kwargs))
+    return FasterRCNN(_resnet(18, norm, bn_eps, trainable_layers, trunk_stages), num_classes,
+                      **_small(kwargs, trunk_stages))
 
 
 @register("maskrcnn_resnet18_fpn")
 def maskrcnn_resnet18_fpn(*, num_classes: int, norm: str = "bn", bn_eps: float = 1e-5, trainable_layers: int = 5,
-                          **kwargs) -> MaskRCNN:
+                          trunk_stages: int = 4, **kwargs) -> MaskRCNN:
     """Small Mask R-CNN (mask head of 4 convs x 128 channels; ``mask_aligned=True``: half-pixel-aligned
     mask features, targets and pasting, detectron2's convention -- +0.04 mask AP on the synthetic
-    scenes, +0.06 on small objects, see :mod:`sceneparse.models.heads.roi_mask`)."""
+    scenes, +0.06 on small objects, see :mod:`sceneparse.models.heads.roi_mask`). ``trunk_stages``:
+    as for :func:`fasterrcnn_resnet18_fpn`."""
 
     kwargs.setdefault("mask_conv_channels", (128,) * 4)
     kwargs.setdefault("mask_aligned", True)
-    return MaskRCNN(_resnet(18, norm, bn_eps, trainable_layers), num_classes, **_small(kwargs))
+    return MaskRCNN(_resnet(18, norm, bn_eps, trainable_layers, trunk_stages), num_classes,
+                    **_small(kwargs, trunk_stages))
 
 
 @register("keypointrcnn_resnet18_fpn")
