@@ -365,7 +365,9 @@ def test_time_limit_on_the_wall_clock(synth, tmp_path):
     cfg = tiny_config(synth, tmp_path / "run", "unet", None, f"train.time_limit_min={limit_min}", "train.epochs=1")
     res = Trainer(cfg, progress=False).fit()
     assert res.epochs > 1  # the budget, not train.epochs, set the length
-    assert 0.5 * 60 * limit_min < res.seconds < 60 * limit_min + 1.5
+    # 3 s past the budget at most: the last iteration and last.pt (1.5 s was once exceeded by 0.01 s
+    # on a 2-core machine running three other training processes)
+    assert 0.5 * 60 * limit_min < res.seconds < 60 * limit_min + 3.0
 
 
 def test_data_that_does_not_fit_the_model_is_a_clear_error(synth, tmp_path):
