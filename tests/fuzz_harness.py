@@ -229,6 +229,17 @@ def _write_json(path: Path, doc: Any, rng: random.Random) -> None:
     path.write_text(text)
 
 
+def _folder_with_one_mutated(d: Path, files: dict, rng: random.Random, mutate) -> Path:
+    """Write ``files`` (name -> text or bytes) into ``d``, one of them (drawn) mutated; returns it."""
+    d.mkdir()
+    names = sorted(files)
+    victim = rng.choice(names)
+    for n in names:
+        data = mutate(files[n], rng, rng.randint(1, 3)) if n == victim else files[n]
+        (d / n).write_bytes(data if isinstance(data, bytes) else data.encode())
+    return d / victim
+
+
 def targets(seeds: Seeds) -> list[Target]:
     from sceneparse.data import formats as F
 
@@ -296,44 +307,24 @@ def targets(seeds: Seeds) -> list[Target]:
             ds[i]
 
     def yolo_make(case: Path, rng: random.Random) -> Path:
-        d = case / "in" / "labels"
-        d.mkdir()
-        names = sorted(seeds.yolo_labels)
-        victim = rng.choice(names)
-        for n in names:
-            text = seeds.yolo_labels[n]
-            (d / n).write_text(mutate_text(text, rng, rng.randint(1, 3)) if n == victim else text)
+        victim = _folder_with_one_mutated(case / "in" / "labels", seeds.yolo_labels, rng, mutate_text)
         (case / "in" / "data.yaml").write_text(mutate_text(seeds.data_yaml, rng, 1) if rng.random() < 0.3
                                                else seeds.data_yaml)
-        return d / victim
+        return victim
 
     def read_yolo(case: Path, p: Path):
         meta = F.read_data_yaml(case / "in" / "data.yaml")
         F.read_yolo(seeds.images, case / "in" / "labels", meta.names, "segment")
 
     def voc_make(case: Path, rng: random.Random) -> Path:
-        d = case / "in" / "Annotations"
-        d.mkdir()
-        names = sorted(seeds.voc_xml)
-        victim = rng.choice(names)
-        for n in names:
-            text = seeds.voc_xml[n]
-            (d / n).write_text(mutate_text(text, rng, rng.randint(1, 3)) if n == victim else text)
-        return d / victim
+        return _folder_with_one_mutated(case / "in" / "Annotations", seeds.voc_xml, rng, mutate_text)
 
     def read_voc(case: Path, p: Path):
         aset = F.read_voc(case / "in" / "Annotations", seeds.images)
         F.write_yolo(aset, case / "out" / "yolo", "detect")
 
     def png_make(case: Path, rng: random.Random) -> Path:
-        d = case / "in" / "labels"
-        d.mkdir()
-        names = sorted(seeds.semantic_png)
-        victim = rng.choice(names)
-        for n in names:
-            data = seeds.semantic_png[n]
-            (d / n).write_bytes(mutate_bytes(data, rng, rng.randint(1, 3)) if n == victim else data)
-        return d / victim
+        return _folder_with_one_mutated(case / "in" / "labels", seeds.semantic_png, rng, mutate_bytes)
 
     def read_pngs(case: Path, p: Path):
         from sceneparse.data.datasets import SceneDataset
