@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from fuzz_harness import Seeds, run_case, targets
 
 BUDGET = 12  # cases per target in CI (benchmarks/fuzz.py: thousands)
+pytestmark = pytest.mark.slow  # a tier of its own (~20 s): CI runs it, the contributors' fast tier does not
 
 
 @pytest.fixture(scope="module")
