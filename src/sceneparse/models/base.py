@@ -6,7 +6,7 @@ nothing else: they never name a family's class or reach into its submodules. A n
 detectors, DETR, pose, panoptic, promptable, classic) is a new folder in ``models/`` whose models
 subclass :class:`SceneModel`, fill in :attr:`~SceneModel.info` and the three verbs, and register
 their builders with :func:`sceneparse.models.zoo.register` in the family package's ``__init__``
-(listed in :data:`sceneparse.models.zoo.FAMILY_PACKAGES`).
+(every folder of ``models/`` but the shared parts: :func:`sceneparse.models.zoo.family_packages`).
 
 The verbs (fixed return types, frames as in ``ARCHITECTURE.md``):
 

@@ -16,7 +16,6 @@ weights_only=True)``: a checkpoint cannot run code.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import inspect
 import os
 import re
@@ -32,10 +31,21 @@ from ..errors import CheckpointError, ConfigError
 
 Builder = Callable[..., nn.Module]
 _REGISTRY: dict[str, Builder] = {}
-#: The model families: importing a family package registers its builders (every family the same way,
-#: ``@register`` in its modules, imported by the package's ``__init__``). Imported lazily by
-#: :func:`build` / :func:`available`, so importing the zoo stays light. A new family adds its package here.
-FAMILY_PACKAGES: tuple[str, ...] = ("sceneparse.models.detectors", "sceneparse.models.segmentation")
+#: Packages under ``sceneparse.models`` that hold shared parts, not model families.
+SHARED_PACKAGES: frozenset[str] = frozenset({"backbones", "heads", "layers", "necks"})
+
+
+def family_packages() -> tuple[str, ...]:
+    """The model families: every package under ``sceneparse.models`` other than the shared parts
+    (:data:`SHARED_PACKAGES`). Importing a family package registers its builders (``@register`` in its
+    modules, imported by the package's ``__init__``). Imported lazily by :func:`build` /
+    :func:`available`, so importing the zoo stays light; a new family is a new folder, listed nowhere."""
+    import pkgutil
+
+    from .. import models
+
+    return tuple(sorted(f"{models.__name__}.{m.name}" for m in pkgutil.iter_modules(models.__path__)
+                        if m.ispkg and m.name not in SHARED_PACKAGES and not m.name.startswith("_")))
 
 
 def register(name: str) -> Callable[[Builder], Builder]:
@@ -53,9 +63,8 @@ def register(name: str) -> Callable[[Builder], Builder]:
 
 
 def _load_plugins() -> None:
-    for pkg in FAMILY_PACKAGES:
-        if importlib.util.find_spec(pkg) is not None:
-            importlib.import_module(pkg)
+    for pkg in family_packages():
+        importlib.import_module(pkg)
 
 
 def available() -> list[str]:
@@ -312,5 +321,5 @@ def _load_mapped(model: nn.Module, state: dict[str, Any], path: str | None, stri
     return LoadResult(sorted(fitting), missing, unexpected, mismatched)
 
 
-__all__ = ["FAMILY_PACKAGES", "accepted_kwargs", "check_kwargs", "describe_load_error", "register", "build", "available", "load_checkpoint", "load_torchvision_checkpoint",
+__all__ = ["SHARED_PACKAGES", "family_packages", "accepted_kwargs", "check_kwargs", "describe_load_error", "register", "build", "available", "load_checkpoint", "load_torchvision_checkpoint",
            "map_torchvision_keys", "LoadResult"]
