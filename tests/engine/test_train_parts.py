@@ -251,6 +251,18 @@ def test_results_csv_columns_and_cells(tmp_path):
     assert not list(tmp_path.glob(".*tmp"))
 
 
+def test_run_plots_draw_a_single_point_as_a_labelled_marker(tmp_path, monkeypatch):
+    """One evaluated epoch (or one logged step) is a marker with its value written beside it."""
+    from sceneparse.engine import run_log
+
+    figs = []
+    monkeypatch.setattr(run_log, "_save", lambda fig, path: figs.append(fig) or path)
+    plot_metrics([{"epoch": 1, "metrics": {"bbox_AP": 0.0185}}], tmp_path / "m.png")
+    plot_loss_curve([{"iteration": 3, "lr": 0.01, "losses": {"loss": 1.25}}], tmp_path / "l.png")
+    texts = [t.get_text() for fig in figs for ax in fig.axes for t in ax.texts]
+    assert "0.0185" in texts and "1.25" in texts and "0.01" in texts
+
+
 # ---- tasks ------------------------------------------------------------------------------------------
 def test_task_heads_and_primary_metric_by_model():
     from engine_helpers import FRCNN, KEYPOINT, MASK, UNET

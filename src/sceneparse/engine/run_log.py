@@ -80,19 +80,21 @@ def plot_loss_curve(iteration_log: Sequence[dict], path: str | os.PathLike) -> P
     """Losses (left) and learning rate (right) against the iteration; ``None`` without entries."""
     if not iteration_log:
         return None
+    from ..viz.plots import draw_series
+
     x = [e["iteration"] for e in iteration_log]
     fig = _figure(11.0, 4.2)
     ax = fig.add_subplot(1, 2, 1)
     for name in _ordered(iteration_log, "losses"):
         pts = [(xi, e["losses"][name]) for xi, e in zip(x, iteration_log) if name in e["losses"]]
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], label=name, linewidth=1.4,
-                marker="o" if len(pts) <= 30 else None, markersize=3)
+        if pts:
+            draw_series(ax, [p[0] for p in pts], [p[1] for p in pts], name)
     ax.set_xlabel("iteration")
     ax.set_title("training losses")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     ax2 = fig.add_subplot(1, 2, 2)
-    ax2.plot(x, [e["lr"] for e in iteration_log], color="tab:gray", linewidth=1.4)
+    draw_series(ax2, x, [e["lr"] for e in iteration_log], "lr", color="tab:gray")
     ax2.set_xlabel("iteration")
     ax2.set_title("learning rate")
     ax2.grid(True, alpha=0.3)
@@ -103,6 +105,8 @@ def plot_loss_curve(iteration_log: Sequence[dict], path: str | os.PathLike) -> P
 def plot_metrics(history: Sequence[dict], path: str | os.PathLike) -> Path | None:
     """Validation metrics against the epoch (AP-style metrics only for detectors: ``*_AP*``, or the
     semantic metrics); ``None`` when no epoch was evaluated."""
+    from ..viz.plots import draw_series
+
     rows = [r for r in history if r.get("metrics")]
     if not rows:
         return None
@@ -113,8 +117,8 @@ def plot_metrics(history: Sequence[dict], path: str | os.PathLike) -> Path | Non
         pts = [(r["epoch"], r["metrics"][name]) for r in rows
                if name in r["metrics"] and r["metrics"][name] is not None and math.isfinite(r["metrics"][name])
                and r["metrics"][name] > -1]
-        if pts:
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], label=name, linewidth=1.4, marker="o", markersize=3)
+        if pts:  # one evaluated epoch: a marker labelled with its value, not a lone dot
+            draw_series(ax, [p[0] for p in pts], [p[1] for p in pts], name)
     ax.set_xlabel("epoch")
     ax.set_title("validation metrics")
     ax.grid(True, alpha=0.3)
