@@ -188,20 +188,20 @@ def results_by_image(results: Sequence[dict], categories, image_sizes: dict[int,
 
 def _training_sets(cfg, info):
     """The run's training and held-out splits and the trainer's augmented view of the training split,
-    read the way :class:`~sceneparse.engine.trainer.Trainer` reads them (its own helpers), so the
+    read the way :class:`~sceneparse.engine.trainer.Trainer` reads them (the same functions), so the
     preview shows the batches training saw."""
     from ..data.datasets import SceneDataset
-    from ..engine.trainer import _AugmentedSet, _read_split
+    from ..engine.trainer import AugmentedSet, read_split
 
     kind = info.data
-    train = _read_split(cfg, True, kind, False)
+    train = read_split(cfg, True, kind, False)
     try:
-        val = _read_split(cfg, False, kind, False)
+        val = read_split(cfg, False, kind, False)
     except Exception:  # noqa: BLE001 -- the statistics of the training split are still worth showing
         val = None
     ds = SceneDataset(train, None, load_masks=info.has_masks, load_keypoints=info.num_keypoints > 0,
                       load_semantic=kind == "semantic", load_panoptic=kind == "panoptic")
-    aug = _AugmentedSet(ds, seed=cfg.train.seed, hflip=cfg.data.hflip, scale_jitter=tuple(cfg.data.scale_jitter),
+    aug = AugmentedSet(ds, seed=cfg.train.seed, hflip=cfg.data.hflip, scale_jitter=tuple(cfg.data.scale_jitter),
                         keypoint_set=train.keypoint_set)
     return train, val, aug
 
@@ -599,6 +599,17 @@ def _headline(r, run: _Run) -> None:
            f"{result.seconds / 60:.1f} min), {what}. All AP, IoU, accuracy, precision and recall values are "
            "fractions in [0, 1].")
     r.code(_command(args))
+    init = getattr(args, "_init", None)
+    if init:
+        held = ", ".join(f"{_metric_name(k)} {v:.3f}" for k, v in (init.get("held_out") or {}).items())
+        r.text(f"It did not start from random weights: it started from {init.get('file')}, weights that sceneparse "
+               f"trained itself ({init.get('iterations')} iterations, {float(init.get('train_seconds') or 0) / 60:.0f} "
+               f"min on {init.get('machine', 'a CPU')}) on synthetic scenes of data seed {init.get('data_seed')}, "
+               f"which this run never draws (held-out there: {held}), and fine-tuned them on this run's scenes. "
+               "Pass --scratch to train from random weights. How they were made:")
+        r.code("\n".join(init.get("commands") or []))
+    elif hasattr(args, "scratch") and args.scratch:
+        r.text("It started from random weights (--scratch).")
     cards: dict[str, Any] = {}
     if run.detection:
         for k in reversed(run.kinds):

@@ -124,7 +124,7 @@ class _LossStep(nn.Module):
         return self.model.training_losses(images, targets)
 
 
-class _AugmentedSet(torch.utils.data.Dataset):
+class AugmentedSet(torch.utils.data.Dataset):
     """``dataset[(epoch, position, index)]`` -> the sample ``index`` augmented with a generator seeded
     by ``(seed, epoch, position)``: the same bytes whatever the workers or an interruption."""
 
@@ -269,7 +269,9 @@ _DATA_FILES = {"semantic": "label PNGs (semantic/<split>/)",
                "panoptic": "panoptic segments (panoptic_<split>.json and its PNGs)"}
 
 
-def _read_split(cfg: Config, train: bool, kind: str, main: bool) -> AnnotationSet:
+def read_split(cfg: Config, train: bool, kind: str, main: bool) -> AnnotationSet:
+    """The training (``train``) or held-out split of ``cfg.data`` as training reads it (``kind``: the
+    model's ``ModelInfo.data``); ``main``: print the problems repaired while reading."""
     d = cfg.data
     json_path, images, semantic = (d.train_json, d.train_images, d.train_semantic) if train else \
         (d.val_json, d.val_images, d.val_semantic)
@@ -717,12 +719,12 @@ class Trainer:
         del probe
         kind, what = info.data, _DATA_FILES.get(info.data, info.data)
         try:
-            train = _read_split(cfg, True, kind, self.main)
+            train = read_split(cfg, True, kind, self.main)
         except DataError as e:
             raise DataError([Problem(None, None, "model", f"{name} ({info.task}) trains on {what}"), *e.problems]) \
                 from None
         try:
-            val = _read_split(cfg, False, kind, self.main) if cfg.train.eval_every > 0 else None
+            val = read_split(cfg, False, kind, self.main) if cfg.train.eval_every > 0 else None
         except DataError as e:
             raise DataError([Problem(None, None, "model", f"{name} ({info.task}) is evaluated on {what} of the "
                                      f"validation split (train.eval_every=0 trains without evaluation)"),
@@ -760,7 +762,7 @@ class Trainer:
                                          "could not be read"), *problems])
             self.log(f"data.cache: {len(ds)} training images in RAM ({ds.cache_bytes / 2**20:.0f} MiB, "
                      f"read in {self.clock() - t:.1f} s)")
-        self.train_set = _AugmentedSet(ds, seed=cfg.train.seed, hflip=cfg.data.hflip,
+        self.train_set = AugmentedSet(ds, seed=cfg.train.seed, hflip=cfg.data.hflip,
                                        scale_jitter=tuple(cfg.data.scale_jitter), keypoint_set=train.keypoint_set)
         self.val_set = SceneDataset(val, None, load_masks=False, load_keypoints=False, load_semantic=kind == "semantic",
                                     load_panoptic=kind == "panoptic", cache=ds.cache) if val is not None else None
@@ -810,4 +812,4 @@ def train(cfg: Config, **kwargs) -> TrainResult:
     return Trainer(cfg, **kwargs).fit()
 
 
-__all__ = ["HookBase", "TrainResult", "Trainer", "resolve_device", "train"]
+__all__ = ["AugmentedSet", "HookBase", "TrainResult", "Trainer", "read_split", "resolve_device", "train"]
