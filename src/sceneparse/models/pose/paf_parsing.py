@@ -82,10 +82,11 @@ def gaussian_smooth(maps: Tensor, sigma: float = 3.0, truncate: float = 4.0) -> 
         i = torch.arange(-r, n + r, device=maps.device) % (2 * n)
         return torch.where(i >= n, 2 * n - 1 - i, i)
 
-    m = maps.double()[:, None]
-    m = F.conv2d(m[:, :, sym(H)], g.view(1, 1, -1, 1))  # along y first (scipy's axis 0), then x
-    m = F.conv2d(m[:, :, :, sym(W)], g.view(1, 1, 1, -1))
-    return m[:, 0]
+    m = maps.double()
+    ey = m[:, sym(H)]  # along y first (scipy's axis 0), then x: a weighted sum of shifted views
+    m = sum(g[t] * ey[:, t:t + H] for t in range(2 * r + 1))
+    ex = m[:, :, sym(W)]
+    return sum(g[t] * ex[:, :, t:t + W] for t in range(2 * r + 1))
 
 
 def find_peaks(heatmaps: Tensor, threshold: float = 0.1, sigma: float = 3.0) -> Tensor:
