@@ -212,3 +212,28 @@ def test_builders_and_errors(tmp_path):
     state = {k: v for k, v in m50.state_dict().items()}
     with pytest.raises(CheckpointError, match="mismatched|missing|unexpected"):
         zoo.load_checkpoint(zoo.build("simplebaseline_resnet18"), state)
+
+
+def test_detector_checkpoint_gives_the_person_boxes(tmp_path):
+    """The ground-truth-free path: a sceneparse detector checkpoint rebuilt through the zoo; its
+    detections of the class named 'person' (not the others) are the crops."""
+    from sceneparse.engine.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    tiny = {"min_size": 64, "max_size": 96, "fpn_channels": 16, "box_representation_size": 32,
+            "rpn_pre_nms_top_n": [100, 50], "rpn_post_nms_top_n": [50, 20], "box_detections_per_img": 10}
+    det = zoo.build("fasterrcnn_resnet18_fpn", num_classes=2, **tiny).eval()
+    path = tmp_path / "det.pt"
+    save_checkpoint(path, det, config={"model": {"name": "fasterrcnn_resnet18_fpn", "kwargs": tiny}},
+                    categories=[{"id": 1, "name": "dog"}, {"id": 2, "name": "person"}])
+    images = [torch.rand(3, 80, 96), torch.rand(3, 64, 64)]
+    expect = det.predict(images, conf=0.0)
+    model = zoo.build("simplebaseline_resnet18", detector=str(path), detector_conf=0.0)
+    res = model.predict(images)
+    assert sum(int((e.labels == 1).sum()) for e in expect) > 0  # random weights still detect something
+    for r, e in zip(res, expect):
+        keep = e.labels == 1
+        assert torch.allclose(r.boxes, e.boxes[keep]) and len(r) == int(keep.sum())
+        assert r.keypoints.shape == (len(r), 17, 3)
+    assert "_detector" not in dict(model.named_modules()) and not any(k.startswith("_detector")
+                                                                         for k in model.state_dict())
