@@ -249,7 +249,14 @@ def _is_sceneparse_checkpoint(obj: Any) -> bool:
 
 
 def load_checkpoint(model: nn.Module, source, *, strict: bool = True) -> LoadResult:
-    """Load a sceneparse checkpoint (``{model, ...}``) or, failing that, a torchvision state dict."""
+    """Load a sceneparse checkpoint (``{model, ...}``) or, failing that, a torchvision state dict.
+    A model that reads another toolkit's files itself (``model.load_foreign_checkpoint(source, strict=)``
+    -> :class:`LoadResult`, or ``None`` when ``source`` is not such a file) is asked first."""
+    foreign = getattr(model, "load_foreign_checkpoint", None)  # e.g. ultralytics' pickled modules, read as data
+    if callable(foreign):
+        result = foreign(source, strict=strict)
+        if result is not None:
+            return result
     obj, path = _read(source, "model")
     if _is_sceneparse_checkpoint(obj):
         state = dict(obj["model"])
