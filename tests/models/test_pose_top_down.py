@@ -237,3 +237,21 @@ def test_detector_checkpoint_gives_the_person_boxes(tmp_path):
         assert r.keypoints.shape == (len(r), 17, 3)
     assert "_detector" not in dict(model.named_modules()) and not any(k.startswith("_detector")
                                                                          for k in model.state_dict())
+
+
+def test_export_graph_equals_predict_and_exports_to_onnx(tmp_path):
+    """The whole-image graph gives predict()'s result without boxes; ONNX export verifies it against
+    eager PyTorch at two sizes (the exporter's check)."""
+    pytest.importorskip("onnxruntime")
+    from sceneparse.engine.export import export_model
+
+    torch.manual_seed(0)
+    model = zoo.build("simplebaseline_resnet18", input_size=(64, 64), deconv_channels=32).eval()
+    image = torch.rand(3, 70, 50)
+    with torch.no_grad():
+        boxes, scores, labels, kp, ks = model.export_graph()(image)
+    ref = model.predict([image])[0]
+    assert torch.equal(boxes, ref.boxes) and torch.allclose(scores, ref.scores) and torch.equal(labels, ref.labels)
+    assert torch.allclose(kp, ref.keypoints, atol=1e-5) and torch.allclose(ks, ref.keypoint_scores)
+    report = export_model(model, tmp_path / "sb.onnx", imgsz=64)
+    assert (tmp_path / "sb.onnx").is_file() and report.cases and all(c.ok for c in report.cases)

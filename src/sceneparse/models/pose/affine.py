@@ -53,9 +53,14 @@ def crop_affines(centers: Tensor, sizes: Tensor, out_size: tuple[int, int], rota
 
 
 def invert_affines(affines: Tensor) -> Tensor:
-    """Inverses ``[M, 2, 3]`` of the affine maps ``affines [M, 2, 3]`` (crop -> image for a crop's matrix)."""
-    a_inv = torch.linalg.inv(affines[:, :, :2].double())
-    t = -(a_inv @ affines[:, :, 2:].double())
+    """Inverses ``[M, 2, 3]`` of the affine maps ``affines [M, 2, 3]`` (crop -> image for a crop's matrix):
+    the closed-form 2 x 2 inverse ``[[d, -b], [-c, a]] / (ad - bc)`` in float64 (no ``linalg`` call, so
+    it also exports to ONNX), and ``t' = -A^-1 t``."""
+    m = affines.double()
+    a, b, c, d = m[:, 0, 0], m[:, 0, 1], m[:, 1, 0], m[:, 1, 1]
+    det = a * d - b * c
+    a_inv = torch.stack([torch.stack([d, -b], 1), torch.stack([-c, a], 1)], 1) / det[:, None, None]
+    t = -(a_inv @ m[:, :, 2:])
     return torch.cat([a_inv, t], dim=2).to(affines.dtype)
 
 
@@ -68,21 +73,21 @@ def warp_crops(image: Tensor, affines: Tensor, out_size: tuple[int, int]) -> Ten
     """The crops ``[M, C, H_in, W_in]`` of one ``image [C, H, W]`` under ``affines [M, 2, 3]`` (image ->
     crop), bilinear; points outside the image read 0 (the mean colour of a normalised image).
 
-    The crop's pixel centre ``q`` reads the image at ``A^-1 q``; both sides are expressed in
-    ``grid_sample``'s normalised coordinates (``u = 2 x / W - 1``) so one ``affine_grid`` call builds
-    every sampling grid."""
+    The crop's pixel centre ``q`` reads the image at ``p = A^-1 q``, given to ``grid_sample`` in its
+    normalised coordinates ``u = 2 p_x / W - 1`` (``affine_grid`` would do the same, but exports to ONNX
+    only from opset 20)."""
     H_in, W_in = (int(v) for v in out_size)
-    C, H, W = image.shape
+    C = int(image.shape[0])
     M = affines.shape[0]
     if M == 0:
         return image.new_zeros((0, C, H_in, W_in))
+    hw = torch._shape_as_tensor(image)[1:].to(torch.float32)  # a tensor: stays dynamic in an exported graph
+    H, W = hw[0], hw[1]
     inv = invert_affines(affines.float())  # crop px -> image px
-    # normalised crop -> crop px:  x = (u + 1) W_in / 2 ; image px -> normalised image: u = 2 x / W - 1
-    den = torch.tensor([[W_in / 2, 0, W_in / 2], [0, H_in / 2, H_in / 2], [0, 0, 1]], dtype=inv.dtype,
-                       device=inv.device)
-    nrm = torch.tensor([[2 / W, 0, -1], [0, 2 / H, -1]], dtype=inv.dtype, device=inv.device)
-    full = torch.cat([inv, inv.new_tensor([0, 0, 1]).expand(M, 1, 3)], dim=1)  # [M, 3, 3]
-    theta = nrm @ full @ den  # [M, 2, 3]
-    grid = F.affine_grid(theta, [M, C, H_in, W_in], align_corners=False)
-    return F.grid_sample(image[None].expand(M, C, H, W), grid, mode="bilinear", padding_mode="zeros",
+    ys = torch.arange(H_in, dtype=inv.dtype, device=inv.device) + 0.5
+    xs = torch.arange(W_in, dtype=inv.dtype, device=inv.device) + 0.5
+    q = torch.stack([xs[None, :].expand(H_in, W_in), ys[:, None].expand(H_in, W_in)], dim=2).reshape(1, -1, 2)
+    p = apply_affines(inv, q.expand(M, -1, -1))  # [M, H_in W_in, 2] image px of every crop pixel centre
+    grid = (2 * p / torch.stack([W, H]).to(inv.dtype) - 1).reshape(M, H_in, W_in, 2)  # grid_sample's frame
+    return F.grid_sample(image[None].expand(M, -1, -1, -1), grid, mode="bilinear", padding_mode="zeros",
                          align_corners=False)

@@ -156,7 +156,7 @@ class SimpleBaseline(SceneModel):
                          size=SizePolicy((self.input_size[0],), max(self.input_size), 1, self.input_size,
                                          IMAGENET_MEAN, IMAGENET_STD),
                          conf=0.0, iou=0.5, max_det=100, options=("boxes", "flip_test", "decode"),
-                         export_outputs=("keypoints", "keypoint_scores"))
+                         export_outputs=_WholeImageGraph.output_names)
 
     def forward(self, crops: Tensor) -> Tensor:
         """``crops [M, 3, H_in, W_in]`` (normalised) -> heatmaps ``[M, K, H_in / 4, W_in / 4]``."""
@@ -338,8 +338,39 @@ class SimpleBaseline(SceneModel):
         return out
 
     def export_graph(self) -> nn.Module:
-        raise ExportError("SimpleBaseline takes person boxes besides the image; no single-image graph is "
-                          "exported yet", model=type(self).__name__)
+        """The ground-truth-free path as a graph: one ``[3, H, W]`` image in ``[0, 1]`` is one person box
+        (the whole image; what :meth:`predict` does without boxes or detector) -> ``boxes [1, 4]``,
+        ``scores [1]``, ``labels [1]``, ``keypoints [1, K, 3]``, ``keypoint_scores [1, K]``. Crop, network
+        (with the flip test if set), decoding and the inverse affine are all inside the graph."""
+        if self.detector_path is not None:
+            raise ExportError("a SimpleBaseline with a detector= checkpoint runs two models; export the detector "
+                              "and this model (whole-image crops) separately", model=type(self).__name__)
+        return _WholeImageGraph(self)
+
+
+class _WholeImageGraph(nn.Module):
+    """:meth:`SimpleBaseline.export_graph`: image -> the pose of the one person filling it."""
+
+    output_names = ("boxes", "scores", "labels", "keypoints", "keypoint_scores")
+    batched = False
+    min_opset = (16, "the affine person crop is a GridSample (ONNX opset 16)")
+
+    def __init__(self, model: SimpleBaseline):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        m = self.model
+        hw = torch._shape_as_tensor(image)[1:].to(torch.float32)
+        box = torch.stack([torch.zeros_like(hw[1]), torch.zeros_like(hw[0]), hw[1], hw[0]])[None]
+        H, W = m.input_size
+        c, s = box_to_center_size(box, W / H, m.padding)
+        a = crop_affines(c, s, m.input_size)
+        x = (image.float() - m.pixel_mean) / m.pixel_std
+        crops = PersonCrops(warp_crops(x, a, m.input_size), a, torch.zeros(1, dtype=torch.long), box,
+                            torch.ones(1), [(0, 0)], torch.zeros(1, dtype=torch.bool))
+        r = m.postprocess(m.heatmaps(crops, m.flip_test), crops)[0]
+        return r.boxes, r.scores, r.labels, r.keypoints, r.keypoint_scores
 
 
 def _build(depth: int, input_size: Sequence[int], num_classes: int, kwargs: dict) -> SimpleBaseline:
