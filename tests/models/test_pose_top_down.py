@@ -126,6 +126,7 @@ def test_heatmap_round_trip_through_the_model_frames():
     assert err[truth[..., 2] > 0].max() <= 0.25 * model.stride + 1e-3
 
 
+@pytest.mark.slow
 def test_loss_properties_and_drop():
     torch.manual_seed(0)
     model = zoo.build("simplebaseline_resnet18", input_size=(64, 64), deconv_channels=64, sigma=1.0,
@@ -239,6 +240,7 @@ def test_detector_checkpoint_gives_the_person_boxes(tmp_path):
                                                                          for k in model.state_dict())
 
 
+@pytest.mark.slow
 def test_export_graph_equals_predict_and_exports_to_onnx(tmp_path):
     """The whole-image graph gives predict()'s result without boxes; ONNX export verifies it against
     eager PyTorch at two sizes (the exporter's check)."""

@@ -141,8 +141,10 @@ class OpenPoseBody(SceneModel):
         return ModelInfo("pose", 1, iou_types=("keypoints",), data="keypoints",
                          class_names=tuple(self.class_names) if len(self.class_names) == 1 else ("person",),
                          keypoints=COCO_PERSON,
+                         # the image height per scale; the input normalisation (BGR / 256 - 0.5) is
+                         # not a mean / std of [0, 1] RGB, so none is declared
                          size=SizePolicy(tuple(int(round(s * self.boxsize)) for s in self.scales),
-                                         10 * self.boxsize, 8, None, (0.5,) * 3, (1.0,) * 3),
+                                         10 * self.boxsize, 8),
                          conf=0.0, iou=0.5, max_det=100, options=(),
                          export_outputs=("pafs", "heatmaps"))
 
