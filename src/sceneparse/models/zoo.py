@@ -6,6 +6,8 @@
   ``maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth``) into a sceneparse model through the model's
   key-mapping table (``model.torchvision_key_rules()``, e.g.
   :data:`sceneparse.models.detectors.rcnn.TORCHVISION_RCNN_KEY_RULES`).
+* A model whose foreign checkpoints need more than renaming (tensors split or packed) converts them
+  in ``model.convert_foreign_state_dict(state) -> state``, called before the renaming rules.
 * sceneparse's own checkpoints (``{model, config, categories, sceneparse_version}``) load as they are
   (a model may rename keys of an older layout of its own: ``upgrade_state_dict(state) -> state``).
 
@@ -305,6 +307,9 @@ def load_torchvision_checkpoint(model: nn.Module, source, *, strict: bool = True
         obj = obj["model"]  # torchvision's training references save {"model": state_dict, ...}
     if not isinstance(obj, Mapping) or not all(isinstance(k, str) for k in obj):
         raise CheckpointError(f"expected a state dict (str -> Tensor), got {type(obj).__name__}", path=path)
+    convert = getattr(model, "convert_foreign_state_dict", None)  # layouts a renaming cannot reach (e.g.
+    if callable(convert):  # separate q/k/v projections -> one packed tensor); returns the state dict as it is
+        obj = convert(dict(obj))  # when it is not such a layout
     mapped, _ = map_torchvision_keys(obj, _rules_for(model) if rules is None else rules)
     return _load_mapped(model, mapped, path, strict, "torchvision")
 
