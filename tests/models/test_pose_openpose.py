@@ -69,7 +69,8 @@ def test_network_equals_bodypose_model_body_pose_model_pth_layout(reference, tmp
 def test_network_loads_bodypose_model_state_dict_and_bad_checkpoints_name_keys(reference):
     state, _, _ = reference
     model = zoo.build("openpose_body", weights=state)  # the keys of bodypose_model itself (model0.conv1_1.weight ...)
-    assert torch.equal(model.state_dict()["model6_2.Mconv7_stage6_L2.weight"], state["model6_2.Mconv7_stage6_L2.weight"])
+    key = "model6_2.Mconv7_stage6_L2.weight"
+    assert torch.equal(model.state_dict()[key], state[key])
     bad = {k.split(".", 1)[1]: v for k, v in state.items() if not k.endswith("Mconv3_stage4_L1.bias")}
     bad["conv4_4_CPM.weight"] = torch.zeros(64, 256, 3, 3)
     bad["extra.weight"] = torch.zeros(1)
@@ -183,7 +184,8 @@ def test_parser_finds_the_same_people_as_controlnet_aux(monkeypatch):
     cand_ref, subset_ref = _reference_parse(heat, paf, monkeypatch)
     parsed = parse_people(torch.from_numpy(heat).permute(2, 0, 1), torch.from_numpy(paf).permute(2, 0, 1))
     cand = parsed.candidates.numpy()
-    assert cand.shape == np.asarray(cand_ref).shape and np.abs(cand - np.asarray(cand_ref, dtype=np.float64)).max() < 1e-9
+    cand_ref = np.asarray(cand_ref, dtype=np.float64)
+    assert cand.shape == cand_ref.shape and np.abs(cand - cand_ref).max() < 1e-9
     assert len(subset_ref) == 3 and parsed.subset.shape == subset_ref.shape
     assert np.abs(parsed.subset.numpy() - subset_ref).max() < 1e-9  # same people, parts, scores, order
     # and they are the people drawn: every part at its pixel

@@ -2,7 +2,6 @@
 trip through crop -> encode -> decode -> uncrop, the loss (properties; drops when trained), predict."""
 from __future__ import annotations
 
-import math
 
 import pytest
 import torch
@@ -40,7 +39,8 @@ def _people(seed: int = 0, size=(120, 100), n=(2, 1)):
         wh = torch.rand(k, 2, generator=g) * torch.tensor([w * 0.3, h * 0.3]) + torch.tensor([20.0, 40.0])
         boxes = torch.cat([xy, xy + wh], 1)
         u = 0.1 + 0.8 * torch.rand(k, 17, 2, generator=g)
-        kp = torch.stack([boxes[:, None, 0] + u[..., 0] * wh[:, None, 0], boxes[:, None, 1] + u[..., 1] * wh[:, None, 1],
+        kp = torch.stack([boxes[:, None, 0] + u[..., 0] * wh[:, None, 0],
+                          boxes[:, None, 1] + u[..., 1] * wh[:, None, 1],
                           torch.full((k, 17), 2.0)], 2)
         kp[0, 3, 2] = 0
         images.append(torch.rand(3, h, w, generator=g))
@@ -99,7 +99,8 @@ def test_warp_crops_samples_the_inverse_affine():
     assert inside.sum() > 500
     got = crops[:, :2].permute(0, 2, 3, 1)
     assert (got[inside] - p[inside]).abs().max() < 1e-3
-    assert crops[:, 2][~((p[..., 0] > -0.5) & (p[..., 0] < W + 0.5) & (p[..., 1] > -0.5) & (p[..., 1] < H + 0.5))].abs().max() == 0
+    outside = ~((p[..., 0] > -0.5) & (p[..., 0] < W + 0.5) & (p[..., 1] > -0.5) & (p[..., 1] < H + 0.5))
+    assert outside.any() and crops[:, 2][outside].abs().max() == 0
 
 
 def test_heatmap_round_trip_through_the_model_frames():
@@ -257,3 +258,29 @@ def test_export_graph_equals_predict_and_exports_to_onnx(tmp_path):
     assert torch.allclose(kp, ref.keypoints, atol=1e-5) and torch.allclose(ks, ref.keypoint_scores)
     report = export_model(model, tmp_path / "sb.onnx", imgsz=64)
     assert (tmp_path / "sb.onnx").is_file() and report.cases and all(c.ok for c in report.cases)
+
+
+def test_released_simplebaseline_layout_loads():
+    """The paper's released checkpoints name the trunk as torchvision does (conv1, layer1..4) and the
+    head deconv_layers.N / final_layer: a torchvision ResNet-18 trunk + head weights in that layout load,
+    and the trunk gives torchvision's features."""
+    from torchvision.models import resnet18
+
+    torch.manual_seed(0)
+    tv = resnet18(weights=None).eval()
+    model = zoo.build("simplebaseline_resnet18", input_size=(64, 64), deconv_channels=32).eval()
+    head = {f"{k}": torch.randn_like(v) if v.is_floating_point() else v for k, v in model.head.state_dict().items()}
+    released = {k: v for k, v in tv.state_dict().items() if not k.startswith("fc.")}
+    released.update(head)
+    zoo.load_checkpoint(model, released)
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        t = tv.maxpool(tv.relu(tv.bn1(tv.conv1(x))))
+        feats = tv.layer4(tv.layer3(tv.layer2(tv.layer1(t))))
+        assert torch.allclose(model.backbone(x)[-1], feats, atol=1e-5)
+    assert torch.equal(model.head.final_layer.weight, head["final_layer.weight"])
+    mm = {f"backbone.{k}": v for k, v in released.items() if not k.startswith(("deconv", "final"))}
+    mm.update({f"keypoint_head.{k}": v for k, v in head.items()})
+    zoo.load_checkpoint(zoo.build("simplebaseline_resnet18", input_size=(64, 64), deconv_channels=32), mm)
+    with pytest.raises(CheckpointError, match="fc.weight"):  # an ImageNet classifier is not a pose model
+        zoo.load_checkpoint(model, tv.state_dict())

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...errors import CheckpointError, ConfigError, ExportError
@@ -39,7 +38,17 @@ from ..preprocess import IMAGENET_MEAN, IMAGENET_STD
 from ..zoo import register
 from .affine import apply_affines, box_to_center_size, crop_affines, invert_affines, warp_crops
 
-__all__ = ["DeconvHead", "PersonCrops", "SimpleBaseline", "simplebaseline_resnet18", "simplebaseline_resnet50"]
+__all__ = ["SIMPLEBASELINE_KEY_RULES", "DeconvHead", "PersonCrops", "SimpleBaseline", "simplebaseline_resnet18",
+           "simplebaseline_resnet50"]
+
+
+#: released SimpleBaseline / mmpose key -> this model's key
+SIMPLEBASELINE_KEY_RULES = (
+    (r"^(?:module\.)?(?:backbone\.)?(conv1|bn1|layer[1-4])\.(.+)$",
+     lambda m: f"backbone.trunk.{m.group(1)}.{m.group(2)}"),
+    (r"^(?:module\.)?(?:keypoint_head\.|head\.)?(deconv_layers|final_layer)\.(.+)$",
+     lambda m: f"head.{m.group(1)}.{m.group(2)}"),
+)
 
 
 class DeconvHead(nn.Module):
@@ -146,6 +155,14 @@ class SimpleBaseline(SceneModel):
         self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(3, 1, 1), persistent=False)
         self._detector: Any = None  # built on first use, never part of this model's state dict
+
+    @staticmethod
+    def torchvision_key_rules():
+        """Key rules for foreign state dicts (the zoo applies them to non-sceneparse checkpoints): the
+        paper's released ``pose_resnet_*.pth`` (``conv1.*``, ``layer3.*``, ``deconv_layers.*``,
+        ``final_layer.*``) and mmpose's (``backbone.layer1.*``, ``keypoint_head.deconv_layers.*``) load
+        into ``backbone.trunk.*`` / ``head.*``."""
+        return SIMPLEBASELINE_KEY_RULES
 
     # ---- contract ---------------------------------------------------------------------------------
     @property
