@@ -2,7 +2,6 @@
 trip through crop -> encode -> decode -> uncrop, the loss (properties; drops when trained), predict."""
 from __future__ import annotations
 
-
 import pytest
 import torch
 
