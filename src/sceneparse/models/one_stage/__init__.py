@@ -3,13 +3,14 @@ predicts a class and a box at every anchor / point, with no proposal stage.
 
 Importing this package registers their builders in :mod:`sceneparse.models.zoo`:
 ``retinanet_resnet50_fpn``, ``retinanet_resnet50_fpn_v2``, ``retinanet_resnet18_fpn`` (:mod:`.retinanet`),
-``fcos_resnet50_fpn``, ``fcos_resnet18_fpn`` (:mod:`.fcos`).
+``fcos_resnet50_fpn``, ``fcos_resnet18_fpn`` (:mod:`.fcos`), ``ssd300_vgg16`` (:mod:`.ssd`).
 """
-from . import fcos, retinanet
+from . import fcos, retinanet, ssd
 from .dense import DenseDetections, DenseDetector, DenseDetectorGraph, DenseRaw
 from .fcos import FCOS, TORCHVISION_FCOS_KEY_RULES
 from .heads import DenseHead
 from .retinanet import RetinaNet, TORCHVISION_RETINANET_KEY_RULES
+from .ssd import SSD, TORCHVISION_SSD_KEY_RULES
 
 __all__ = ["FCOS", "TORCHVISION_FCOS_KEY_RULES", "fcos", "DenseDetections", "DenseDetector", "DenseDetectorGraph", "DenseHead", "DenseRaw", "RetinaNet",
-           "TORCHVISION_RETINANET_KEY_RULES", "retinanet"]
+           "TORCHVISION_RETINANET_KEY_RULES", "retinanet", "SSD", "TORCHVISION_SSD_KEY_RULES", "ssd"]
