@@ -245,13 +245,17 @@ class YOLODetector(SceneModel):
         box_gain, cls_gain, dfl_gain: loss weights (ultralytics' 7.5, 0.5, 1.5).
         tal_topk, tal_alpha, tal_beta: task-aligned assigner settings (10, 0.5, 6.0).
         class_names: names in label order (a checkpoint's ``names`` replace them).
+        min_size, max_size: the toolkit's size keywords (``sceneparse train --imgsz N`` sets both to N):
+            the long side ``max_size`` (else ``min_size``) replaces ``imgsz``; a letterbox square has one side.
     """
 
     def __init__(self, family: str = "yolov8", scale: str = "n", num_classes: int = 80, *, imgsz: int = 640,
                  reg_max: int = 16, conf: float = 0.25, iou: float = 0.7, max_det: int = 300,
                  box_gain: float = 7.5, cls_gain: float = 0.5, dfl_gain: float = 1.5, tal_topk: int = 10,
-                 tal_alpha: float = 0.5, tal_beta: float = 6.0, class_names: Sequence[str] | None = None):
+                 tal_alpha: float = 0.5, tal_beta: float = 6.0, class_names: Sequence[str] | None = None,
+                 min_size: int | None = None, max_size: int | None = None):
         super().__init__()
+        imgsz = max_size if max_size is not None else min_size if min_size is not None else imgsz
         self.spec = YOLOSpec(family, scale)
         self.num_classes = int(num_classes)
         if self.num_classes < 1:
