@@ -52,13 +52,16 @@ def _randomize_dense(model: nn.Module, seed: int, cls_gain: float = 1.0) -> nn.M
     ``cls_gain`` scales the class logits' weights: random trunks on large structured images drive
     sigmoid scores to exactly 1.0, and exactly tied scores make the top-k / ``max_det`` cut arbitrary."""
     randomize(model, seed)
-    model.head.classification_head.cls_logits.weight.mul_(cls_gain)
     g = torch.Generator().manual_seed(seed + 1)
+    cls = model.head.classification_head
+    cls.cls_logits.weight.mul_(cls_gain)
+    # class biases spread over N(-2, 2): scores spread over (0, 1), so that exactly equal float32 scores
+    # (which two NMS implementations may order differently) are rare among thousands of candidates
+    cls.cls_logits.bias.copy_(torch.randn(cls.cls_logits.bias.shape, generator=g) * 2.0 - 2.0)
     for m in model.modules():
         if isinstance(m, nn.GroupNorm):
             m.weight.copy_(torch.rand(m.weight.shape, generator=g) * 0.5 + 0.75)
             m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-    cls = model.head.classification_head
     cls.cls_logits.bias.view(cls.num_anchors, cls.num_classes)[:, 0] = -30.0
     return model
 
