@@ -152,3 +152,15 @@ def test_centernet_losses_predictions_and_training():
     assert results[1].image_size == (48, 64)
     assert (results[1].boxes[:, 2] <= 64).all() and (results[1].boxes[:, 3] <= 48).all()
     assert model.info.task == "detect" and model.info.iou_types == ("bbox",)
+
+
+def test_export_graph_equals_predict():
+    torch.manual_seed(0)
+    model = zoo.build("centernet_resnet18", **TINY).eval()
+    image = _scene()[0][1]
+    with torch.no_grad():
+        boxes, scores, labels = model.export_graph().eval()(image)
+    det = model.predict([image], conf=0.0)[0]  # the peaks (score > 0); the graph pads the top-k with zeros
+    n = len(det)
+    assert 0 < n and torch.equal(scores[:n], det.scores) and torch.equal(labels[:n], det.labels)
+    assert torch.allclose(boxes[:n], det.boxes, atol=1e-5) and (scores[n:] == 0).all()

@@ -167,3 +167,24 @@ def test_small_detr_set_loss_drops_on_a_tiny_batch():
         opt.step()
         history.append(float(loss))
     assert history[-1] < 0.8 * history[0], history
+
+
+def test_export_graph_resize_and_outputs_equal_eager():
+    """The traceable resize (two MatMuls) equals antialiased F.interpolate when shrinking and
+    enlarging; the export graph run eagerly gives predict's detections, best first."""
+    from sceneparse.models.detr.detr import antialiased_resize
+
+    g = torch.Generator().manual_seed(5)
+    for hw, out in [((37, 53), (80, 101)), ((120, 160), (50, 66))]:
+        x = torch.rand(1, 3, *hw, generator=g)
+        ref = torch.nn.functional.interpolate(x, size=out, mode="bilinear", align_corners=False, antialias=True)
+        assert (antialiased_resize(x, out) - ref).abs().max() < 1e-4
+    model = zoo.build("detr_resnet18", **TINY).eval()
+    image = torch.rand(3, 50, 70, generator=g)
+    graph = model.export_graph().eval()
+    with torch.no_grad():
+        boxes, scores, labels = graph(image)
+    det = model.predict([image], conf=0.0)[0]
+    order = det.scores.argsort(descending=True)
+    assert torch.allclose(scores, det.scores[order]) and torch.equal(labels, det.labels[order])
+    assert torch.allclose(boxes, det.boxes[order], atol=1e-4)

@@ -32,7 +32,7 @@ from ...structures.target import Target
 from ..base import InferenceSettings, ModelInfo, SceneModel
 from ..preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessor
 
-__all__ = ["CenterNet", "CenterNetRaw", "UpsampleStage"]
+__all__ = ["CenterNet", "CenterNetGraph", "CenterNetRaw", "UpsampleStage"]
 
 
 class _Deformable(nn.Module):
@@ -205,3 +205,35 @@ class CenterNet(SceneModel):
         batch, _ = self.prepare(images, imgsz=settings.imgsz)
         results = self.postprocess(self(batch), batch, k=settings.max_det)
         return [r[torch.where(r.scores > settings.conf)[0]] for r in results]
+
+    def export_graph(self) -> "CenterNetGraph":
+        return CenterNetGraph(self)
+
+
+class CenterNetGraph(nn.Module):
+    """``image [3, H, W]`` in [0, 1] -> ``(boxes [k, 4], scores [k], labels [k])`` in input pixels, the
+    ``topk`` peaks best first (the caller thresholds ``scores``): resize, network, max-pool peaks
+    and the mapping back in one traceable graph (inputs of at least 40 px a side: ``k <= C h w``)."""
+
+    batched = False
+    min_opset = (11, "TopK with a tensor k and MaxPool need opset 11 at most")
+
+    def __init__(self, model: CenterNet):
+        super().__init__()
+        self.model = model
+        self.output_names = model.info.export_outputs
+
+    def forward(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        batch, _ = self.model.prepare([image])
+        boxes, scores, labels = self.model._detect(self.model(batch), self.model.topk)
+        sy, sx = batch.scales[0]
+        oh, ow = batch.original_sizes[0]
+        def vec(x: object, y: object) -> Tensor:  # traced: 0-dim tensors of the graph; eager: numbers
+            if isinstance(x, Tensor):
+                return torch.stack([x, y, x, y]).to(boxes.dtype)
+            return torch.tensor([x, y, x, y], dtype=boxes.dtype, device=boxes.device)
+
+        b = boxes[0] / vec(sx, sy)
+        lim = vec(ow, oh)
+        b = torch.minimum(b.clamp(min=0), lim)
+        return b, scores[0], labels[0]

@@ -35,7 +35,7 @@ from .checkpoints import DETR_ORIGINAL_KEY_RULES, convert_hf_state_dict, is_hf_l
 from .criterion import SetCriterion
 from .transformer import Transformer, sine_position_encoding
 
-__all__ = ["DETR", "DetrRaw", "DetrPreprocessor", "MLP", "detr_resized_size"]
+__all__ = ["DETR", "DetrRaw", "DetrPreprocessor", "MLP", "antialiased_resize", "detr_resized_size"]
 
 
 def detr_resized_size(size: tuple[int, int], short: int, long: int) -> tuple[int, int]:
@@ -56,6 +56,31 @@ def detr_resized_size(size: tuple[int, int], short: int, long: int) -> tuple[int
     if w < h:
         return int(base * h / w), target
     return target, int(base * w / h)
+
+
+def _triangle_weights(n_in: Tensor, n_out: Tensor, device: torch.device) -> Tensor:
+    """``[n_out, n_in]`` weights of antialiased bilinear resampling (the triangle filter widened by the
+    scale when shrinking, as ``F.interpolate(..., antialias=True)`` and PIL): output cell ``i`` has its
+    centre at ``s (i + 0.5)`` input px, ``s = n_in / n_out``; input ``j`` weighs
+    ``max(0, 1 - |j + 0.5 - centre| / max(s, 1))``, each row normalised to sum 1. The sizes may be
+    0-dim tensors (traced graphs)."""
+    scale = torch.as_tensor(n_in, device=device).to(torch.float64) / torch.as_tensor(n_out, device=device).to(
+        torch.float64)
+    support = torch.clamp(scale, min=1.0)
+    centre = (torch.arange(n_out, device=device).to(torch.float64) + 0.5) * scale
+    j = torch.arange(n_in, device=device).to(torch.float64) + 0.5
+    w = torch.clamp(1 - (j[None, :] - centre[:, None]).abs() / support, min=0)
+    return (w / w.sum(dim=1, keepdim=True)).to(torch.float32)
+
+
+def antialiased_resize(x: Tensor, size: tuple) -> Tensor:
+    """``[B, C, H, W]`` -> ``[B, C, h, w]`` by separable antialiased bilinear resampling written as two
+    matrix products (:func:`_triangle_weights`): equal to ``F.interpolate(..., mode="bilinear",
+    antialias=True)`` up to rounding, and exportable to ONNX with dynamic sizes (ONNX has no
+    antialiased bilinear Resize before opset 18 and PyTorch's exporter does not write it)."""
+    wy = _triangle_weights(x.shape[-2], size[0], x.device).to(x.dtype)
+    wx = _triangle_weights(x.shape[-1], size[1], x.device).to(x.dtype)
+    return torch.matmul(torch.matmul(wy, x), wx.transpose(0, 1))
 
 
 class DetrPreprocessor(Preprocessor):
@@ -92,8 +117,7 @@ class DetrPreprocessor(Preprocessor):
         nh = torch.where(hd <= wd, target, torch.floor(raw * hd / wd))
         nw = torch.where(hd <= wd, torch.floor(raw * wd / hd), target)
         nh, nw = nh.to(torch.int64), nw.to(torch.int64)
-        x = F.interpolate(self.normalize(image[None]), size=(nh, nw), mode="bilinear", align_corners=False,
-                          antialias=True)
+        x = antialiased_resize(self.normalize(image[None]), (nh, nw))
         scale = (nh.to(torch.float32) / h.to(torch.float32), nw.to(torch.float32) / w.to(torch.float32))
         return ImageBatch(x, [(nh, nw)], [(h, w)], [scale]), None
 
@@ -313,11 +337,11 @@ class DETR(SceneModel):
 
 class DetrGraph(nn.Module):
     """``image [3, H, W]`` in [0, 1] -> ``(boxes [N, 4], scores [N], labels [N])`` in input pixels,
-    all ``N`` queries in query order (the caller thresholds ``scores``): DETR's resize, the network
+    all ``N`` queries, best score first (the caller thresholds ``scores``): DETR's resize, the network
     and the reference post-processing in one traceable graph."""
 
     batched = False
-    min_opset = (18, "antialiased bilinear resizing (DETR's resize) is ONNX Resize with antialias=1, opset 18")
+    min_opset = (11, "the graph needs no operator above opset 11 (the antialiased resize is two MatMuls)")
 
     def __init__(self, model: DETR):
         super().__init__()
@@ -330,4 +354,5 @@ class DetrGraph(nn.Module):
         size = torch.stack([torch.as_tensor(batch.original_sizes[0][0]),
                             torch.as_tensor(batch.original_sizes[0][1])])[None]
         boxes, scores, labels = self.model.decode(raw.pred_logits, raw.pred_boxes, size)
-        return boxes[0], scores[0], labels[0]
+        order = scores[0].argsort(descending=True)
+        return boxes[0][order], scores[0][order], labels[0][order]
