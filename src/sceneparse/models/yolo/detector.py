@@ -304,9 +304,9 @@ class YOLODetector(SceneModel):
                 shape = tuple(im.shape) if isinstance(im, Tensor) else type(im).__name__
                 raise DataError(Problem(None, f"image {i}", "shape", "expected a float CHW RGB tensor in [0, 1]",
                                         shape))
-        shapes = {tuple(im.shape[-2:]) for im in images}
+        shapes = {(int(im.shape[-2]), int(im.shape[-1])) for im in images}  # ints: letterbox sizes are constants of a trace
         auto = not self.training and len(shapes) == 1
-        params = [letterbox_params(tuple(im.shape[-2:]), (side, side), auto=auto) for im in images]
+        params = [letterbox_params((int(im.shape[-2]), int(im.shape[-1])), (side, side), auto=auto) for im in images]
         canvas = (max(p.canvas[0] for p in params), max(p.canvas[1] for p in params))
         tensor = torch.full((len(images), 3, *canvas), 114 / 255.0, dtype=torch.float32, device=dev)
         for i, (im, p) in enumerate(zip(images, params)):
@@ -378,6 +378,12 @@ class YOLODetector(SceneModel):
         """conf / iou / max_det act inside the NMS, as ultralytics applies them."""
         batch, _ = self.prepare(images, imgsz=settings.imgsz)
         return self.postprocess(self(batch), batch, settings)
+
+    def export_graph(self) -> nn.Module:
+        """:class:`~sceneparse.models.yolo.export.YOLOGraph` (static: traced at one image size)."""
+        from .export import YOLOGraph
+
+        return YOLOGraph(self)
 
     # ---- checkpoints ---------------------------------------------------------------------------
     def load_foreign_checkpoint(self, source: Any, *, strict: bool = True):
