@@ -94,6 +94,7 @@ def test_resize_rule_and_pixels_match_the_reference_processor():
     assert (batch.tensor - ref["pixel_values"]).abs().max() < 1e-5
 
 
+@pytest.mark.slow  # four ResNet-50 DETR passes at 800 x 1066 (~130 s under a load of 7 on 2 cores)
 def test_r50_hf_checkpoint_equal_outputs_and_detections(hf_r50, tmp_path):
     """facebook/detr-resnet-50's architecture (timm ResNet-50 trunk, 91 labels): the state dict saved to a
     file loads through the zoo; 640x480 and 1000x750 images give the reference's logits and boxes
