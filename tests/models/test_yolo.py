@@ -169,3 +169,34 @@ def test_pickled_code_is_refused_naming_the_global(tmp_path):
     torch.save({"x": pickle.loads(pickle.dumps(eval))}, path2)  # builtins.eval as a value
     with pytest.raises(CheckpointError, match=r"builtins\.eval"):
         load_module_checkpoint(path2)
+
+
+@pytest.mark.slow
+def test_onnx_graph_gives_predict_results(tmp_path):
+    """The exported graph (static, traced at 480x640) run by onnxruntime pairs one-to-one with
+    ``model.predict`` (near-tied scores may swap places: onnxruntime's arithmetic differs by ~1e-5)."""
+    import warnings
+
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    model = zoo.build("yolo11n", num_classes=80, weights=ultralytics_state("yolo11n.yaml"), conf=0.05).eval()
+    image = to_tensor(scene(480, 640, seed=480))
+    path = str(tmp_path / "yolo11n.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model.export_graph(), (image,), path, opset_version=17, input_names=["image"],
+                          output_names=list(model.info.export_outputs), dynamo=False)
+    boxes, scores, labels = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(
+        None, {"image": image.numpy()})
+    ours = model.predict([image])[0]
+    assert len(ours) >= 20
+    ref = torch.cat((torch.from_numpy(boxes), torch.from_numpy(scores)[:, None],
+                     torch.from_numpy(labels)[:, None].float()), 1)
+    box_gap, score_gap = _match(ref, ours)
+    print(f"onnx vs eager: {len(ours)} detections, box {box_gap:.3g} px, score {score_gap:.3g}")
+    assert box_gap < 0.5 and score_gap < 1e-3
+
+
+def ultralytics_state(yaml: str) -> dict:
+    """The state dict of :func:`ultralytics_model` (its ``model.<i>.`` keys, fp16-rounded as a file holds them)."""
+    return {k: v.half().float() if v.is_floating_point() else v for k, v in ultralytics_model(yaml).state_dict().items()}
