@@ -163,7 +163,7 @@ def test_pickled_code_is_refused_naming_the_global(tmp_path):
         zoo.build("yolov8n", weights=str(path))
     assert not os.path.exists(marker)
 
-    from sceneparse.checkpoints_pickle import load_module_checkpoint
+    from sceneparse.models.yolo.restricted_pickle import load_module_checkpoint
 
     path2 = tmp_path / "evil2.pt"
     torch.save({"x": pickle.loads(pickle.dumps(eval))}, path2)  # builtins.eval as a value

@@ -2,7 +2,7 @@
 
 An ultralytics ``.pt`` file is a torch zip archive holding a pickled dict ``{'model': DetectionModel
 (fp16), 'ema': ..., 'train_args': {...}, ...}`` (training checkpoints: ``'model': None`` and the weights
-in ``'ema'``). It is read with :func:`sceneparse.checkpoints_pickle.load_module_checkpoint` (nothing
+in ``'ema'``). It is read with :func:`sceneparse.models.yolo.restricted_pickle.load_module_checkpoint` (nothing
 of ultralytics is imported or run), the module tree is flattened into a state dict (fp16 -> fp32),
 and the keys are renamed: ultralytics numbers its layers ``model.<i>.`` (``yolov8.yaml``: 0..9
 backbone, 12/15/16/18/19/21 neck, 22 Detect; ``yolo11.yaml``: 0..10, 13/16/17/19/20/22, 23), below
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 
-from ...checkpoints_pickle import Placeholder, is_module_placeholder, load_module_checkpoint, module_state_dict, plain
+from .restricted_pickle import Placeholder, is_module_placeholder, load_module_checkpoint, module_state_dict, plain
 from ...errors import CheckpointError
 
 if TYPE_CHECKING:  # pragma: no cover

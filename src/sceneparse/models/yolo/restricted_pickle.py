@@ -31,7 +31,7 @@ from typing import Any, Mapping
 
 import torch
 
-from .errors import CheckpointError
+from ...errors import CheckpointError
 
 #: module prefixes whose classes become inert placeholders
 PLACEHOLDER_PREFIXES = ("ultralytics.", "torch.nn.modules.")
