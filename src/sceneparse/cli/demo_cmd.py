@@ -28,8 +28,9 @@ from typing import Any, Mapping
 
 EPILOG = """\
 examples:
-  sceneparse demo                                   # Mask R-CNN, ~8 min on 2 idle CPU cores: runs/demo/index.html
-  sceneparse demo --model unet                      # semantic segmentation (mIoU)
+  sceneparse demo                                   # Mask R-CNN, ~7 min on 2 idle CPU cores: runs/demo/index.html
+  sceneparse demo --model unet                      # semantic segmentation (mIoU), ~2.5 min
+  sceneparse demo --scratch                         # the same recipe from random weights (learns little)
   sceneparse demo --iterations 3000                 # train longer than the recipe
   sceneparse demo --iterations 20 --images 24 --val-images 6   # a quick smoke run (a model that learned little)
   sceneparse demo --model fasterrcnn_resnet18_fpn --minutes 10 # a time budget instead of iterations
@@ -48,7 +49,7 @@ class Recipe:
     """How the demo trains one model: the scenes, the input size, the schedule and the model settings
     chosen so that a few CPU minutes give a working model (each flag of ``sceneparse demo`` overrides
     its part). ``sec_per_iter`` and ``sec_other`` (drawing, setup, prediction, evaluation, report) are
-    the seconds they took on an idle 2-core AMD EPYC: the estimate printed up front."""
+    the seconds they took on an idle 2-core CPU (the estimate printed up front; benchmarks/bench_demo.py)."""
 
     summary: str  #: one line for the terminal and the report: what was chosen, and why it trains fast
     iterations: int
@@ -84,14 +85,14 @@ RECIPES: dict[str, Recipe] = {
         iterations=250, images=500, val_images=100, size=256, batch=4,
         optim=dict(name="sgd", lr=0.01, momentum=0.9, weight_decay=1e-4, warmup_iters=20, schedule="wsd"),
         model_kwargs=dict(trunk_stages=3, mask_conv_channels=[64, 64, 64, 64]),
-        sec_per_iter=0.45, sec_other=60.0, init_weights="maskrcnn_resnet18_fpn_synthetic.pt"),
+        sec_per_iter=1.55, sec_other=40.0, init_weights="maskrcnn_resnet18_fpn_synthetic.pt"),
     "unet": Recipe(
         "fine-tunes a U-Net (base 16, whole scenes at 96 px) that sceneparse trained on other synthetic scenes "
         "and ships with the package; cross-entropy with median-frequency class weights + soft Dice, AdamW 1e-3",
         iterations=400, images=500, val_images=100, size=256, batch=8,
         optim=dict(name="adamw", lr=1e-3, weight_decay=1e-4, warmup_iters=20, schedule="wsd"),
         model_kwargs=dict(base_channels=16, min_size=96, max_size=96, dice_weight=1.0), class_weights=True,
-        sec_per_iter=0.15, sec_other=40.0, init_weights="unet_synthetic.pt"),
+        sec_per_iter=0.30, sec_other=25.0, init_weights="unet_synthetic.pt"),
 }
 _GENERIC = {
     "detection": Recipe("generic detection settings (SGD 0.02, cosine)", iterations=300,
