@@ -28,7 +28,6 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from ...errors import DataError, Problem
 from ...postprocess.detection import detections_in_original, detections_to_instances
 from ...structures.batch import ImageBatch
 from ...structures.instances import Instances
@@ -42,6 +41,7 @@ from ..heads.roi_mask import RoIMaskHead
 from ..heads.rpn import RegionProposalNetwork, RPNOutput
 from ..necks.fpn import FPN
 from ..preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessor
+from ..targets import checked_box_targets
 
 
 @dataclass
@@ -204,32 +204,12 @@ class TwoStageDetector(SceneModel):
 
     # ---- checks --------------------------------------------------------------------------------
     def _training_targets(self, targets: Sequence[Target], batch: ImageBatch) -> list[Target]:
-        if len(targets) != len(batch):
-            raise DataError(f"{len(batch)} images but {len(targets)} targets")
-        out = []
-        for i, t in enumerate(targets):
-            where = (t.file_name or None, f"image {t.image_id}")
-            inst = t.instances
-            if tuple(inst.image_size) != tuple(batch.image_sizes[i]):
-                raise DataError(Problem(*where, "image_size", "target is not in the batch frame (resized image "
-                                        f"{batch.image_sizes[i]}); move it with model.prepare(images, targets)",
-                                        inst.image_size))
-            if inst.boxes is None or inst.labels is None:
-                raise DataError(Problem(*where, "boxes/labels", "training needs boxes and labels"))
-            bad = ~(inst.boxes[:, 2:] > inst.boxes[:, :2]).all(dim=1) | ~torch.isfinite(inst.boxes).all(dim=1)
-            if bad.any():
-                j = int(torch.where(bad)[0][0])
-                raise DataError(Problem(*where, f"boxes[{j}]", "box must have positive width and height",
-                                        [round(float(v), 3) for v in inst.boxes[j]]))
-            if len(inst) and (inst.labels.min() < 0 or inst.labels.max() >= self.num_classes):
-                raise DataError(Problem(*where, "labels", f"labels must lie in 0..{self.num_classes - 1}",
-                                        inst.labels.tolist()))
-            if self.roi_mask is not None and inst.masks is None:
-                raise DataError(Problem(*where, "masks", "Mask R-CNN training needs instance masks"))
-            if self.roi_keypoint is not None and inst.keypoints is None:
-                raise DataError(Problem(*where, "keypoints", "Keypoint R-CNN training needs keypoints"))
-            out.append(t if not t.iscrowd.any() else t.select(~t.iscrowd))
-        return out
+        needs = {}
+        if self.roi_mask is not None:
+            needs["masks"] = "Mask R-CNN training needs instance masks"
+        if self.roi_keypoint is not None:
+            needs["keypoints"] = "Keypoint R-CNN training needs keypoints"
+        return checked_box_targets(targets, batch.image_sizes, self.num_classes, needs=needs)
 
 
 def _default_anchor_sizes(num_levels: int) -> tuple[tuple[float, ...], ...]:

@@ -31,7 +31,6 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from ...errors import DataError, Problem
 from ...ops.nms import batched_nms
 from ...postprocess.detection import detections_in_original, detections_to_instances
 from ...structures import boxes as box_geometry
@@ -40,6 +39,7 @@ from ...structures.instances import Instances
 from ...structures.target import Target
 from ..base import InferenceSettings, ModelInfo, SceneModel
 from ..preprocess import Preprocessor
+from ..targets import checked_box_targets
 
 
 @dataclass
@@ -195,28 +195,7 @@ class DenseDetector(SceneModel):
     # ---- training -------------------------------------------------------------------------------
     def training_targets(self, targets: Sequence[Target], raw: DenseRaw) -> list[Target]:
         """Targets checked (batch frame, positive boxes, labels in range) with crowd objects left out."""
-        if len(targets) != len(raw.image_sizes):
-            raise DataError(f"{len(raw.image_sizes)} images but {len(targets)} targets")
-        out = []
-        for i, t in enumerate(targets):
-            where = (t.file_name or None, f"image {t.image_id}")
-            inst = t.instances
-            if tuple(inst.image_size) != tuple(raw.image_sizes[i]):
-                raise DataError(Problem(*where, "image_size", "target is not in the batch frame (resized image "
-                                        f"{raw.image_sizes[i]}); move it with model.prepare(images, targets)",
-                                        inst.image_size))
-            if inst.boxes is None or inst.labels is None:
-                raise DataError(Problem(*where, "boxes/labels", "training needs boxes and labels"))
-            bad = ~(inst.boxes[:, 2:] > inst.boxes[:, :2]).all(dim=1) | ~torch.isfinite(inst.boxes).all(dim=1)
-            if bad.any():
-                j = int(torch.where(bad)[0][0])
-                raise DataError(Problem(*where, f"boxes[{j}]", "box must have positive width and height",
-                                        [round(float(v), 3) for v in inst.boxes[j]]))
-            if len(inst) and (inst.labels.min() < 0 or inst.labels.max() >= self.num_classes):
-                raise DataError(Problem(*where, "labels", f"labels must lie in 0..{self.num_classes - 1}",
-                                        inst.labels.tolist()))
-            out.append(t if not t.iscrowd.any() else t.select(~t.iscrowd))
-        return out
+        return checked_box_targets(targets, raw.image_sizes, self.num_classes)
 
     def training_losses(self, images: Sequence[Tensor], targets: Sequence[Target]) -> dict[str, Tensor]:
         batch, t = self.prepare(images, targets)
