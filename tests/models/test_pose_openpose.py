@@ -30,12 +30,7 @@ with warnings.catch_warnings():
 from sceneparse.data.synthetic.person import pose_keypoints  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/models/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -19,13 +19,7 @@ from sceneparse.structures.instances import Instances
 from sceneparse.structures.target import Target
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine more threads make these small convolutions slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/models/conftest.py
 
 
 def _people(seed: int = 0, size=(120, 100), n=(2, 1)):

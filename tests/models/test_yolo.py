@@ -19,14 +19,7 @@ from test_yolo_helpers import save_like_ultralytics, scene, to_tensor, ultralyti
 pytest.importorskip("ultralytics")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine, two OpenMP threads spinning against other
-    processes make a training step 50-100x slower (measured: 17 s vs 0.2 s for a yolov8n forward)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/models/conftest.py
 
 #: gradient-carrying parameters of ultralytics' YAML summaries (nc=80; their totals add the 16 fixed DFL bins)
 PARAMS = {"yolov8n": 3157184, "yolov8s": 11166544, "yolov8m": 25902624, "yolov8l": 43691504, "yolov8x": 68229632,

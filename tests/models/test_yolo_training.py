@@ -13,14 +13,7 @@ from sceneparse.structures.instances import Instances
 from sceneparse.structures.target import Target
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine, two OpenMP threads spinning against other
-    processes make a training step 50-100x slower (measured: 17 s vs 0.2 s for a yolov8n forward)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/models/conftest.py
 
 
 def _grid(n: int, stride: float) -> torch.Tensor:
