@@ -18,6 +18,11 @@ The verbs (fixed return types, frames as in ``ARCHITECTURE.md``):
   the inference settings are arguments (``None``: :attr:`ModelInfo.conf` / ``iou`` / ``max_det``);
   nothing patches a model's attributes to apply them.
 * ``training_losses(images, targets) -> dict[str, Tensor]`` = prepare + forward + loss
+* ``explain(image, *, what=None, **options) -> list[Explanation]``: the lecture notes' pictures of
+  what the model computes on one image, as data (:mod:`sceneparse.structures.explain`; drawn by
+  :mod:`sceneparse.viz.explain`). A family lists its views in :meth:`SceneModel.explain_views`, its
+  extra keyword options in :meth:`SceneModel.explain_options`, and draws one view in
+  :meth:`SceneModel.explain_view`; a model without views raises :class:`ConfigError` saying so.
 * ``export_graph() -> nn.Module``: the traceable graph the exporter hands to ONNX / TorchScript (one
   ``[3, H, W]`` image in ``[0, 1]`` -> a tuple of tensors named by :attr:`ModelInfo.export_outputs`),
   or :class:`~sceneparse.errors.ExportError`.
@@ -37,6 +42,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError, ExportError
 from ..structures.batch import ImageBatch
+from ..structures.explain import Explanation
 from ..structures.instances import Instances
 from ..structures.keypoints import KeypointSet
 from ..structures.target import Target
@@ -323,6 +329,53 @@ class SceneModel(nn.Module):
         """``prepare`` + ``forward`` + ``loss`` for targets in original pixels (one training step's losses)."""
         batch, t = self.prepare(images, targets)
         return self.loss(self(batch, t), t)
+
+    # ---- explanation pictures (the notes' drawings, as data) ----------------------------------
+    def explain_views(self) -> tuple[str, ...]:
+        """The pictures :meth:`explain` can make (its ``what`` values), in the order ``what=None``
+        makes them; ``()`` (the default): the model has none."""
+        return ()
+
+    def explain_options(self) -> tuple[str, ...]:
+        """Keyword options :meth:`explain` accepts besides ``what`` (e.g. ``query``, ``conf``)."""
+        return ()
+
+    def explain(self, image: Tensor, *, what: str | None = None, **options: Any) -> list[Explanation]:
+        """The notes' pictures of what this model computes on one ``image`` (``float32 [3, H, W]`` RGB
+        in ``[0, 1]``, original pixels) as :class:`~sceneparse.structures.explain.Explanation` data,
+        one per picture; marks are in the image's own pixels. ``what``: one of
+        :meth:`explain_views` (``None``: all of them). Runs in eval mode without gradients and restores
+        the previous mode. Raises :class:`ConfigError` for a model without views, an unknown view or
+        an option the model does not take."""
+        name = type(self).__name__
+        views = tuple(self.explain_views())
+        if not views:
+            raise ConfigError(f"{name} has no explanation views: explain() draws nothing for this model "
+                              "(its family defines no explain_views())")
+        if what is not None and what not in views:
+            raise ConfigError(f"{name} has no explanation view {what!r}; its views: {', '.join(views)}")
+        unknown = sorted(set(options) - set(self.explain_options()))
+        if unknown:
+            raise ConfigError(f"{name}.explain got unknown option(s) {unknown}; it takes "
+                              f"{sorted(self.explain_options()) or 'none'}")
+        if not isinstance(image, Tensor) or image.ndim != 3 or image.shape[0] != 3 or not image.is_floating_point():
+            got = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
+            raise ConfigError(f"{name}.explain takes one float image [3, H, W] in [0, 1], got {got}")
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                out: list[Explanation] = []
+                for view in (views if what is None else (what,)):
+                    out.extend(self.explain_view(view, image, **options))
+                return out
+        finally:
+            self.train(was_training)
+
+    def explain_view(self, view: str, image: Tensor, **options: Any) -> list[Explanation]:
+        """One view of :meth:`explain` (called in eval mode, without gradients, with a checked
+        ``view`` and options): a family that lists views implements it."""
+        raise ConfigError(f"{type(self).__name__} lists explanation views but does not implement explain_view()")
 
     def export_graph(self) -> nn.Module:
         """The traceable graph for ONNX / TorchScript (one ``[3, H, W]`` image -> the tensors of
