@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["gaussian_radius", "CenterTargets", "encode_centers", "heatmap_peaks", "decode_centers",
-           "penalty_reduced_focal_loss"]
+__all__ = ["gaussian_radius", "CenterTargets", "encode_centers", "splat_gaussians", "heatmap_peaks",
+           "decode_centers", "penalty_reduced_focal_loss"]
 
 
 def gaussian_radius(height: Tensor, width: Tensor, min_overlap: float = 0.7) -> Tensor:
@@ -77,22 +77,36 @@ def encode_centers(boxes: Tensor, labels: Tensor, num_classes: int, out_size: tu
     b, centre, cell, labels = b[inside], centre[inside], cell[inside], labels[inside]
     size = b[:, 2:] - b[:, :2]
     radius = gaussian_radius(size[:, 1], size[:, 0], min_overlap).floor().clamp(min=0).to(torch.int64)
-    sigma = (2 * radius + 1).float() / 6
+    heatmap = splat_gaussians(cell, radius, labels, num_classes, (h, w))
+    index = (cell[:, 1] * w + cell[:, 0]).to(torch.int64)
+    return CenterTargets(heatmap, index, size, centre - cell, radius)
+
+
+def splat_gaussians(cells: Tensor, radius: Tensor, labels: Tensor, num_classes: int, out_size: tuple[int, int]
+                    ) -> Tensor:
+    """Class heatmaps ``[C, h, w]`` float32 with a Gaussian of peak 1 at each integer cell ``cells [M, 2]``
+    ``(x, y)`` (inside the map) in the map of ``labels [M]``: ``exp(-(dx^2 + dy^2) / (2 sigma^2))``,
+    ``sigma = (2 r + 1) / 6`` for ``radius [M]`` (int64) ``r``, truncated to the ``(2 r + 1)^2`` window
+    (values below float32 ``eps`` set to 0, as the reference), the element-wise maximum where
+    Gaussians of one class overlap. CenterNet splats box centres, CornerNet box corners."""
+    h, w = int(out_size[0]), int(out_size[1])
+    dev = cells.device
     heatmap = torch.zeros(num_classes, h, w, dtype=torch.float32, device=dev)
-    if len(b):
+    if len(cells):
+        cells = cells.float()
+        sigma = (2 * radius + 1).float() / 6
         xs = torch.arange(w, dtype=torch.float32, device=dev)
         ys = torch.arange(h, dtype=torch.float32, device=dev)
-        dx = xs[None, :] - cell[:, :1]  # [M, w]
-        dy = ys[None, :] - cell[:, 1:]  # [M, h]
+        dx = xs[None, :] - cells[:, :1]  # [M, w]
+        dy = ys[None, :] - cells[:, 1:]  # [M, h]
         gx = torch.exp(-dx**2 / (2 * sigma[:, None] ** 2)) * (dx.abs() <= radius[:, None])
         gy = torch.exp(-dy**2 / (2 * sigma[:, None] ** 2)) * (dy.abs() <= radius[:, None])
         g = gy[:, :, None] * gx[:, None, :]  # [M, h, w]
         g = torch.where(g < torch.finfo(torch.float32).eps, torch.zeros_like(g), g)
         flat = heatmap.view(num_classes, -1)
         idx = labels.to(torch.int64)[:, None].expand(-1, h * w)
-        flat.scatter_reduce_(0, idx, g.view(len(b), -1), reduce="amax")
-    index = (cell[:, 1] * w + cell[:, 0]).to(torch.int64)
-    return CenterTargets(heatmap, index, size, centre - cell, radius)
+        flat.scatter_reduce_(0, idx, g.view(len(cells), -1), reduce="amax")
+    return heatmap
 
 
 def heatmap_peaks(heat: Tensor, k: int = 100, kernel: int = 3) -> tuple[Tensor, Tensor, Tensor, Tensor]:
