@@ -34,6 +34,7 @@ MODES: dict[str, str] = {
     "show": "draw a dataset's annotations to PNG files",
     "demo": "synthesize scenes, train, predict, evaluate and write an HTML report",
     "models": "list the model zoo (task, classes, parameters)",
+    "explain": "draw a model's explanation pictures (the notes' figures) for an image",
 }
 
 #: where an unexpected exception (a bug) should be reported

@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
-import torch
-from torch import Tensor
+
+if TYPE_CHECKING:  # numpy alone at run time: importing the types (and viz) does not import torch
+    from torch import Tensor
 
 __all__ = ["ArrowMark", "BoxMark", "ColorScale", "Explanation", "Panel", "PointMark", "RGB", "ScalarMap",
            "SegmentMark", "TextMark", "as_rgb8"]
@@ -39,17 +40,22 @@ RGB = tuple[int, int, int]
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-def as_rgb8(image: Tensor | np.ndarray) -> np.ndarray:
+def _is_tensor(x: Any) -> bool:
+    return type(x).__module__.startswith("torch") and hasattr(x, "detach")
+
+
+def _numpy(x: Any) -> np.ndarray:
+    """A tensor (any device, with or without grad) or array-like as a numpy array."""
+    return x.detach().cpu().numpy() if _is_tensor(x) else np.asarray(x)
+
+
+def as_rgb8(image: "Tensor | np.ndarray") -> np.ndarray:
     """``uint8 [H, W, 3]`` from a model input (``float [3, H, W]`` tensor in ``[0, 1]`` or ``uint8 [3,
     H, W]`` tensor) or an ``[H, W, 3]`` array (``uint8``, or float in ``[0, 1]``); grey ``[H, W]`` is
     repeated to three channels."""
-    if isinstance(image, Tensor):
-        t = image.detach().cpu()
-        if t.ndim == 3 and t.shape[0] in (1, 3):
-            t = t.permute(1, 2, 0)
-        a = t.numpy()
-    else:
-        a = np.asarray(image)
+    a = _numpy(image)
+    if _is_tensor(image) and a.ndim == 3 and a.shape[0] in (1, 3):  # tensors are channels-first
+        a = a.transpose(1, 2, 0)
     if a.ndim == 2:
         a = a[..., None]
     if a.ndim != 3 or a.shape[2] not in (1, 3) or a.shape[0] < 1 or a.shape[1] < 1:
@@ -63,7 +69,7 @@ def as_rgb8(image: Tensor | np.ndarray) -> np.ndarray:
 
 
 def _xy(p: Sequence[float], what: str) -> tuple[float, float]:
-    v = tuple(float(c) for c in (p.tolist() if isinstance(p, (Tensor, np.ndarray)) else p))
+    v = tuple(float(c) for c in np.asarray(_numpy(p), dtype=np.float64).reshape(-1))
     if len(v) != 2 or not all(np.isfinite(v)):
         raise ValueError(f"{what} must be a finite (x, y), got {p!r}")
     return v  # type: ignore[return-value]
@@ -115,7 +121,7 @@ class BoxMark(_Mark):
     width: float = 2.0
 
     def __post_init__(self) -> None:
-        b = tuple(float(c) for c in (self.box.tolist() if isinstance(self.box, (Tensor, np.ndarray)) else self.box))
+        b = tuple(float(c) for c in np.asarray(_numpy(self.box), dtype=np.float64).reshape(-1))
         if len(b) != 4 or not all(np.isfinite(b)):
             raise ValueError(f"BoxMark.box must be 4 finite numbers (x0, y0, x1, y1), got {self.box!r}")
         object.__setattr__(self, "box", b)
@@ -213,7 +219,7 @@ class ScalarMap:
     alpha: float = 0.6
 
     def __post_init__(self) -> None:
-        v = self.values.detach().cpu().numpy() if isinstance(self.values, Tensor) else np.asarray(self.values)
+        v = _numpy(self.values)
         if v.ndim != 2 or v.shape[0] < 1 or v.shape[1] < 1:
             raise ValueError(f"ScalarMap.values must be a 2-D [h, w] map, got shape {tuple(v.shape)}")
         v = v.astype(np.float32)

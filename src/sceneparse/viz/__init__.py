@@ -12,4 +12,11 @@
   PQ, precision and recall are fractions in ``[0, 1]`` everywhere.
 * :mod:`.report`: ``Report``, a self-contained HTML page (cards, notes, tables, figures, galleries,
   links) written with its pictures' relative paths.
+* :mod:`.explain`: explanation pictures (the lecture notes' drawings of what a model computes,
+  :mod:`sceneparse.structures.explain`) to PNGs: ``render_explanation``, ``save_explanation``,
+  ``write_explanations``, and ``explain(model, image, what=None, out=DIR) -> list[Path]`` (re-exported
+  here, so ``sceneparse.viz.explain`` is that function; its module needs numpy and Pillow only).
 """
+from .explain import explain, render_explanation, save_explanation, write_explanations
+
+__all__ = ["explain", "render_explanation", "save_explanation", "write_explanations"]

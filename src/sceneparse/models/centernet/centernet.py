@@ -209,6 +209,22 @@ class CenterNet(SceneModel):
     def export_graph(self) -> "CenterNetGraph":
         return CenterNetGraph(self)
 
+    # ---- explanation pictures (.explain) ---------------------------------------------------------
+    def explain_views(self) -> tuple[str, ...]:
+        """``heatmap`` (class heatmap and the kept peaks) and ``sizes`` (offset and size vectors)."""
+        from .explain import CENTERNET_VIEWS
+
+        return CENTERNET_VIEWS
+
+    def explain_options(self) -> tuple[str, ...]:
+        """``conf`` / ``max_det`` / ``imgsz``: as :meth:`predict` (the peaks drawn are its detections)."""
+        return ("conf", "max_det", "imgsz")
+
+    def explain_view(self, view: str, image: Tensor, **options) -> list:
+        from .explain import centernet_explanation
+
+        return centernet_explanation(self, view, image, **options)
+
 
 class CenterNetGraph(nn.Module):
     """``image [3, H, W]`` in [0, 1] -> ``(boxes [k, 4], scores [k], labels [k])`` in input pixels, the

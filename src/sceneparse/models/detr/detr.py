@@ -146,6 +146,9 @@ class DetrRaw:
         image_sizes: ``(h, w)`` of each resized image.
         o2m_logits, o2m_boxes: the same for the one-to-many query group (training only, when
             ``one_to_many_queries > 0``).
+        cross_attention: ``[L, B, heads, N, h, w]`` each decoder layer's cross-attention weights over
+            the feature grid (``forward(..., attention=True)`` only; each ``[h, w]`` map sums to 1 over
+            the image's valid cells, padding gets 0).
     """
 
     logits: Tensor
@@ -153,6 +156,7 @@ class DetrRaw:
     image_sizes: list[tuple[int, int]]
     o2m_logits: Tensor | None = None
     o2m_boxes: Tensor | None = None
+    cross_attention: Tensor | None = None
 
     @property
     def pred_logits(self) -> Tensor:
@@ -239,9 +243,11 @@ class DETR(SceneModel):
         ws = torch.stack([torch.as_tensor(s[1], device=t.device) for s in batch.image_sizes])
         return (rows[None, :, None] < hs[:, None, None]) & (cols[None, None, :] < ws[:, None, None])
 
-    def forward(self, batch: ImageBatch, targets: Sequence[Target] | None = None) -> DetrRaw:
+    def forward(self, batch: ImageBatch, targets: Sequence[Target] | None = None, *,
+                attention: bool = False) -> DetrRaw:
         """``batch`` from :meth:`prepare` -> :class:`DetrRaw` (``targets`` are not needed: the match
-        happens in :meth:`loss`)."""
+        happens in :meth:`loss`). ``attention=True`` also returns the decoder's cross-attention weights
+        (:attr:`DetrRaw.cross_attention`, computed on the side: the outputs are bit-identical)."""
         feat = self.backbone(batch.tensor)[-1]
         valid = F.interpolate(self.valid_mask(batch)[None].float(), size=feat.shape[-2:])[0].bool()
         src = self.input_proj(feat)
@@ -253,10 +259,15 @@ class DETR(SceneModel):
             n = self.num_queries + o2m
             group = torch.arange(n, device=src.device) >= self.num_queries
             self_mask = group[:, None] == group[None, :]  # the two groups do not see each other
-        hs = self.transformer(src, valid, pos, queries, self_mask)
+        weights: list[Tensor] | None = [] if attention else None
+        hs = self.transformer(src, valid, pos, queries, self_mask, weights)
         logits = self.class_embed(hs)
         boxes = self.bbox_embed(hs).sigmoid()
         raw = DetrRaw(logits[:, :, : self.num_queries], boxes[:, :, : self.num_queries], list(batch.image_sizes))
+        if weights is not None:
+            h, w = src.shape[-2:]
+            att = torch.stack(weights)[:, :, :, : self.num_queries]  # [L, B, heads, N, h w]
+            raw.cross_attention = att.unflatten(-1, (h, w))
         if o2m:
             raw.o2m_logits, raw.o2m_boxes = logits[:, :, self.num_queries:], boxes[:, :, self.num_queries:]
         return raw
@@ -323,6 +334,24 @@ class DETR(SceneModel):
 
     def export_graph(self) -> "DetrGraph":
         return DetrGraph(self)
+
+    # ---- explanation pictures (.explain) ---------------------------------------------------------
+    def explain_views(self) -> tuple[str, ...]:
+        """``queries`` (every query's box by its best class probability) and ``attention`` (the last
+        decoder layer's cross-attention map of one query)."""
+        from .explain import DETR_VIEWS
+
+        return DETR_VIEWS
+
+    def explain_options(self) -> tuple[str, ...]:
+        """``query``: the query whose attention is drawn (default: the highest-scoring); ``imgsz``: as
+        :meth:`predict`."""
+        return ("query", "imgsz")
+
+    def explain_view(self, view: str, image: Tensor, **options) -> list:
+        from .explain import detr_explanation
+
+        return detr_explanation(self, view, image, **options)
 
     # ---- checkpoints ------------------------------------------------------------------------------
     def torchvision_key_rules(self):

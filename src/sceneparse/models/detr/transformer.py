@@ -96,6 +96,25 @@ class MultiHeadAttention(nn.Module):
                                              dropout_p=self.dropout if self.training else 0.0)
         return self.out_proj(out.transpose(1, 2).reshape(B, L, D))
 
+    def attention_weights(self, query: Tensor, key: Tensor, key_padding_mask: Tensor | None = None,
+                          attn_mask: Tensor | None = None) -> Tensor:
+        """The attention weights ``[B, heads, L, S]`` that :meth:`forward` applies to the values (before
+        dropout): ``softmax(q k^T / sqrt(d_head))`` over the keys, masked keys at 0, each row summing to
+        1. Computed on the side from the same projections (``forward`` runs the fused kernel, which does
+        not return them), so asking for them changes no output."""
+        B, L, D = query.shape
+        S = key.shape[1]
+        h, dh = self.heads, D // self.heads
+        w, b = self.in_proj_weight, self.in_proj_bias
+        q = F.linear(query, w[:D], b[:D]).view(B, L, h, dh).transpose(1, 2)
+        k = F.linear(key, w[D: 2 * D], b[D: 2 * D]).view(B, S, h, dh).transpose(1, 2)
+        logits = torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(dh)
+        if key_padding_mask is not None:
+            logits = logits.masked_fill(key_padding_mask[:, None, None, :], float("-inf"))
+        if attn_mask is not None:
+            logits = logits.masked_fill(~attn_mask[None, None], float("-inf"))
+        return logits.softmax(-1)
+
 
 class EncoderLayer(nn.Module):
     """Post-norm encoder layer: ``x = LN1(x + SA(x + pos, x + pos, x))``, ``x = LN2(x + FFN(x))``."""
@@ -131,10 +150,15 @@ class DecoderLayer(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, t: Tensor, memory: Tensor, pos: Tensor, query_pos: Tensor, padding: Tensor | None,
-                self_mask: Tensor | None = None) -> Tensor:
+                self_mask: Tensor | None = None, attention: list[Tensor] | None = None) -> Tensor:
+        """``attention``: a list to which the cross-attention weights ``[B, heads, N, S]`` are appended
+        (:meth:`MultiHeadAttention.attention_weights`; the output is the same with or without it)."""
         qk = t + query_pos
         t = self.norm1(t + self.dropout(self.self_attn(qk, qk, t, attn_mask=self_mask)))
-        t = self.norm2(t + self.dropout(self.cross_attn(t + query_pos, memory + pos, memory, padding)))
+        q, k = t + query_pos, memory + pos
+        if attention is not None:
+            attention.append(self.cross_attn.attention_weights(q, k, padding))
+        t = self.norm2(t + self.dropout(self.cross_attn(q, k, memory, padding)))
         return self.norm3(t + self.dropout(self.linear2(self.dropout(F.relu(self.linear1(t))))))
 
 
@@ -159,10 +183,12 @@ class TransformerDecoder(nn.Module):
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, t: Tensor, memory: Tensor, pos: Tensor, query_pos: Tensor, padding: Tensor | None,
-                self_mask: Tensor | None = None) -> Tensor:
+                self_mask: Tensor | None = None, attention: list[Tensor] | None = None) -> Tensor:
+        """``attention``: a list that receives each layer's cross-attention weights (see
+        :class:`DecoderLayer`), first layer first."""
         outs = []
         for layer in self.layers:
-            t = layer(t, memory, pos, query_pos, padding, self_mask)
+            t = layer(t, memory, pos, query_pos, padding, self_mask, attention)
             outs.append(self.norm(t))
         return torch.stack(outs)
 
@@ -182,9 +208,10 @@ class Transformer(nn.Module):
                 nn.init.xavier_uniform_(p)
 
     def forward(self, src: Tensor, valid: Tensor, pos: Tensor, query_embed: Tensor,
-                self_mask: Tensor | None = None) -> Tensor:
+                self_mask: Tensor | None = None, attention: list[Tensor] | None = None) -> Tensor:
         """``src [B, D, H, W]`` projected features, ``valid [B, H, W]``, ``pos [B, D, H, W]``,
-        ``query_embed [N, D]`` -> decoder outputs ``[L, B, N, D]``."""
+        ``query_embed [N, D]`` -> decoder outputs ``[L, B, N, D]``. ``attention``: a list that receives
+        the decoder's cross-attention weights ``[B, heads, N, H W]`` per layer (outputs unchanged)."""
         B = src.shape[0]
         x = src.flatten(2).transpose(1, 2)
         p = pos.flatten(2).transpose(1, 2)
@@ -194,4 +221,4 @@ class Transformer(nn.Module):
         memory = self.encoder(x, p, padding)
         query_pos = query_embed[None].expand(B, -1, -1)
         t = torch.zeros_like(query_pos)
-        return self.decoder(t, memory, p, query_pos, padding, self_mask)
+        return self.decoder(t, memory, p, query_pos, padding, self_mask, attention)
