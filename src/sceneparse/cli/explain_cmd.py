@@ -7,8 +7,8 @@ from pathlib import Path
 
 EPILOG = """\
 MODEL is a sceneparse checkpoint (.pt, written by 'sceneparse train'), or a zoo name
-('sceneparse models') with --weights FILE (a checkpoint the zoo loads: torchvision / DETR / ...
-layouts) or --random (random weights: the pictures then show an untrained network's numbers).
+('sceneparse models') with --weights FILE (a checkpoint the zoo loads: torchvision and the other
+reference layouts) or --random (random weights: the pictures then show an untrained network's numbers).
 IMAGE is an image file, or 'synthetic[:SEED]' for one synthetic scene (512 x 512, seed 0 by
 default).
 
@@ -35,7 +35,8 @@ def register(subparsers) -> None:
                    help="a sceneparse checkpoint, or a zoo name with --weights FILE or --random")
     p.add_argument("image", metavar="IMAGE", help="an image file, or synthetic[:SEED] for one synthetic scene")
     p.add_argument("--what", metavar="VIEW", help="one view of the model (default: all of its views)")
-    p.add_argument("--query", type=int, metavar="Q", help="set models (DETR): the query whose attention is drawn")
+    p.add_argument("--query", type=int, metavar="Q", help="models that decode object queries: the query whose attention is drawn "
+                                                          "(default: the highest-scoring)")
     p.add_argument("--out", default="runs/explain", metavar="DIR", help="output folder (default runs/explain)")
     p.add_argument("--weights", metavar="FILE", help="with a zoo name: the weights to load into it")
     p.add_argument("--random", action="store_true", help="with a zoo name: random weights (seeded by --seed)")

@@ -64,8 +64,8 @@ def detr_explanation(model: "DETR", view: str, image: Tensor, *, query: int | No
         caption = (f"DETR predicts a fixed-size set: each of its N = {N} learnt object queries is decoded (in "
                    f"parallel, no NMS) into a class distribution over the {model.num_classes} classes + 'no object' "
                    f"and a box. Every query's box is drawn, coloured by its best class probability (the score "
-                   f"predict reports); the {N - n_obj} queries whose most likely class is 'no object' are faint, the "
-                   f"{n_obj} others solid, the {len(best)} best of those labelled 'q<query> class probability'. "
+                   f"predict reports); queries whose most likely class is 'no object' are faint ({N - n_obj} of {N}), "
+                   f"the others solid, the {len(best)} best of those labelled 'q<query> class probability'. "
                    f"Training matches queries to objects one-to-one (Hungarian algorithm) and teaches every "
                    f"unmatched query 'no object'.")
         return [Explanation("detr_queries", "DETR: every object query's box", caption, (panel,), data)]
