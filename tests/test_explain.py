@@ -177,6 +177,8 @@ def test_centernet_peaks_drawn_are_predicts_detections(centernet, image_kind, tm
 def test_centernet_one_view_and_unknown_view(centernet):
     image = _synthetic(1, 96)
     assert [e.name for e in centernet.explain(image, what="sizes", max_det=3)] == ["centernet_sizes"]
+    empty = centernet.explain(image, what="sizes", conf=0.99)[0]  # no peak above the threshold: empty marks
+    assert len(empty.data["scores"]) == 0 and empty.panels[0].arrows == () and empty.panels[1].boxes == ()
     with pytest.raises(ConfigError, match="no explanation view 'corners'; its views: heatmap, sizes"):
         centernet.explain(image, what="corners")
     with pytest.raises(ConfigError, match=r"unknown option\(s\) \['query'\]"):
