@@ -35,6 +35,7 @@ MODES: dict[str, str] = {
     "demo": "synthesize scenes, train, predict, evaluate and write an HTML report",
     "models": "list the model zoo (task, classes, parameters)",
     "explain": "draw a model's explanation pictures (the notes' figures) for an image",
+    "view": "browse a dataset and its predictions in a web browser (local server)",
 }
 
 #: where an unexpected exception (a bug) should be reported
