@@ -200,7 +200,7 @@ def test_cornernet_losses_and_training():
         opt.zero_grad()
         loss.backward()
         opt.step()
-        history.append(float(loss))
+        history.append(float(loss.detach()))
     assert history[-1] < 0.7 * history[0], history
     # eval: the last stack only; results in original pixels, rejected pairs left out
     model.eval()
@@ -255,3 +255,37 @@ def test_command_line_round_trip(tmp_path, capsys):
     assert main(["export", "--model", str(run / "last.pt"), "--imgsz", "64", "--static", "--out", str(onnx)]) == 0
     printed = capsys.readouterr().out
     assert onnx.is_file() and "[ok]" in printed and "detections 100 eager / 100 exported" in printed
+
+
+def test_explain_pairs_are_predicts_detections(tmp_path):
+    """The explanation draws predict's detections: same order, scores, labels; each pair's segment
+    runs between the corners whose clipped box is predict's box; embeddings within the threshold."""
+    from sceneparse.viz.explain import render_explanation
+
+    torch.manual_seed(0)
+    model = zoo.build("cornernet_small", **SMALL).eval()
+    model.class_names = ("a", "b", "c")
+    image = _scene()[0][1]  # 48 x 64
+    expl = model.explain(image, conf=0.0, max_det=12)
+    assert [e.name for e in expl] == ["cornernet_corners", "cornernet_pairs"]
+    r = model.predict([image], conf=0.0, max_det=12)[0]
+    d = expl[1].data
+    n = len(r)
+    assert n > 0 and torch.equal(d["scores"], r.scores) and torch.equal(d["labels"], r.labels)
+    assert ((d["tl_embedding"] - d["br_embedding"]).abs() <= 0.5).all()
+    box = torch.cat([d["tl_points"], d["br_points"]], 1)
+    box = torch.stack([box[:, 0].clamp(0, 64), box[:, 1].clamp(0, 48), box[:, 2].clamp(0, 64), box[:, 3].clamp(0, 48)],
+                      1)
+    assert torch.allclose(box, r.boxes, atol=1e-4)
+    pairs, boxes = expl[1].panels
+    assert len(pairs.segments) == n and len(pairs.points) == 2 * n and len(boxes.boxes) == n
+    seg = pairs.segments[0]
+    assert seg.start == pytest.approx(tuple(d["tl_points"][0].tolist()), abs=1e-4)
+    assert seg.end == pytest.approx(tuple(d["br_points"][0].tolist()), abs=1e-4)
+    assert seg.label == f"1: e {float(d['tl_embedding'][0]):.2f} / {float(d['br_embedding'][0]):.2f}"
+    corners = expl[0].panels
+    assert len(corners) == 2 and all(len(p.points) == n for p in corners)
+    assert corners[0].overlay.values.shape == (16, 16)  # the stride-4 map of the padded 64 x 64 input
+    picture = render_explanation(expl[1])
+    assert picture.ndim == 3 and picture.shape[2] == 3 and picture.std() > 0
+    assert model.explain(image, what="pairs", conf=0.99)[0].panels[0].segments == ()

@@ -34,7 +34,8 @@ from torch import Tensor
 
 from ...ops.center_heatmaps import gaussian_radius, heatmap_peaks, splat_gaussians
 
-__all__ = ["CornerTargets", "encode_corners", "embedding_losses", "offset_loss", "decode_corners"]
+__all__ = ["CornerPairs", "CornerTargets", "encode_corners", "embedding_losses", "offset_loss", "pair_corners",
+           "decode_corners"]
 
 
 @dataclass
@@ -118,16 +119,32 @@ def _gather(maps: Tensor, ys: Tensor, xs: Tensor) -> Tensor:
     return maps.flatten(2).gather(2, pos).transpose(1, 2)
 
 
-def decode_corners(tl_heat: Tensor, br_heat: Tensor, tl_embed: Tensor, br_embed: Tensor, tl_offset: Tensor,
-                   br_offset: Tensor, stride: float, k: int = 100, max_det: int = 100, ae_threshold: float = 0.5,
-                   image_sizes: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
-    """Boxes from CornerNet's outputs: ``*_heat [B, C, h, w]`` probabilities, ``*_embed [B, 1, h, w]``,
-    ``*_offset [B, 2, h, w]`` (map units). Returns XYXY boxes ``[B, D, 4]`` in input pixels, scores
-    and labels ``[B, D]``, best first, ``D = min(max_det, k'^2)`` (``k' = min(k, C h w)``); rejected
-    pairs (other classes, not below-right, embedding distance > ``ae_threshold``) have score ``-1``
-    and come last. ``image_sizes [B, 2]`` ``(h, w)`` of the images in the padded input (optional): a
-    pair whose top-left corner lies in the padding, right of or below the image, is rejected too (its
-    box clipped to the image would be empty)."""
+@dataclass
+class CornerPairs:
+    """The ``D`` best corner pairs of each image (:func:`pair_corners`), best first, in map units.
+
+    Attributes:
+        scores: ``[B, D]`` mean of the two corner scores, ``-1`` for rejected pairs (last).
+        labels: ``[B, D]`` class of the pair (its top-left corner's).
+        tl, br: ``[B, D, 2]`` ``(x, y)`` corners on the output map (cell + offset).
+        tl_cell, br_cell: ``[B, D, 2]`` ``(x, y)`` integer peak cells.
+        tl_embedding, br_embedding: ``[B, D]`` the corners' embeddings.
+    """
+
+    scores: Tensor
+    labels: Tensor
+    tl: Tensor
+    br: Tensor
+    tl_cell: Tensor
+    br_cell: Tensor
+    tl_embedding: Tensor
+    br_embedding: Tensor
+
+
+def pair_corners(tl_heat: Tensor, br_heat: Tensor, tl_embed: Tensor, br_embed: Tensor, tl_offset: Tensor,
+                 br_offset: Tensor, stride: float, k: int = 100, max_det: int = 100, ae_threshold: float = 0.5,
+                 image_sizes: Tensor | None = None) -> CornerPairs:
+    """The pairing of :func:`decode_corners` with every number of the pairs kept (see there)."""
     tl_s, tl_c, tl_y, tl_x = heatmap_peaks(tl_heat, k)  # [B, K]
     br_s, br_c, br_y, br_x = heatmap_peaks(br_heat, k)
     tl_o, br_o = _gather(tl_offset, tl_y, tl_x), _gather(br_offset, br_y, br_x)  # [B, K, 2]
@@ -146,6 +163,24 @@ def decode_corners(tl_heat: Tensor, br_heat: Tensor, tl_embed: Tensor, br_embed:
     K1, K2 = scores.shape[1], scores.shape[2]
     best, idx = scores.flatten(1).topk(min(max_det, K1 * K2), dim=1)
     i, j = torch.div(idx, K2, rounding_mode="floor"), idx % K2
-    boxes = torch.stack([x1[:, :, 0].gather(1, i), y1[:, :, 0].gather(1, i),
-                         x2[:, 0, :].gather(1, j), y2[:, 0, :].gather(1, j)], -1)
-    return boxes * stride, best, tl_c.gather(1, i)
+    return CornerPairs(
+        best, tl_c.gather(1, i),
+        torch.stack([x1[:, :, 0].gather(1, i), y1[:, :, 0].gather(1, i)], -1),
+        torch.stack([x2[:, 0, :].gather(1, j), y2[:, 0, :].gather(1, j)], -1),
+        torch.stack([tl_x.gather(1, i), tl_y.gather(1, i)], -1), torch.stack([br_x.gather(1, j), br_y.gather(1, j)], -1),
+        tl_e.gather(1, i), br_e.gather(1, j))
+
+
+def decode_corners(tl_heat: Tensor, br_heat: Tensor, tl_embed: Tensor, br_embed: Tensor, tl_offset: Tensor,
+                   br_offset: Tensor, stride: float, k: int = 100, max_det: int = 100, ae_threshold: float = 0.5,
+                   image_sizes: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """Boxes from CornerNet's outputs: ``*_heat [B, C, h, w]`` probabilities, ``*_embed [B, 1, h, w]``,
+    ``*_offset [B, 2, h, w]`` (map units). Returns XYXY boxes ``[B, D, 4]`` in input pixels, scores
+    and labels ``[B, D]``, best first, ``D = min(max_det, k'^2)`` (``k' = min(k, C h w)``); rejected
+    pairs (other classes, not below-right, embedding distance > ``ae_threshold``) have score ``-1``
+    and come last. ``image_sizes [B, 2]`` ``(h, w)`` of the images in the padded input (optional): a
+    pair whose top-left corner lies in the padding, right of or below the image, is rejected too (its
+    box clipped to the image would be empty)."""
+    p = pair_corners(tl_heat, br_heat, tl_embed, br_embed, tl_offset, br_offset, stride, k, max_det, ae_threshold,
+                     image_sizes)
+    return torch.cat([p.tl, p.br], -1) * stride, p.scores, p.labels

@@ -32,7 +32,7 @@ from ..backbones.hourglass import StackedHourglass
 from ..base import InferenceSettings, ModelInfo, SceneModel
 from ..preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessor
 from ..targets import checked_box_targets
-from .codec import decode_corners, embedding_losses, encode_corners, offset_loss
+from .codec import CornerPairs, embedding_losses, encode_corners, offset_loss, pair_corners
 
 __all__ = ["CornerNet", "CornerNetGraph", "CornerNetRaw", "CornerPoolModule", "CornerBranch"]
 
@@ -214,13 +214,18 @@ class CornerNet(SceneModel):
                 "loss_push": self.push_weight * push / S, "loss_offset": self.offset_weight * off / S}
 
     # ---- inference --------------------------------------------------------------------------------
-    def _detect(self, raw: CornerNetRaw, max_det: int) -> tuple[Tensor, Tensor, Tensor]:
-        """Decode the last stack; pairs starting in the padding of an image are rejected."""
+    def pairs(self, raw: CornerNetRaw, max_det: int) -> CornerPairs:
+        """The corner pairs of the last stack (:func:`~.codec.pair_corners`); pairs starting in the
+        padding of an image are rejected."""
         dev = raw.tl_heatmap[-1].device
         sizes = [torch.stack([torch.as_tensor(h), torch.as_tensor(w)]) for h, w in raw.image_sizes]
-        return decode_corners(raw.tl_heatmap[-1].sigmoid(), raw.br_heatmap[-1].sigmoid(), raw.tl_embedding[-1],
-                              raw.br_embedding[-1], raw.tl_offset[-1], raw.br_offset[-1], raw.stride, self.topk,
-                              max_det, self.ae_threshold, torch.stack(sizes).to(dev))
+        return pair_corners(raw.tl_heatmap[-1].sigmoid(), raw.br_heatmap[-1].sigmoid(), raw.tl_embedding[-1],
+                            raw.br_embedding[-1], raw.tl_offset[-1], raw.br_offset[-1], raw.stride, self.topk,
+                            max_det, self.ae_threshold, torch.stack(sizes).to(dev))
+
+    def _detect(self, raw: CornerNetRaw, max_det: int) -> tuple[Tensor, Tensor, Tensor]:
+        p = self.pairs(raw, max_det)
+        return torch.cat([p.tl, p.br], -1) * raw.stride, p.scores, p.labels
 
     def postprocess(self, raw: CornerNetRaw, batch: ImageBatch, max_det: int | None = None) -> list[Instances]:
         """The best ``max_det`` valid corner pairs -> :class:`Instances` in original pixels (boxes
@@ -243,6 +248,23 @@ class CornerNet(SceneModel):
 
     def export_graph(self) -> "CornerNetGraph":
         return CornerNetGraph(self)
+
+    # ---- explanation pictures (.explain) ---------------------------------------------------------
+    def explain_views(self) -> tuple[str, ...]:
+        """``corners`` (the two corner heatmaps and the corners of the detections) and ``pairs`` (each
+        detection's two corners joined, with their embeddings)."""
+        from .explain import CORNERNET_VIEWS
+
+        return CORNERNET_VIEWS
+
+    def explain_options(self) -> tuple[str, ...]:
+        """``conf`` / ``max_det`` / ``imgsz``: as :meth:`predict` (the pairs drawn are its detections)."""
+        return ("conf", "max_det", "imgsz")
+
+    def explain_view(self, view: str, image: Tensor, **options) -> list:
+        from .explain import cornernet_explanation
+
+        return cornernet_explanation(self, view, image, **options)
 
 
 class CornerNetGraph(nn.Module):
