@@ -29,6 +29,7 @@ examples:
   sceneparse predict --model best.pt --source data/synth/images/val \\
       --ann data/synth/annotations/instances_val.json --no-save-images
   sceneparse eval --gt data/synth/annotations/instances_val.json --pred runs/predict/predictions.json --type bbox
+  sceneparse predict --model pose.pt --det det.pt --source photos/   # person boxes -> top-down pose
   sceneparse predict --model unet.pt --source data/synth/images/val --out runs/sem
   sceneparse eval --gt data/synth/semantic/val --pred runs/sem/labels --type semantic --num-classes 12
 """
@@ -62,6 +63,11 @@ def register(subparsers) -> None:
     p.add_argument("--imgsz", type=int, default=None, metavar="PX",
                    help="longer side of the network input, as in train --imgsz (default: the model's); "
                         "results stay in image pixels")
+    p.add_argument("--det", default=None, metavar="CKPT",
+                   help="detector checkpoint whose boxes feed a model that takes boxes (top-down pose: its person "
+                        "detections; every class if none is named like the model's box class)")
+    p.add_argument("--det-conf", type=float, default=None, metavar="X",
+                   help="with --det: keep detections with score > X (default: the detector's)")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, ... (default auto)")
     p.add_argument("--ann", metavar="COCO.json", help="COCO JSON whose image ids to use (matched by file name)")
     p.add_argument("--no-save-images", dest="save_images", action="store_false", help="do not draw the results")
@@ -82,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
 
     predictor = Predictor(args.model, device=args.device, batch_size=args.batch, conf=args.conf, imgsz=args.imgsz,
                           iou=args.iou, max_det=args.max_det,
-                          workers=args.workers, tile=args.tile, tile_overlap=args.tile_overlap)
+                          workers=args.workers, tile=args.tile, tile_overlap=args.tile_overlap,
+                          det=args.det, det_conf=args.det_conf)
     print(f"{predictor}", file=sys.stderr)
     summary = predictor.run(args.source, args.out, save_json=args.save_json, save_images=args.save_images,
                             ann=args.ann, recursive=args.recursive, image_format=args.image_format,

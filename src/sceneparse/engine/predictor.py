@@ -465,12 +465,18 @@ class Predictor:
             models): sliding-window inference on ``tile x tile`` windows (of the preprocessed image)
             overlapping by ``tile_overlap``, logits averaged where they overlap -- for images larger
             than the training size, with bounded memory.
+        det: a detector (checkpoint path, :class:`LoadedModel` or model with instance results) whose
+            boxes feed a model that takes boxes (:attr:`ModelInfo.box_input`, e.g. ``"person"`` for
+            top-down pose): its detections of the class of that name (every class when it has none so
+            named) with ``score > det_conf`` (``None``: the detector's default) go to the model's
+            ``predict(boxes=, box_scores=)``, one detector pass per batch.
     """
 
     def __init__(self, model: "str | os.PathLike | LoadedModel | nn.Module", *, device: str | torch.device = "auto",
                  batch_size: int = 4, conf: float | None = None, categories: Sequence[dict] | None = None,
                  imgsz: int | tuple[int, int] | None = None, workers: int = 2, tile: int | None = None,
-                 tile_overlap: float = 1 / 3, iou: float | None = None, max_det: int | None = None):
+                 tile_overlap: float = 1 / 3, iou: float | None = None, max_det: int | None = None,
+                 det: "str | os.PathLike | LoadedModel | nn.Module | None" = None, det_conf: float | None = None):
         self.device = _pick_device(device)
         if int(batch_size) < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
@@ -523,7 +529,45 @@ class Predictor:
             raise ConfigError(f"tile_overlap must lie in [0, 1), got {tile_overlap}")
         self.tile = None if tile is None else int(tile)
         self.tile_overlap = float(tile_overlap)
+        self.detector, self.det_label, self.det_conf = self._load_detector(det, det_conf)
         self.model.eval()
+
+    def _load_detector(self, det: Any, det_conf: float | None) -> tuple[Any, int | None, float | None]:
+        """``(detector model, label of the box_input class or None for all, conf)`` for ``det``, or Nones."""
+        if det is None:
+            if det_conf is not None:
+                raise ConfigError("det_conf was given without a detector (det)")
+            return None, None, None
+        box_class = self.info.box_input
+        if box_class is None:
+            raise ConfigError(f"a detector (--det) feeds models that take boxes; this {self.task} model takes none "
+                              "(its ModelInfo.box_input is None)")
+        if _is_pathlike(det):
+            det = model_from_checkpoint(det, self.device)
+        if isinstance(det, LoadedModel):
+            model, names = det.model, [str(c.get("name", c.get("id"))) for c in det.categories]
+        elif isinstance(det, SceneModel):
+            model, names = det, list(model_info(det).class_names)
+        else:
+            raise ConfigError("det must be a checkpoint path, a LoadedModel or a sceneparse model (SceneModel), "
+                              f"got {type(det).__name__}")
+        info = model_info(model)
+        if info.result != "instances" or "bbox" not in info.iou_types:
+            raise ConfigError(f"the detector (--det) must give boxes; it is a {info.task} model")
+        model.settings(det_conf)  # range check
+        label = names.index(box_class) if box_class in names else None
+        if label is None:
+            warnings.warn(f"the detector has no class named {box_class!r} (classes {names}); all its detections "
+                          "are used as boxes", stacklevel=3)
+        return model.to(self.device).eval(), label, None if det_conf is None else float(det_conf)
+
+    def detector_boxes(self, images: Sequence[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The detector's boxes and scores per image (of the :attr:`ModelInfo.box_input` class)."""
+        with torch.no_grad():
+            dets = self.detector.predict(images, conf=self.det_conf)
+        keep = [torch.ones(len(d), dtype=torch.bool, device=d.boxes.device) if self.det_label is None
+                else d.labels == self.det_label for d in dets]
+        return [d.boxes[k] for d, k in zip(dets, keep)], [d.scores[k] for d, k in zip(dets, keep)]
 
     # ---- properties -------------------------------------------------------------------------
     @property
@@ -537,9 +581,10 @@ class Predictor:
 
     def __repr__(self) -> str:
         name = self.config.get("model", {}).get("name") if self.config else type(self.model).__name__
+        det = "" if self.detector is None else f", det={type(self.detector).__name__}, det_conf={self.det_conf}"
         return (f"Predictor({name!r}, task={self.task!r}, classes={len(self.categories)}, device={str(self.device)!r}, "
                 f"batch_size={self.batch_size}, conf={self.conf}, iou={self.iou}, max_det={self.max_det}, "
-                f"imgsz={self.imgsz})")
+                f"imgsz={self.imgsz}{det})")
 
     # ---- prediction -----------------------------------------------------------------------------
     def predict_tensors(self, images: Sequence[torch.Tensor]) -> list:
@@ -547,9 +592,12 @@ class Predictor:
         out = []
         for s in range(0, len(images), self.batch_size):
             chunk = [im.to(self.device, non_blocking=True) for im in images[s:s + self.batch_size]]
+            options = dict(self.options)
+            if self.detector is not None:
+                options["boxes"], options["box_scores"] = self.detector_boxes(chunk)
             with torch.no_grad():
                 res = self.model.predict(chunk, conf=self.conf, iou=self.iou, max_det=self.max_det, imgsz=self.imgsz,
-                                         **self.options)
+                                         **options)
             out += [r.to("cpu") for r in res]
         return out
 

@@ -135,6 +135,9 @@ class ModelInfo:
             ``prompts`` for promptable models).
         export_outputs: names of the tensors :meth:`SceneModel.export_graph` returns, in order.
         mask_threshold: probability above which a mask pixel is on (instance results with masks).
+        box_input: the class (by name) whose boxes the model's ``predict(boxes=[Tensor[M_i, 4]],
+            box_scores=[Tensor[M_i]])`` takes from a detector, e.g. ``"person"`` for top-down pose
+            models (``sceneparse predict --det DET.pt`` chains them); ``None``: it takes no boxes.
     """
 
     task: str
@@ -152,6 +155,7 @@ class ModelInfo:
     mask_threshold: float = 0.5
     ignore_index: int | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    box_input: str | None = None
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:

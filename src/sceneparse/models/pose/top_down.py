@@ -38,8 +38,8 @@ from ..preprocess import IMAGENET_MEAN, IMAGENET_STD
 from ..zoo import register
 from .affine import apply_affines, box_to_center_size, crop_affines, invert_affines, warp_crops
 
-__all__ = ["SIMPLEBASELINE_KEY_RULES", "DeconvHead", "PersonCrops", "SimpleBaseline", "simplebaseline_resnet18",
-           "simplebaseline_resnet50"]
+__all__ = ["SIMPLEBASELINE_KEY_RULES", "DeconvHead", "HeatmapTopDown", "PersonCrops", "SimpleBaseline", "TopDownPose",
+           "simplebaseline_resnet18", "simplebaseline_resnet50"]
 
 
 #: released SimpleBaseline / mmpose key -> this model's key
@@ -106,63 +106,64 @@ class PersonCrops:
         return int(self.tensor.shape[0])
 
 
-class SimpleBaseline(SceneModel):
-    """Top-down pose model (see the module docstring).
+class TopDownPose(SceneModel):
+    """The top-down pipeline every single-person pose model shares (SimpleBaseline, DeepPose, CPM,
+    Stacked Hourglass): person boxes -> affine crops (:mod:`.affine`) -> the network -> keypoints in the
+    crop -> image pixels through the inverse affine -> :class:`Instances` per image.
+
+    A subclass builds its network and implements two hooks:
+
+    * :meth:`crop_losses` ``(images, crops, keypoints) -> dict[str, Tensor]``: the training losses of
+      the person ``crops`` whose keypoints (crop px, left/right swapped in mirrored crops) are given;
+    * :meth:`estimate` ``(images, crops, flip_test, decode) -> (xy [M, K, 2] crop px, scores [M, K])``.
+
+    Everything else -- which people train, the crops and their augmentation, where the boxes come from at
+    prediction (``boxes=`` / ``box_scores=``, the ``detector`` checkpoint, or the whole image), the
+    rescoring, results and the exported graph -- lives here once.
 
     Args:
-        backbone: a :class:`ResNetBackbone` returning its last stage (stride 32).
         num_classes: must be 1 (person).
-        input_size: ``(H_in, W_in)`` of the crops (heatmaps are 4x smaller).
+        input_size: ``(H_in, W_in)`` of the crops, positive multiples of ``size_multiple``.
         keypoint_set: the keypoint layout (default COCO's 17).
-        sigma: Gaussian sigma of the targets in heatmap cells (``None``: 2 at 64 x 48, scaled with the height).
-        padding: box enlargement (1.25 in the paper).
-        scale_jitter, rotation, rotation_prob, flip_prob: training augmentation of the crops (the
-            paper: scale +-30 %, rotation +-40 degrees, flip); set to 0 for deterministic training.
-        decode: ``argmax`` (quarter shift, the paper), ``dark`` or ``integral``; ``flip_test``: average
-            with the mirrored crop's heatmaps at test time.
-        detector: path of a sceneparse checkpoint whose detections give the person boxes at prediction
-            when none are passed; ``detector_conf``: their score threshold.
+        padding: box enlargement (1.25 as SimpleBaseline).
+        scale_jitter, rotation, rotation_prob, flip_prob: training augmentation of the crops (scale
+            +-``scale_jitter``, rotation +-``rotation`` degrees with probability ``rotation_prob``,
+            mirroring with ``flip_prob``); 0 for deterministic training.
+        flip_test: average with the mirrored crop's estimate at test time.
+        detector, detector_conf: a sceneparse checkpoint whose detections give the person boxes when
+            :meth:`predict` gets none, and their score threshold.
+        size_multiple: what the crop sides must be multiples of (the network's stride).
     """
 
-    def __init__(self, backbone: ResNetBackbone, num_classes: int = 1, *, input_size: Sequence[int] = (256, 192),
-                 keypoint_set: KeypointSet = COCO_PERSON, sigma: float | None = None, padding: float = 1.25,
-                 scale_jitter: float = 0.3, rotation: float = 40.0, rotation_prob: float = 0.6,
-                 flip_prob: float = 0.5, decode: str = "argmax", flip_test: bool = True,
-                 detector: str | None = None, detector_conf: float = 0.3, deconv_channels: int = 256):
+    #: keyword options of :meth:`predict` (:attr:`ModelInfo.options`)
+    predict_options: tuple[str, ...] = ("boxes", "box_scores", "flip_test")
+    #: names of the training losses (a batch without people returns zeros under the same names)
+    loss_names: tuple[str, ...] = ()
+
+    def __init__(self, num_classes: int = 1, *, input_size: Sequence[int] = (256, 192),
+                 keypoint_set: KeypointSet = COCO_PERSON, padding: float = 1.25, scale_jitter: float = 0.3,
+                 rotation: float = 40.0, rotation_prob: float = 0.6, flip_prob: float = 0.5, flip_test: bool = True,
+                 detector: str | None = None, detector_conf: float = 0.3, size_multiple: int = 32):
         super().__init__()
+        name = type(self).__name__
         if num_classes != 1:
-            raise ConfigError(f"SimpleBaseline estimates the pose of one class (person), got num_classes={num_classes}")
-        if decode not in keypoint_codec.DECODERS:
-            raise ConfigError(f"decode must be one of {keypoint_codec.DECODERS}, got {decode!r}")
+            raise ConfigError(f"{name} estimates the pose of one class (person), got num_classes={num_classes}")
         h, w = (int(v) for v in input_size)
-        if h % 32 or w % 32 or h <= 0 or w <= 0:
-            raise ConfigError(f"input_size must be positive multiples of 32 (the trunk's stride), got {input_size}")
+        if h % size_multiple or w % size_multiple or h <= 0 or w <= 0:
+            raise ConfigError(f"input_size must be positive multiples of {size_multiple} (the network's stride), "
+                              f"got {input_size}")
         self.num_classes = 1
-        self.backbone = backbone
-        self.head = DeconvHead(backbone.out_channels[-1], keypoint_set.num_keypoints, deconv_channels)
         self.input_size = (h, w)
-        self.stride = 4
-        self.heatmap_size = (h // 4, w // 4)
         self.keypoint_set = keypoint_set
-        self.sigma = keypoint_codec.sigma_for(self.heatmap_size) if sigma is None else float(sigma)
         self.padding = float(padding)
         self.scale_jitter, self.rotation, self.rotation_prob, self.flip_prob = \
             float(scale_jitter), float(rotation), float(rotation_prob), float(flip_prob)
-        self.decode = decode
         self.flip_test = bool(flip_test)
         self.detector_path = None if detector is None else os.fspath(detector)
         self.detector_conf = float(detector_conf)
         self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(3, 1, 1), persistent=False)
         self._detector: Any = None  # built on first use, never part of this model's state dict
-
-    @staticmethod
-    def torchvision_key_rules():
-        """Key rules for foreign state dicts (the zoo applies them to non-sceneparse checkpoints): the
-        paper's released ``pose_resnet_*.pth`` (``conv1.*``, ``layer3.*``, ``deconv_layers.*``,
-        ``final_layer.*``) and mmpose's (``backbone.layer1.*``, ``keypoint_head.deconv_layers.*``) load
-        into ``backbone.trunk.*`` / ``head.*``."""
-        return SIMPLEBASELINE_KEY_RULES
 
     # ---- contract ---------------------------------------------------------------------------------
     @property
@@ -172,12 +173,8 @@ class SimpleBaseline(SceneModel):
                          keypoints=self.keypoint_set,
                          size=SizePolicy((self.input_size[0],), max(self.input_size), 1, self.input_size,
                                          IMAGENET_MEAN, IMAGENET_STD),
-                         conf=0.0, iou=0.5, max_det=100, options=("boxes", "flip_test", "decode"),
-                         export_outputs=_WholeImageGraph.output_names)
-
-    def forward(self, crops: Tensor) -> Tensor:
-        """``crops [M, 3, H_in, W_in]`` (normalised) -> heatmaps ``[M, K, H_in / 4, W_in / 4]``."""
-        return self.head(self.backbone(crops)[-1])
+                         conf=0.0, iou=0.5, max_det=100, options=self.predict_options,
+                         export_outputs=_WholeImageGraph.output_names, box_input="person")
 
     def crop(self, images: Sequence[Tensor], boxes: Sequence[Tensor], box_scores: Sequence[Tensor] | None = None,
              *, augment: bool = False) -> PersonCrops:
@@ -186,6 +183,9 @@ class SimpleBaseline(SceneModel):
         dev = self.pixel_mean.device
         if len(boxes) != len(images):
             raise ConfigError(f"boxes: one [M, 4] tensor per image expected, got {len(boxes)} for {len(images)} images")
+        if box_scores is not None and len(box_scores) != len(images):
+            raise ConfigError(f"box_scores: one [M] tensor per image expected, got {len(box_scores)} for "
+                              f"{len(images)} images")
         H, W = self.input_size
         tensors, affines, index, all_boxes, all_scores, flips, sizes = [], [], [], [], [], [], []
         for i, (im, b) in enumerate(zip(images, boxes)):
@@ -202,7 +202,7 @@ class SimpleBaseline(SceneModel):
                                   self.rotation * (2 * torch.rand(m, device=dev) - 1), torch.zeros(m, device=dev))
                 flip = torch.rand(m, device=dev) < self.flip_prob
             a = crop_affines(c, s, self.input_size, rot, flip)
-            x = (im.to(dev).float() - self.pixel_mean) / self.pixel_std
+            x = self.normalize(im)
             tensors.append(warp_crops(x, a, self.input_size))
             affines.append(a)
             index.append(torch.full((m,), i, dtype=torch.long, device=dev))
@@ -218,6 +218,10 @@ class SimpleBaseline(SceneModel):
         return PersonCrops(torch.cat(tensors), torch.cat(affines), torch.cat(index), torch.cat(all_boxes),
                            torch.cat(all_scores), sizes, torch.cat(flips))
 
+    def normalize(self, image: Tensor) -> Tensor:
+        """One ``[3, H, W]`` image in ``[0, 1]`` -> ImageNet-normalised, on the model's device."""
+        return (image.to(self.pixel_mean.device).float() - self.pixel_mean) / self.pixel_std
+
     def targets_to_crops(self, targets: Sequence[Target], crops: PersonCrops, people: Sequence[Tensor]) -> Tensor:
         """Keypoints ``[M, K, 3]`` of the cropped people (``people[i]``: their indices in target ``i``) in
         the crop frame; channels of mirrored crops swapped left/right."""
@@ -231,17 +235,10 @@ class SimpleBaseline(SceneModel):
         flip_index = torch.as_tensor(self.keypoint_set.flip_index, device=dev)
         return torch.where(crops.flipped[:, None, None], out[:, flip_index], out)
 
-    def loss(self, heatmaps: Tensor, keypoints: Tensor) -> dict[str, Tensor]:
-        """SimpleBaseline's ``JointsMSELoss``: ``0.5 * mean((w (pred - target))^2)`` over people, keypoints
-        and cells, with the Gaussian targets and weights of ``keypoints [M, K, 3]`` (crop px)."""
-        target, weight = keypoint_codec.encode(keypoints, self.heatmap_size, self.stride, self.sigma)
-        diff = (heatmaps - target) * weight[..., None, None]
-        return {"loss_heatmap": 0.5 * diff.pow(2).mean()}
-
-    def training_losses(self, images: Sequence[Tensor], targets: Sequence[Target]) -> dict[str, Tensor]:
-        """Crop every non-crowd person of the targets with at least one labelled keypoint (augmented in
-        training mode), run the network and return :meth:`loss`. A batch without such people gives a zero
-        loss that still reaches every parameter."""
+    @staticmethod
+    def training_people(targets: Sequence[Target]) -> tuple[list[Tensor], list[Tensor]]:
+        """The people each target trains on (indices) and their boxes: non-crowd instances with a
+        positive-size box and at least one labelled keypoint."""
         people, boxes = [], []
         for t in targets:
             inst = t.instances
@@ -257,26 +254,35 @@ class SimpleBaseline(SceneModel):
             p = torch.where(ok)[0]
             people.append(p)
             boxes.append(inst.boxes[p])
+        return people, boxes
+
+    def training_losses(self, images: Sequence[Tensor], targets: Sequence[Target]) -> dict[str, Tensor]:
+        """Crop every person of :meth:`training_people` (augmented in training mode) and return
+        :meth:`crop_losses`. A batch without such people gives zero losses that still reach every
+        parameter."""
+        people, boxes = self.training_people(targets)
         crops = self.crop(images, boxes, augment=self.training)
         if len(crops) == 0:
-            return {"loss_heatmap": sum(p.sum() * 0.0 for p in self.parameters() if p.requires_grad)}
+            zero = sum(p.sum() * 0.0 for p in self.parameters() if p.requires_grad)
+            return {name: zero for name in self.loss_names}
         keypoints = self.targets_to_crops(targets, crops, people)
-        return self.loss(self(crops.tensor), keypoints)
+        return self.crop_losses(images, crops, keypoints)
 
-    def heatmaps(self, crops: PersonCrops, flip_test: bool) -> Tensor:
-        """The network's heatmaps of ``crops``, averaged with those of the mirrored crops if ``flip_test``
-        (continuous frame: the plain mirror is exact, no one-cell shift; :mod:`sceneparse.ops.keypoint_codec`)."""
-        maps = self(crops.tensor)
-        if flip_test:
-            maps = keypoint_codec.flip_test(maps, self(crops.tensor.flip(3)), self.keypoint_set.flip_index)
-        return maps
+    def crop_losses(self, images: Sequence[Tensor], crops: PersonCrops, keypoints: Tensor) -> dict[str, Tensor]:
+        """The losses of ``crops`` with ``keypoints [M, K, 3]`` in the crop frame (subclasses)."""
+        raise NotImplementedError
 
-    def postprocess(self, heatmaps: Tensor, crops: PersonCrops, decode: str | None = None) -> list[Instances]:
-        """Decode ``heatmaps [M, K, h, w]`` of ``crops``, map the keypoints to image px (inverse affine) and
-        group them per image: :class:`Instances` with ``boxes`` (the person boxes), ``labels`` 0, ``scores``,
-        ``keypoints [N, K, 3]`` (``v = 1``) and ``keypoint_scores`` (heatmap peak values)."""
-        kp, kscores = keypoint_codec.decode(heatmaps, self.stride, decode or self.decode)
-        xy = apply_affines(invert_affines(crops.affines), kp[..., :2]) if len(crops) else kp[..., :2]
+    def estimate(self, images: Sequence[Tensor], crops: PersonCrops, flip_test: bool,
+                 decode: str | None = None) -> tuple[Tensor, Tensor]:
+        """Keypoints ``[M, K, 2]`` (crop px) and their scores ``[M, K]`` of ``crops`` (subclasses)."""
+        raise NotImplementedError
+
+    def to_instances(self, crops: PersonCrops, xy: Tensor, kscores: Tensor) -> list[Instances]:
+        """Keypoints ``xy [M, K, 2]`` (crop px) and scores ``[M, K]`` of ``crops`` -> image px (inverse
+        affine), grouped per image: :class:`Instances` with ``boxes`` (the person boxes), ``labels`` 0,
+        ``scores`` (box score x the mean keypoint score above 0.2, all of them where none is above:
+        SimpleBaseline's rescoring), ``keypoints [N, K, 3]`` (``v = 1``) and ``keypoint_scores``."""
+        xy = apply_affines(invert_affines(crops.affines), xy) if len(crops) else xy
         keypoints = torch.cat([xy, torch.ones_like(xy[..., :1])], dim=2)
         good = kscores > 0.2
         mean_good = torch.where(good.any(1), (kscores * good).sum(1) / good.sum(1).clamp(min=1), kscores.mean(1))
@@ -291,18 +297,19 @@ class SimpleBaseline(SceneModel):
         return out
 
     def infer(self, images: list[Tensor], settings: InferenceSettings, *, boxes: Sequence[Tensor] | None = None,
-              flip_test: bool | None = None, decode: str | None = None) -> list[Instances]:
-        """Predict with person ``boxes`` (one ``[M_i, 4]`` per image), else the detector's boxes, else the
-        whole image (module docstring). ``flip_test`` / ``decode`` override the model's settings."""
-        if decode is not None and decode not in keypoint_codec.DECODERS:
-            raise ConfigError(f"decode must be one of {keypoint_codec.DECODERS}, got {decode!r}")
-        box_scores = None
+              box_scores: Sequence[Tensor] | None = None, flip_test: bool | None = None,
+              decode: str | None = None) -> list[Instances]:
+        """Predict with person ``boxes`` (one ``[M_i, 4]`` per image, image px; ``box_scores`` one ``[M_i]``
+        per image, default 1), else the detector's boxes, else the whole image. ``flip_test`` / ``decode``
+        override the model's settings."""
+        if box_scores is not None and boxes is None:
+            raise ConfigError("box_scores were given without boxes")
         if boxes is None:
             boxes, box_scores = self.person_boxes(images)
         with torch.no_grad():
             crops = self.crop(images, boxes, box_scores)
-            maps = self.heatmaps(crops, self.flip_test if flip_test is None else bool(flip_test))
-            results = self.postprocess(maps, crops, decode)
+            xy, kscores = self.estimate(images, crops, self.flip_test if flip_test is None else bool(flip_test), decode)
+            results = self.to_instances(crops, xy, kscores)
         return [apply_settings(r, settings) for r in results]
 
     # ---- person boxes without ground truth --------------------------------------------------------
@@ -360,19 +367,132 @@ class SimpleBaseline(SceneModel):
         ``scores [1]``, ``labels [1]``, ``keypoints [1, K, 3]``, ``keypoint_scores [1, K]``. Crop, network
         (with the flip test if set), decoding and the inverse affine are all inside the graph."""
         if self.detector_path is not None:
-            raise ExportError("a SimpleBaseline with a detector= checkpoint runs two models; export the detector "
-                              "and this model (whole-image crops) separately", model=type(self).__name__)
+            raise ExportError(f"a {type(self).__name__} with a detector= checkpoint runs two models; export the "
+                              "detector and this model (whole-image crops) separately", model=type(self).__name__)
         return _WholeImageGraph(self)
 
 
+class HeatmapTopDown(TopDownPose):
+    """A top-down model whose network ends in ``K`` heatmaps at ``stride`` (SimpleBaseline, CPM, Stacked
+    Hourglass): Gaussian targets (:func:`sceneparse.ops.keypoint_codec.encode`, sigma in cells), flip
+    test on the maps, decoding by the codec (``argmax`` with the quarter shift, ``dark``, ``integral``).
+
+    Subclasses implement ``forward`` and, when ``forward`` returns more than the final maps (stages,
+    stacks), :meth:`final_heatmaps`.
+
+    Args (beyond :class:`TopDownPose`'s):
+        stride: input px per heatmap cell.
+        sigma: target Gaussian sigma in cells (``None``: :func:`~sceneparse.ops.keypoint_codec.sigma_for`).
+        decode: the decoder of :meth:`estimate` (``predict(decode=)`` overrides it).
+    """
+
+    predict_options = ("boxes", "box_scores", "flip_test", "decode")
+
+    def __init__(self, num_classes: int = 1, *, stride: int = 4, sigma: float | None = None, decode: str = "argmax",
+                 **kwargs: Any):
+        if decode not in keypoint_codec.DECODERS:
+            raise ConfigError(f"decode must be one of {keypoint_codec.DECODERS}, got {decode!r}")
+        super().__init__(num_classes, **kwargs)
+        h, w = self.input_size
+        self.stride = int(stride)
+        self.heatmap_size = (h // self.stride, w // self.stride)
+        self.sigma = keypoint_codec.sigma_for(self.heatmap_size) if sigma is None else float(sigma)
+        self.decode = decode
+
+    def final_heatmaps(self, crops: Tensor) -> Tensor:
+        """The maps ``[M, K, h, w]`` that are decoded (default: ``forward``'s output)."""
+        return self(crops)
+
+    def heatmaps(self, crops: PersonCrops, flip_test: bool) -> Tensor:
+        """The network's heatmaps of ``crops``, averaged with those of the mirrored crops if ``flip_test``
+        (continuous frame: the plain mirror is exact, no one-cell shift; :mod:`sceneparse.ops.keypoint_codec`)."""
+        maps = self.final_heatmaps(crops.tensor)
+        if flip_test:
+            maps = keypoint_codec.flip_test(maps, self.final_heatmaps(crops.tensor.flip(3)),
+                                            self.keypoint_set.flip_index)
+        return maps
+
+    def postprocess(self, heatmaps: Tensor, crops: PersonCrops, decode: str | None = None) -> list[Instances]:
+        """Decode ``heatmaps [M, K, h, w]`` of ``crops``, map the keypoints to image px (inverse affine) and
+        group them per image (:meth:`TopDownPose.to_instances`; keypoint scores are the heatmap peaks)."""
+        kp, kscores = keypoint_codec.decode(heatmaps, self.stride, decode or self.decode)
+        return self.to_instances(crops, kp[..., :2], kscores)
+
+    def estimate(self, images: Sequence[Tensor], crops: PersonCrops, flip_test: bool,
+                 decode: str | None = None) -> tuple[Tensor, Tensor]:
+        if decode is not None and decode not in keypoint_codec.DECODERS:
+            raise ConfigError(f"decode must be one of {keypoint_codec.DECODERS}, got {decode!r}")
+        kp, kscores = keypoint_codec.decode(self.heatmaps(crops, flip_test), self.stride, decode or self.decode)
+        return kp[..., :2], kscores
+
+    def heatmap_loss(self, heatmaps: Tensor, keypoints: Tensor) -> Tensor:
+        """SimpleBaseline's ``JointsMSELoss``: ``0.5 * mean((w (pred - target))^2)`` over people, keypoints
+        and cells, with the Gaussian targets and weights of ``keypoints [M, K, 3]`` (crop px)."""
+        target, weight = keypoint_codec.encode(keypoints, self.heatmap_size, self.stride, self.sigma)
+        diff = (heatmaps - target) * weight[..., None, None]
+        return 0.5 * diff.pow(2).mean()
+
+
+class SimpleBaseline(HeatmapTopDown):
+    """Top-down pose model (see the module docstring).
+
+    Args:
+        backbone: a :class:`ResNetBackbone` returning its last stage (stride 32).
+        num_classes: must be 1 (person).
+        input_size: ``(H_in, W_in)`` of the crops (heatmaps are 4x smaller).
+        keypoint_set: the keypoint layout (default COCO's 17).
+        sigma: Gaussian sigma of the targets in heatmap cells (``None``: 2 at 64 x 48, scaled with the height).
+        padding: box enlargement (1.25 in the paper).
+        scale_jitter, rotation, rotation_prob, flip_prob: training augmentation of the crops (the
+            paper: scale +-30 %, rotation +-40 degrees, flip); set to 0 for deterministic training.
+        decode: ``argmax`` (quarter shift, the paper), ``dark`` or ``integral``; ``flip_test``: average
+            with the mirrored crop's heatmaps at test time.
+        detector: path of a sceneparse checkpoint whose detections give the person boxes at prediction
+            when none are passed; ``detector_conf``: their score threshold.
+    """
+
+    loss_names = ("loss_heatmap",)
+
+    def __init__(self, backbone: ResNetBackbone, num_classes: int = 1, *, input_size: Sequence[int] = (256, 192),
+                 keypoint_set: KeypointSet = COCO_PERSON, sigma: float | None = None, padding: float = 1.25,
+                 scale_jitter: float = 0.3, rotation: float = 40.0, rotation_prob: float = 0.6,
+                 flip_prob: float = 0.5, decode: str = "argmax", flip_test: bool = True,
+                 detector: str | None = None, detector_conf: float = 0.3, deconv_channels: int = 256):
+        super().__init__(num_classes, stride=4, sigma=sigma, decode=decode, input_size=input_size,
+                         keypoint_set=keypoint_set, padding=padding, scale_jitter=scale_jitter, rotation=rotation,
+                         rotation_prob=rotation_prob, flip_prob=flip_prob, flip_test=flip_test, detector=detector,
+                         detector_conf=detector_conf, size_multiple=32)
+        self.backbone = backbone
+        self.head = DeconvHead(backbone.out_channels[-1], keypoint_set.num_keypoints, deconv_channels)
+
+    @staticmethod
+    def torchvision_key_rules():
+        """Key rules for foreign state dicts (the zoo applies them to non-sceneparse checkpoints): the
+        paper's released ``pose_resnet_*.pth`` (``conv1.*``, ``layer3.*``, ``deconv_layers.*``,
+        ``final_layer.*``) and mmpose's (``backbone.layer1.*``, ``keypoint_head.deconv_layers.*``) load
+        into ``backbone.trunk.*`` / ``head.*``."""
+        return SIMPLEBASELINE_KEY_RULES
+
+    def forward(self, crops: Tensor) -> Tensor:
+        """``crops [M, 3, H_in, W_in]`` (normalised) -> heatmaps ``[M, K, H_in / 4, W_in / 4]``."""
+        return self.head(self.backbone(crops)[-1])
+
+    def loss(self, heatmaps: Tensor, keypoints: Tensor) -> dict[str, Tensor]:
+        """:meth:`HeatmapTopDown.heatmap_loss` as ``loss_heatmap``."""
+        return {"loss_heatmap": self.heatmap_loss(heatmaps, keypoints)}
+
+    def crop_losses(self, images: Sequence[Tensor], crops: PersonCrops, keypoints: Tensor) -> dict[str, Tensor]:
+        return self.loss(self(crops.tensor), keypoints)
+
+
 class _WholeImageGraph(nn.Module):
-    """:meth:`SimpleBaseline.export_graph`: image -> the pose of the one person filling it."""
+    """:meth:`TopDownPose.export_graph`: image -> the pose of the one person filling it."""
 
     output_names = ("boxes", "scores", "labels", "keypoints", "keypoint_scores")
     batched = False
     min_opset = (16, "the affine person crop is a GridSample (ONNX opset 16)")
 
-    def __init__(self, model: SimpleBaseline):
+    def __init__(self, model: TopDownPose):
         super().__init__()
         self.model = model
 
@@ -386,7 +506,8 @@ class _WholeImageGraph(nn.Module):
         x = (image.float() - m.pixel_mean) / m.pixel_std
         crops = PersonCrops(warp_crops(x, a, m.input_size), a, torch.zeros(1, dtype=torch.long), box,
                             torch.ones(1), [(0, 0)], torch.zeros(1, dtype=torch.bool))
-        r = m.postprocess(m.heatmaps(crops, m.flip_test), crops)[0]
+        xy, kscores = m.estimate([image], crops, m.flip_test)
+        r = m.to_instances(crops, xy, kscores)[0]
         return r.boxes, r.scores, r.labels, r.keypoints, r.keypoint_scores
 
 
