@@ -289,3 +289,22 @@ def test_explain_pairs_are_predicts_detections(tmp_path):
     picture = render_explanation(expl[1])
     assert picture.ndim == 3 and picture.shape[2] == 3 and picture.std() > 0
     assert model.explain(image, what="pairs", conf=0.99)[0].panels[0].segments == ()
+
+
+def test_checkpoint_round_trip_and_mismatch(tmp_path):
+    from sceneparse.errors import CheckpointError
+
+    torch.manual_seed(0)
+    a = zoo.build("cornernet_small", num_classes=4, min_size=64, max_size=64).eval()
+    path = tmp_path / "w.pt"
+    torch.save(a.state_dict(), path)
+    b = zoo.build("cornernet_small", num_classes=4, min_size=64, max_size=64, weights=path).eval()
+    image = _scene()[0][0]
+    ra, rb = a.predict([image], conf=0.0)[0], b.predict([image], conf=0.0)[0]
+    assert len(ra) > 0 and torch.equal(ra.scores, rb.scores) and torch.equal(ra.boxes, rb.boxes)
+    with pytest.raises(CheckpointError, match=r"top_left\.0\.heatmap\.2\.weight \(checkpoint \(4, 32, 1, 1\) vs model "
+                                              r"\(3, 32, 1, 1\)\)"):
+        zoo.build("cornernet_small", num_classes=3, weights=path)
+    torch.save({k: v for k, v in a.state_dict().items() if not k.startswith("bottom_right.1.")}, path)
+    with pytest.raises(CheckpointError, match=r"missing keys: bottom_right\.1\.embedding"):
+        zoo.build("cornernet_small", num_classes=4, weights=path)
