@@ -164,3 +164,20 @@ def test_export_graph_equals_predict():
     n = len(det)
     assert 0 < n and torch.equal(scores[:n], det.scores) and torch.equal(labels[:n], det.labels)
     assert torch.allclose(boxes[:n], det.boxes, atol=1e-5) and (scores[n:] == 0).all()
+
+
+def test_fpn_variant_shares_the_rcnn_trunk_and_pyramid():
+    """``centernet_resnet18_fpn``: heads on the FPN's stride-4 level; its trunk + FPN have the R-CNN
+    family's names and shapes (a trained Mask R-CNN's load into it), only the heads are its own."""
+    torch.manual_seed(0)
+    cn = zoo.build("centernet_resnet18_fpn", num_classes=3, min_size=128, max_size=128).eval()
+    rcnn = zoo.build("maskrcnn_resnet18_fpn", num_classes=3, trunk_stages=3).state_dict()
+    ours = cn.state_dict()
+    shared = {k for k in ours if k in rcnn and rcnn[k].shape == ours[k].shape}
+    assert shared == {k for k in ours if k.startswith(("backbone.", "neck."))}
+    assert all(k.split(".")[0].endswith("_head") for k in set(ours) - shared)
+    batch, _ = cn.prepare([torch.rand(3, 100, 128)])
+    raw = cn(batch)
+    assert raw.heatmap.shape[-2:] == (batch.tensor.shape[-2] // 4, batch.tensor.shape[-1] // 4)
+    res = cn.predict([torch.rand(3, 100, 128)], conf=0.0)[0]
+    assert len(res) == cn.topk and (res.boxes[:, 2:] >= res.boxes[:, :2]).all()

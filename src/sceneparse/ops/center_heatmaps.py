@@ -126,11 +126,12 @@ def decode_centers(heat: Tensor, size: Tensor, offset: Tensor, stride: float, k:
                    ) -> tuple[Tensor, Tensor, Tensor]:
     """Boxes from CenterNet's outputs: ``heat [B, C, h, w]`` (probabilities), ``size [B, 2, h, w]``
     ``(w, h)`` and ``offset [B, 2, h, w]`` in output-map units. Returns XYXY boxes ``[B, k, 4]`` in
-    input pixels, scores and labels ``[B, k]``, best first."""
+    input pixels, scores and labels ``[B, k]``, best first. A negative regressed size (an untrained
+    or confused head) counts as 0: a box is never inverted."""
     scores, classes, ys, xs = heatmap_peaks(heat, k)
     B, _, h, w = heat.shape
     pos = (ys * w + xs)[:, None, :].expand(-1, 2, -1)
-    wh = size.flatten(2).gather(2, pos).transpose(1, 2)  # [B, k, 2]
+    wh = size.flatten(2).gather(2, pos).transpose(1, 2).clamp(min=0)  # [B, k, 2]
     off = offset.flatten(2).gather(2, pos).transpose(1, 2)
     cx = xs.to(wh.dtype) + off[..., 0]
     cy = ys.to(wh.dtype) + off[..., 1]

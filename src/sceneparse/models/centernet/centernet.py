@@ -95,6 +95,10 @@ class CenterNet(SceneModel):
     Args:
         backbone: a trunk returning ``list[Tensor]`` (its last map is used, stride 32) with
             ``out_channels``, e.g. :class:`~sceneparse.models.backbones.ResNetBackbone` returning stage 4.
+        neck: instead of the up-convolutions, a feature pyramid (:class:`~sceneparse.models.necks.FPN`
+            on a trunk returning stages 1..k) whose finest level (P2, stride 4) feeds the heads: the
+            "FPN trunk" variant, whose trunk + pyramid are the R-CNN family's (same parameter names, so
+            a trained R-CNN's trunk and pyramid load into it).
         num_classes: foreground classes ``C`` (one heatmap each).
         up_channels: channels of the three up-convolution stages (256, 128, 64).
         head_channels: hidden width of the heads (64).
@@ -110,7 +114,8 @@ class CenterNet(SceneModel):
     stride = 4
 
     def __init__(self, backbone: nn.Module, num_classes: int, *, up_channels: Sequence[int] = (256, 128, 64),
-                 head_channels: int = 64, deformable: bool = False, min_overlap: float = 0.7,
+                 head_channels: int = 64, deformable: bool = False, neck: nn.Module | None = None,
+                 min_overlap: float = 0.7,
                  size_weight: float = 0.1, offset_weight: float = 1.0, topk: int = 100,
                  min_size: int | Sequence[int] = 512, max_size: int = 512,
                  image_mean: Sequence[float] = IMAGENET_MEAN, image_std: Sequence[float] = IMAGENET_STD,
@@ -120,11 +125,16 @@ class CenterNet(SceneModel):
             raise ValueError(f"three up-convolution stages (stride 32 -> 4), got {len(up_channels)} channels")
         self.num_classes = int(num_classes)
         self.backbone = backbone
-        cin, stages = backbone.out_channels[-1], []
-        for c in up_channels:
-            stages.append(UpsampleStage(cin, c, deformable))
-            cin = c
-        self.upsample = nn.Sequential(*stages)
+        self.neck = neck
+        if neck is None:
+            cin, stages = backbone.out_channels[-1], []
+            for c in up_channels:
+                stages.append(UpsampleStage(cin, c, deformable))
+                cin = c
+            self.upsample = nn.Sequential(*stages)
+        else:  # the pyramid's finest level is already at stride 4
+            cin = int(neck.out_channels)
+            self.upsample = nn.Identity()
         self.heatmap_head = _head(cin, head_channels, num_classes, bias=-2.19)
         self.size_head = _head(cin, head_channels, 2)
         self.offset_head = _head(cin, head_channels, 2)
@@ -142,7 +152,8 @@ class CenterNet(SceneModel):
                          export_outputs=("boxes", "scores", "labels"), extra={"family": "centernet"})
 
     def forward(self, batch: ImageBatch, targets: Sequence[Target] | None = None) -> CenterNetRaw:
-        x = self.upsample(self.backbone(batch.tensor)[-1])
+        feats = self.backbone(batch.tensor)
+        x = self.upsample(feats[-1]) if self.neck is None else self.neck(feats)[0]
         return CenterNetRaw(self.heatmap_head(x), self.size_head(x), self.offset_head(x), list(batch.image_sizes),
                             self.stride)
 
