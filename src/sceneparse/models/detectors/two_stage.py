@@ -196,6 +196,25 @@ class TwoStageDetector(SceneModel):
     def export_graph(self) -> "DetectorGraph":
         return DetectorGraph(self)
 
+    # ---- explanation pictures (.explain) ---------------------------------------------------------
+    def explain_views(self) -> tuple[str, ...]:
+        """anchors, anchor_matching, proposals, nms, roi_align, fpn_levels, features, receptive_field
+        (+ mask_head for Mask R-CNN, + keypoints for Keypoint R-CNN): see :mod:`.explain`."""
+        from .explain import rcnn_views
+
+        return rcnn_views(self)
+
+    def explain_options(self) -> tuple[str, ...]:
+        """conf / max_det / imgsz (as predict), level, at, box, roi, top_k (:func:`.explain.rcnn_explanation`)."""
+        from .explain import RCNN_OPTIONS
+
+        return RCNN_OPTIONS
+
+    def explain_view(self, view: str, image: Tensor, **options) -> list:
+        from .explain import rcnn_explanation
+
+        return rcnn_explanation(self, view, image, **options)
+
     def torchvision_key_rules(self):
         """torchvision R-CNN state-dict keys -> this model's (:data:`TORCHVISION_RCNN_KEY_RULES`)."""
         from .rcnn import TORCHVISION_RCNN_KEY_RULES
