@@ -1,4 +1,4 @@
-"""CornerNet: corner targets (peaks at the corners with the radius of CenterNet's op at t = 0.3,
+"""CornerNet: corner targets (peaks at the corners with the radius of CenterNet's op,
 offsets, embedding slots), pull / push losses against hand computation, decoding of hand-made
 heatmaps and embeddings (corners grouped by embedding), decode(encode(boxes)) == boxes, the model's
 losses (empty targets, intermediate supervision), a few training steps, the export graph, and a
@@ -33,8 +33,11 @@ def _radius(h: float, w: float, o: float) -> float:
 def test_encode_hand_built_box():
     """Box (20, 28, 52, 44) at stride 4 on a 16 x 16 map: corners at cells (5, 7) and (13, 11) exactly,
     size 8 x 4 cells; at t = 0.3: r1 = 10.33, r2 = 19.38, r3 = (-7.2 + sqrt(159.36)) / 2 = 2.71 -> r = 2."""
-    t = encode_corners(torch.tensor([[20.0, 28.0, 52.0, 44.0]]), torch.tensor([1]), 3, (16, 16), 4)
+    t = encode_corners(torch.tensor([[20.0, 28.0, 52.0, 44.0]]), torch.tensor([1]), 3, (16, 16), 4, min_overlap=0.3)
     assert abs(_radius(4, 8, 0.3) - 2.712) < 1e-3 and t.radius.tolist() == [2]
+    # the default t = 0.7 (the reference code's): r3 = (-16.8 + sqrt(16.8^2 + 4 * 2.8 * 9.6)) / 2 = 1.47 -> 1
+    assert encode_corners(torch.tensor([[20.0, 28.0, 52.0, 44.0]]), torch.tensor([1]), 3, (16, 16), 4
+                          ).radius.tolist() == [int(_radius(4, 8, 0.7))] == [1]
     assert t.tl_index.tolist() == [7 * 16 + 5] and t.br_index.tolist() == [11 * 16 + 13]
     assert torch.equal(t.tl_offset, torch.zeros(1, 2)) and torch.equal(t.br_offset, torch.zeros(1, 2))
     sigma = 5 / 6
@@ -45,7 +48,7 @@ def test_encode_hand_built_box():
         assert abs(float(hm[1, y - 2, x + 2]) - math.exp(-8 / (2 * sigma**2))) < 1e-6
         assert hm[1, y, x - 3] == 0 and hm[1, y + 3, x] == 0
     # corners between cells: cell = floor, offset = the rest; the size is rounded up for the radius
-    t = encode_corners(torch.tensor([[21.0, 30.0, 55.0, 47.0]]), torch.tensor([0]), 1, (16, 16), 4)
+    t = encode_corners(torch.tensor([[21.0, 30.0, 55.0, 47.0]]), torch.tensor([0]), 1, (16, 16), 4, min_overlap=0.3)
     assert t.tl_index.tolist() == [7 * 16 + 5] and t.br_index.tolist() == [11 * 16 + 13]
     assert torch.allclose(t.tl_offset, torch.tensor([[0.25, 0.5]]))
     assert torch.allclose(t.br_offset, torch.tensor([[0.75, 0.75]]))

@@ -116,7 +116,8 @@ class CornerNet(SceneModel):
         num_classes: foreground classes ``C``.
         pool_channels: channels of the corner pooling branches (128).
         head_channels: hidden width of the heads (``None``: the trunk's feature channels, as the paper).
-        min_overlap: the IoU ``t`` of the Gaussian radius rule (0.3, the paper's).
+        min_overlap: the IoU ``t`` of the Gaussian radius rule (0.7: the reference code's; the paper
+            writes 0.3, :mod:`.codec`).
         pull_weight, push_weight, offset_weight: loss weights (0.1, 0.1, 1).
         topk: corners kept per heatmap when decoding (100).
         ae_threshold: largest embedding distance of a pair (0.5).
@@ -129,7 +130,7 @@ class CornerNet(SceneModel):
     stride = 4
 
     def __init__(self, trunk: StackedHourglass, num_classes: int, *, pool_channels: int = 128,
-                 head_channels: int | None = None, min_overlap: float = 0.3, pull_weight: float = 0.1,
+                 head_channels: int | None = None, min_overlap: float = 0.7, pull_weight: float = 0.1,
                  push_weight: float = 0.1, offset_weight: float = 1.0, topk: int = 100, ae_threshold: float = 0.5,
                  max_det: int = 100, min_size: int | Sequence[int] = 512, max_size: int = 512,
                  image_mean: Sequence[float] = IMAGENET_MEAN, image_std: Sequence[float] = IMAGENET_STD,
