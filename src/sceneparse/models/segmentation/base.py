@@ -292,6 +292,24 @@ class SemanticSegmentor(SceneModel):
                                              return_scores=return_scores, ignore_index=self.ignore_index)
         return out
 
+    # ---- explanation pictures (.explain) ---------------------------------------------------------
+    def explain_views(self) -> tuple[str, ...]:
+        """probabilities, aspp (DeepLab), upsampling: see :mod:`.explain`."""
+        from .explain import semantic_views
+
+        return semantic_views(self)
+
+    def explain_options(self) -> tuple[str, ...]:
+        """imgsz (as predict), at, top_k (:func:`.explain.semantic_explanation`)."""
+        from .explain import SEMANTIC_OPTIONS
+
+        return SEMANTIC_OPTIONS
+
+    def explain_view(self, view: str, image: torch.Tensor, **options) -> list:
+        from .explain import semantic_explanation
+
+        return semantic_explanation(self, view, image, **options)
+
     def export_graph(self) -> "SegmentorGraph":
         return SegmentorGraph(self)
 
