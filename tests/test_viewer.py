@@ -67,7 +67,7 @@ def site(tmp_path_factory):
          {"image_id": 987654, "category_id": 1, "bbox": [0, 0, 5, 5], "score": 0.5}]))
     (root / "notjson.json").write_text("{this is not json")
     viewer = Viewer(Dataset(data), [str(root / "good.json"), str(root / "broken.json"), str(root / "notjson.json")],
-                    cache_dir=root / "cache")
+                    cache_dir=root / "cache", processes=False)
     server, thread = serve_in_thread(viewer, port=0)
     viewer.wait(120)
     yield {"url": server.url, "viewer": viewer, "gt": gt, "gt_file": gt_file, "root": root}
@@ -76,9 +76,16 @@ def site(tmp_path_factory):
 
 
 def get(site, path: str):
+    """GET a path; JSON is decoded, with each image's prediction columns turned into one dict per object."""
     with urllib.request.urlopen(site["url"] + path.lstrip("/"), timeout=60) as r:
         body = r.read()
-        return json.loads(body) if r.headers["Content-Type"] == "application/json" else (r.headers["Content-Type"], body)
+        if r.headers["Content-Type"] != "application/json":
+            return r.headers["Content-Type"], body
+    out = json.loads(body)
+    for im in out.get("images", [out] if "preds" in out else []):
+        for name, cols in im["preds"].items():
+            im["preds"][name] = [dict(zip(cols, vals)) for vals in zip(*cols.values())]
+    return out
 
 
 # ------------------------------------------------------------------------- facts (no browser)
@@ -164,6 +171,10 @@ def test_sort_and_filter(site):
         assert any(o["label"] == cls for o in im["gt"] + im["preds"]["good"])
     page = get(site, "/api/images?sort=ap_diff&src=good&src2=broken&size=10")
     assert "waits for source" in page["note"]  # a failed source cannot be compared, and the page says so
+    page = get(site, "/api/images?iou=0.75&sort=tp&src=good&order=desc&size=100")
+    assert "matching good at IoU 0.75" in page["note"] or page["images"][0]["facts"]  # matched in a thread
+    _wait(lambda: {s["name"]: s for s in get(site, "/api/status")["sources"]}["good"]["facts"].get("0.75") == "ready",
+          what="facts at IoU 0.75")
     page = get(site, "/api/images?iou=0.75&sort=tp&src=good&order=desc&size=100")
     assert sum(im["facts"]["good"]["tp"] for im in page["images"]) == \
         int((tide_errors(str(site["gt_file"]), str(site["root"] / "good.json"), t_f=0.75, t_b=0.1).det_kind == "TP").sum())
@@ -313,3 +324,60 @@ def test_browser_plots_page(site, browser):
         timeout=90, what="plots rendered")
     err = browser.find_element(By.CSS_SELECTOR, '#plots .source[data-source="broken"] .source-error')
     assert "image_id 987654" in err.text
+
+
+def test_browser_decodes_masks_as_pycocotools(site, browser):
+    """The client's RLE decoder (compressed strings and count lists) paints exactly pycocotools' pixels."""
+    from pycocotools import mask as mask_utils
+
+    browser.get(site["url"])
+    _wait(lambda: browser.execute_script("return S.meta !== null"), what="meta")
+    rng = np.random.default_rng(5)
+    m = np.zeros((23, 31), np.uint8, order="F")
+    m[3:17, 4:9] = 1
+    m[rng.random(m.shape) < 0.2] = 1
+    rle = mask_utils.encode(np.asfortranarray(m))
+    compressed = {"size": rle["size"], "counts": rle["counts"].decode("ascii")}
+    counts, v, run = [], 0, 0
+    for px in m.flatten(order="F"):  # an uncompressed RLE: column-major runs starting with zeros
+        if px != v:
+            counts.append(run)
+            v, run = px, 0
+        run += 1
+    counts.append(run)
+    for seg in (compressed, {"size": [23, 31], "counts": counts}):
+        alpha = browser.execute_script(
+            "const c = maskCanvas(arguments[0], 0, 1); const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+            "const a = []; for (let i = 3; i < d.length; i += 4) a.push(d[i] > 0 ? 1 : 0); return a;", seg)
+        got = np.array(alpha, np.uint8).reshape(23, 31)
+        np.testing.assert_array_equal(got, mask_utils.decode(rle))
+
+
+def test_explain_button_without_a_model_says_how(site):
+    req = urllib.request.Request(site["url"] + "api/explain/0", method="POST", data=b"")
+    with urllib.request.urlopen(req, timeout=30) as r:
+        res = json.loads(r.read())
+    assert res["pictures"] == [] and "--model" in res["error"]
+
+
+@pytest.mark.slow  # a spawned interpreter importing sceneparse: 10-30 s on a loaded 2-core machine
+def test_sources_load_in_a_child_process_as_in_a_thread(site):
+    """The CLI's mode: results read and matched in a spawned child process; same columns and facts,
+    and a broken file's message comes back from the child as it is."""
+    v = site["viewer"]
+    child = Viewer(v.ds, [str(site["root"] / "good.json"), str(site["root"] / "broken.json")],
+                   cache_dir=site["root"] / "cache_child", processes=True)
+    try:
+        child.start_loading()
+        child.wait(120)
+        a, b = v.sources["good"], child.sources["good"]
+        assert b.state == "ready", b.error
+        np.testing.assert_array_equal(a.order, b.order)
+        np.testing.assert_array_equal(a.boxes, b.boxes)
+        fa, fb = a.facts_at(0.5), b.facts_at(0.5)
+        assert fa.tide.det_kind.tolist() == fb.tide.det_kind.tolist()
+        np.testing.assert_array_equal(fa.ap, fb.ap)
+        assert child.sources["broken"].state == "error"
+        assert child.sources["broken"].error == v.sources["broken"].error
+    finally:
+        child.close()

@@ -55,10 +55,13 @@ class Viewer:
         dataset: the :class:`Dataset`. predictions: COCO results files (names: their stems, made unique).
         cache_dir: thumbnails, overlays, plots and explain pictures (default: a new temporary folder,
             removed by :meth:`close`). model: a checkpoint for the explain button. iou: first IoU.
+        processes: read and match the prediction files in a child process (one, the files in turn), so
+            that the server's threads keep answering while 500,000 results are decoded and matched;
+            ``False``: in threads of this process (small sets, tests).
     """
 
     def __init__(self, dataset: Dataset, predictions: list[str] = (), *, cache_dir: str | Path | None = None,
-                 model: str | None = None, iou: float = 0.5) -> None:
+                 model: str | None = None, iou: float = 0.5, processes: bool = True) -> None:
         self.ds = dataset
         self.iou = iou
         self.model = model
@@ -76,18 +79,37 @@ class Viewer:
         self._file_locks: dict[str, threading.Lock] = {}
         self._locks_lock = threading.Lock()
         self.threads: list[threading.Thread] = []
+        self.processes = processes
+        self._executor = None
 
     def start_loading(self) -> None:
+        """Load every source in the background (a thread each, waiting on the child process)."""
+        if self.processes and self.sources:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            self._executor = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
         for s in self.sources.values():
-            t = threading.Thread(target=s.load, args=(self.ds, self.iou), name=f"view-load-{s.name}", daemon=True)
+            t = threading.Thread(target=s.load, args=(self.ds, self.iou, self._executor), name=f"view-load-{s.name}",
+                                 daemon=True)
             t.start()
             self.threads.append(t)
+        if self._executor is not None:
+            threading.Thread(target=self._release, name="view-release", daemon=True).start()
+
+    def _release(self) -> None:
+        """Stop the child process once every source is loaded (its memory goes back)."""
+        self.wait()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
 
     def wait(self, timeout: float | None = None) -> None:
         for t in self.threads:
             t.join(timeout)
 
     def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
         if self._own_cache:
             shutil.rmtree(self.cache, ignore_errors=True)
 
@@ -107,10 +129,9 @@ class Viewer:
         s = self.sources.get(name) if name else None
         if s is None or s.state not in ("matching", "ready"):
             return s, None
-        if round(iou, 2) not in s.facts and s.state == "ready":
-            f = s.facts_at(iou)  # another IoU: matched now (about as long as the first time)
-            return s, f
-        return s, s.facts.get(round(iou, 2))
+        if s.state != "ready":
+            return s, None
+        return s, s.facts_later(iou)  # another IoU: matched in a thread, the page says so meanwhile
 
     def sort_values(self, key: str, src: str | None, src2: str | None, cls: int | None, iou: float
                     ) -> np.ndarray | None:
@@ -186,18 +207,24 @@ class Viewer:
                 order = order[srt]
         elif desc:
             order = order[::-1]
+        waiting = [n for n, s in self.sources.items() if s.state == "ready" and round(iou, 2) not in s.facts]
+        if waiting:
+            note = (note + "; " if note else "") + f"matching {', '.join(waiting)} at IoU {iou:g} ..."
         total = len(order)
         rows = order[page * size:(page + 1) * size]
         facts = {name: self._facts(name, iou)[1] for name in self.sources}
-        images = []
-        for i in rows.tolist():
-            images.append(self.image_json(i, facts, values))
+        preds = {name: s.objects_of(rows.tolist(), facts[name]) for name, s in self.sources.items()
+                 if s.state in ("matching", "ready")}
+        images = [self.image_json(i, facts, values, {n: p[j] for n, p in preds.items()})
+                  for j, i in enumerate(rows.tolist())]
         return {"total": total, "page": page, "size": size, "images": images, "note": note,
                 "order": order.tolist() if total <= 20000 else None, "iou": iou,
                 "sources": [s.status() for s in self.sources.values()],
                 "ms": round(1000 * (time.perf_counter() - t0), 2)}
 
-    def image_json(self, i: int, facts: dict, values: np.ndarray | None = None) -> dict:
+    def image_json(self, i: int, facts: dict, values: np.ndarray | None = None, preds: dict | None = None) -> dict:
+        """One image for the client: record, ground truth, every loaded source's predictions (columns,
+        see :meth:`Source.objects`) and facts, the ``Miss`` annotation ids per source, map URLs."""
         r = self.ds.images[i]
         out = {"index": i, "id": int(r.id), "file_name": r.file_name, "width": int(r.width), "height": int(r.height),
                "gt": self.ds.objects(i), "preds": {}, "facts": {}}
@@ -208,12 +235,11 @@ class Viewer:
             if s.state not in ("matching", "ready"):
                 continue
             f = facts.get(name)
-            out["preds"][name] = s.objects(i, f)
+            out["preds"][name] = preds[name] if preds is not None and name in preds else s.objects(i, f)
             if f is not None:
                 out["facts"][name] = s.image_facts(f, i)
-                ids = np.array([o["id"] for o in out["gt"]], dtype=np.int64)
-                if len(ids):
-                    missed[name] = ids[np.isin(ids, f.tide.missed_gt)].tolist()
+                gone = s.missed_ids(f)
+                missed[name] = [o["id"] for o in out["gt"] if o["id"] in gone]
         out["missed"] = missed
         if self.ds.semantic_path(i) is not None:
             out["semantic"] = f"/overlay/semantic/{i}.png"
@@ -313,7 +339,7 @@ class Viewer:
             else:
                 from ..evaluation import evaluate_coco
 
-                result = evaluate_coco(self.ds.gt_dict(), s.path, "bbox", gt_source=self.ds.gt_file)
+                result = evaluate_coco(self.ds.gt_file, s.path, "bbox")
                 t = min(np.linspace(0.5, 0.95, 10), key=lambda v: abs(v - iou))
                 plots.plot_pr_curves(result, out, iou=float(t), names=dict(enumerate(self.ds.names)))
         return out

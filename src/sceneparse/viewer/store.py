@@ -64,7 +64,9 @@ class Dataset:
             raise DataError(Problem(str(source), None, "--images", "image folder not found", str(files.images)))
         self.files: SplitFiles = files
         self.gt_file = str(files.instances)
-        self.aset = read_coco(files.instances, files.images)
+        # image files are not checked up front (5,000 stat calls): a missing one fails its own request
+        self.aset = read_coco(files.instances)
+        self.aset.image_root = files.images
         cmap = self.aset.categories
         self.names: list[str] = list(cmap.names)
         colors = [c.color if getattr(c, "color", None) else None for c in cmap.categories]
@@ -95,6 +97,7 @@ class Dataset:
         self.ann_box = np.stack([a.bbox for a in anns]).astype(np.float64) if n else np.zeros((0, 4))
         self.ann_keypoints = keypoints
         self.order, self.offsets = _grouped(self.ann_image, len(self.images))
+        self._objects: dict[int, list[dict]] = {}
         self.semantic_dir = files.semantic if files.semantic is not None and files.semantic.is_dir() else None
         self.panoptic: dict[int, Any] = {}
         if files.panoptic_json is not None and files.panoptic_json.is_file() and files.panoptic_root is not None \
@@ -105,8 +108,6 @@ class Dataset:
             self.panoptic = dict(pset.panoptic)
             self.panoptic_root = Path(pset.panoptic_root)
             self.panoptic_categories = pset.categories
-        self._gt_dict: dict | None = None
-        self._gt_lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self.images)
@@ -123,15 +124,14 @@ class Dataset:
         p = self.semantic_dir / f"{Path(self.images[i].file_name).stem}.png"
         return p if p.is_file() else None
 
-    def gt_dict(self) -> dict:
-        """The instances JSON as the evaluation reads it (read once, checked once)."""
-        with self._gt_lock:
-            if self._gt_dict is None:
-                self._gt_dict = load_coco_gt(self.gt_file)[0]
-            return self._gt_dict
-
     def objects(self, i: int) -> list[dict]:
-        """Ground-truth objects of image ``i`` for the client (boxes XYXY px)."""
+        """Ground-truth objects of image ``i`` for the client (boxes XYXY px); kept once made."""
+        got = self._objects.get(i)
+        if got is None:
+            got = self._objects[i] = self._make_objects(i)
+        return got
+
+    def _make_objects(self, i: int) -> list[dict]:
         rows = self.order[self.offsets[i]:self.offsets[i + 1]]
         out = []
         for r in rows.tolist():
@@ -182,39 +182,44 @@ class Source:
                 "seconds": round(self.seconds, 3), "num_results": 0 if self.pair is None else len(self.pair.dt),
                 "facts": {f"{k:g}": v for k, v in self.facts_state.items()}}
 
-    def load(self, ds: Dataset, iou: float) -> None:
-        """Read, validate, index, then compute the facts at ``iou``; errors end in ``state='error'``."""
+    def load(self, ds: Dataset, iou: float, executor=None) -> None:
+        """Read, validate, index, then compute the facts at ``iou``; errors end in ``state='error'``.
+
+        ``executor``: a ``concurrent.futures`` executor (the CLI's is one child process) that runs
+        :func:`load_source`, so that reading and matching hundreds of thousands of results never holds
+        the server's GIL (msgspec's decode and the matching's large numpy calls hold it for seconds);
+        ``None`` runs it in the calling thread."""
         t0 = time.perf_counter()
+        self.state = "reading"
+        args = (self.path, ds.gt_file, ds.ids, ds.aset.categories.ids, iou)
         try:
-            self.state = "reading"
-            results, _ = load_coco_results(self.path)
-            pair = coco_columns(ds.gt_dict(), results, "bbox", gt_source=ds.gt_file, results_source=self.path)
-            lut = np.array([ds.aset.categories.to_label(int(c)) for c in pair.cat_ids.tolist()], dtype=np.int64)
-            pos = np.array([ds.index_of(int(i)) for i in pair.image_ids.tolist()], dtype=np.int64)
-            ds2pair = np.empty(len(ds), np.int64)
-            ds2pair[pos] = np.arange(len(pos))
-            dt = pair.dt
-            image = pos[dt.image] if len(dt) else np.zeros(0, np.int64)
-            boxes = dt.boxes.copy()
-            boxes[:, 2:] += boxes[:, :2]
-            if len(results) == len(dt) and any(isinstance(r, dict) and ("segmentation" in r or "keypoints" in r)
-                                               for r in results[:1000]):
-                self.segs = [r.get("segmentation") for r in results]
-                self.keypoints = [r.get("keypoints") for r in results]
-            del results
-            self.order, self.offsets = _grouped(image, len(ds), dt.score)
-            self.label = lut[dt.label] if len(dt) else np.zeros(0, np.int64)
-            self.image, self.boxes, self.ds2pair, self.pair = image, boxes, ds2pair, pair
-            self.state = "matching"
-            self.facts_at(iou)
+            out = executor.submit(load_source, *args).result() if executor is not None else load_source(*args)
+        except Exception as e:  # noqa: BLE001 -- a dead child process: shown in the page
+            out = {"error": f"{self.path}: the process reading it failed: {type(e).__name__}: {e}"}
+        if out.get("error"):
+            self.state, self.error = "error", out["error"]
+        else:
+            self.pair, self.image, self.label, self.boxes = out["pair"], out["image"], out["label"], out["boxes"]
+            self.order, self.offsets, self.ds2pair = out["order"], out["offsets"], out["ds2pair"]
+            self.segs, self.keypoints = out["segs"], out["keypoints"]
+            f = out["facts"]
+            self.facts[round(f.iou, 2)] = f
+            self.facts_state[round(f.iou, 2)] = "ready"
             self.state = "ready"
-        except SceneparseError as e:
-            self.state, self.error = "error", str(e)
-        except Exception as e:  # noqa: BLE001 -- shown in the page; the other sources keep being served
-            self.state = "error"
-            self.error = (f"{self.path}: internal error while reading (a bug in sceneparse): {type(e).__name__}: {e}\n"
-                          + traceback.format_exc(limit=3))
         self.seconds = time.perf_counter() - t0
+
+    def facts_later(self, iou: float) -> SourceFacts | None:
+        """The facts at ``iou`` if made; otherwise start matching in a thread and return ``None``
+        (``facts_state`` says ``computing`` until they are there: the client polls it)."""
+        iou = round(float(iou), 2)
+        if iou in self.facts or self.pair is None:
+            return self.facts.get(iou)
+        with self.lock:
+            if self.facts_state.get(iou) != "computing":
+                self.facts_state[iou] = "computing"
+                threading.Thread(target=self.facts_at, args=(iou,), name=f"view-facts-{self.name}-{iou:g}",
+                                 daemon=True).start()
+        return None
 
     def facts_at(self, iou: float) -> SourceFacts | None:
         """The facts at ``iou`` (computed now if needed; ``None`` while the file is not loaded)."""
@@ -228,28 +233,40 @@ class Source:
                 self.facts_state[iou] = "ready"
             return self.facts[iou]
 
-    def objects(self, i: int, facts: SourceFacts | None) -> list[dict]:
-        """Predictions of image ``i`` (best first) with their evaluation kind and target at the facts' IoU."""
+    def objects(self, i: int, facts: SourceFacts | None) -> dict:
+        """Predictions of image ``i`` (best first) as columns: ``i`` (row in the file), ``label``,
+        ``score``, ``box`` (XYXY px), ``kind`` (TP / error type / ignored / dropped at the facts' IoU),
+        ``target`` (annotation id a Cls / Loc / Dupe error points at, else -1), and ``seg`` / ``kp``
+        (``None`` where a result has none) when the file has masks or keypoints. Columns, not one
+        dict per object: a page of 48 images holds about 5,000 of them."""
+        return self.objects_of([i], facts)[0]
+
+    def objects_of(self, images: list[int], facts: SourceFacts | None) -> list[dict]:
+        """:meth:`objects` of several images at once (one gather and one ``tolist`` per column)."""
         if self.order is None:
-            return []
-        rows = self.order[self.offsets[i]:self.offsets[i + 1]]
-        if not len(rows):
-            return []
-        label, score, box = self.label[rows].tolist(), self.pair.dt.score[rows], _round(self.boxes[rows])
-        kinds = facts.tide.det_kind[rows].tolist() if facts is not None else [None] * len(rows)
-        targets = facts.tide.det_target[rows].tolist() if facts is not None else [-1] * len(rows)
-        out = []
-        for j, r in enumerate(rows.tolist()):
-            o: dict[str, Any] = {"i": r, "label": label[j], "score": round(float(score[j]), 4), "box": box[j],
-                                 "kind": kinds[j]}
-            if targets[j] >= 0:
-                o["target"] = targets[j]
-            if self.segs is not None and self.segs[r] is not None:
-                o["seg"] = self.segs[r]
-            if self.keypoints is not None and self.keypoints[r] is not None:
-                o["kp"] = self.keypoints[r]
-            out.append(o)
-        return out
+            return [{"i": [], "label": [], "score": [], "box": [], "kind": [], "target": []} for _ in images]
+        img = np.asarray(images, dtype=np.int64)
+        lo, hi = self.offsets[img], self.offsets[img + 1]
+        rows = np.concatenate([self.order[a:b] for a, b in zip(lo.tolist(), hi.tolist())] + [np.zeros(0, np.int64)])
+        cols: dict[str, list] = {
+            "i": rows.tolist(), "label": self.label[rows].tolist(),
+            "score": np.round(self.pair.dt.score[rows], 4).tolist(), "box": np.round(self.boxes[rows], 2).tolist(),
+            "kind": facts.tide.det_kind[rows].tolist() if facts is not None else [None] * len(rows),
+            "target": facts.tide.det_target[rows].tolist() if facts is not None else [-1] * len(rows)}
+        if self.segs is not None:
+            cols["seg"] = [self.segs[r] for r in cols["i"]]
+        if self.keypoints is not None:
+            cols["kp"] = [self.keypoints[r] for r in cols["i"]]
+        cuts = np.concatenate([[0], np.cumsum(hi - lo)]).tolist()
+        return [{k: v[cuts[j]:cuts[j + 1]] for k, v in cols.items()} for j in range(len(images))]
+
+    def missed_ids(self, facts: SourceFacts) -> set[int]:
+        """Annotation ids of the ``Miss`` errors at the facts' IoU (a set, made once per IoU)."""
+        got = getattr(facts, "_missed_set", None)
+        if got is None:
+            got = set(facts.tide.missed_gt.tolist())
+            facts._missed_set = got  # type: ignore[attr-defined]
+        return got
 
     def image_facts(self, facts: SourceFacts, i: int) -> dict:
         p = int(self.ds2pair[i])
@@ -259,4 +276,47 @@ class Source:
                 "errors": {t: int(facts.errors[t][p]) for t in ERROR_TYPES}}
 
 
-__all__ = ["Dataset", "PAGE_SIZE", "Source"]
+def load_source(path: str, gt_file: str, image_ids: np.ndarray, category_ids: list[int], iou: float) -> dict:
+    """Read, validate and match one results file against the dataset's ground truth.
+
+    A top-level function of plain arguments, so that it can run in a child process. Returns the
+    columns :class:`Source` keeps (``pair``, dataset ``image`` index and ``label`` per result row,
+    ``boxes`` XYXY, rows ``order`` by image and descending score with ``offsets``, ``ds2pair``,
+    ``segs`` / ``keypoints`` or ``None``, ``facts`` at ``iou``), or ``{"error": message}`` -- the
+    :class:`~sceneparse.errors.SceneparseError`'s text, which names the file, record and field."""
+    try:
+        results, _ = load_coco_results(path)
+        pair = coco_columns(load_coco_gt(gt_file)[0], results, "bbox", gt_source=gt_file, results_source=path)
+        # the evaluation's matching tables (evaluation.confusion.padded_rows) take ground-truth rows
+        # grouped by image; COCO files need not be (val2017's are not): group them, keeping the file
+        # order inside each image (what pycocotools sees per image). Results name objects by id.
+        pair.gt = pair.gt.take(np.argsort(pair.gt.image, kind="stable"))
+        label_of = {int(c): k for k, c in enumerate(category_ids)}
+        lut = np.array([label_of[int(c)] for c in pair.cat_ids.tolist()], dtype=np.int64)
+        ds_ids = np.asarray(image_ids, dtype=np.int64)
+        srt = np.argsort(ds_ids)
+        pos = srt[np.searchsorted(ds_ids[srt], pair.image_ids)]
+        ds2pair = np.empty(len(ds_ids), np.int64)
+        ds2pair[pos] = np.arange(len(pos))
+        dt = pair.dt
+        image = pos[dt.image] if len(dt) else np.zeros(0, np.int64)
+        boxes = dt.boxes.copy()
+        boxes[:, 2:] += boxes[:, :2]
+        segs = keypoints = None
+        if len(results) == len(dt) and any(isinstance(r, dict) and ("segmentation" in r or "keypoints" in r)
+                                           for r in results[:1000]):
+            segs = [r.get("segmentation") for r in results]
+            keypoints = [r.get("keypoints") for r in results]
+        del results
+        order, offsets = _grouped(image, len(ds_ids), dt.score)
+        return {"pair": pair, "image": image, "label": lut[dt.label] if len(dt) else np.zeros(0, np.int64),
+                "boxes": boxes, "order": order, "offsets": offsets, "ds2pair": ds2pair, "segs": segs,
+                "keypoints": keypoints, "facts": compute_facts(pair, round(float(iou), 2)), "error": ""}
+    except SceneparseError as e:
+        return {"error": str(e)}
+    except Exception as e:  # noqa: BLE001 -- shown in the page; the other sources keep being served
+        return {"error": f"{path}: internal error while reading (a bug in sceneparse): {type(e).__name__}: {e}\n"
+                         + traceback.format_exc(limit=4)}
+
+
+__all__ = ["Dataset", "PAGE_SIZE", "Source", "load_source"]

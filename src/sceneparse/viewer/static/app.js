@@ -61,6 +61,15 @@ function maskCanvas(seg, label, alpha) {
   return cnv;
 }
 
+// predictions come as columns (i, label, score, box, kind, target[, seg, kp]): one object each here
+function unpack(item) {
+  for (const [name, c] of Object.entries(item.preds)) {
+    if (!Array.isArray(c)) item.preds[name] = c.i.map((i, j) => ({i: i, label: c.label[j], score: c.score[j],
+      box: c.box[j], kind: c.kind[j], target: c.target[j], seg: c.seg ? c.seg[j] : null, kp: c.kp ? c.kp[j] : null}));
+  }
+  return item;
+}
+
 // ---- drawing ----
 function visible(o, src) {
   if (S.hidden.has("class:" + o.label)) return false;
@@ -153,7 +162,7 @@ function loadGrid() {
     $("page-label").textContent = `page ${res.page + 1} / ${pages} (${res.total} images)`;
     showErrors(res.sources);
     const grid = $("grid"); grid.innerHTML = "";
-    for (const item of res.images) {
+    for (const item of res.images.map(unpack)) {
       const card = el("div", {class: "card", "data-index": item.index, "data-id": item.id});
       const w = 320, scale = Math.min(1, w / Math.max(item.width, item.height));
       const cnv = el("canvas", {width: Math.round(item.width * scale), height: Math.round(item.height * scale)});
@@ -181,6 +190,7 @@ function redrawGrid() {
 // ---- one image ----
 function showImage(i) {
   return api(`/api/image/${i}?iou=${$("iou").value}`).then((item) => {
+    unpack(item);
     S.current = item;
     $("image-title").textContent = `${item.file_name} (id ${item.id}, ${item.width}x${item.height})`;
     $("image-link").href = `/file/${i}`;
@@ -266,11 +276,15 @@ function showErrors(sources) {
 }
 function pollStatus() {
   api("/api/status").then((st) => {
-    const before = JSON.stringify(S.meta.sources.map((s) => s.state));
+    const key = (list) => JSON.stringify(list.map((s) => [s.state, s.facts]));
+    const before = key(S.meta.sources);
     S.meta.sources = st.sources;
-    const busy = showErrors(st.sources);
-    if (JSON.stringify(st.sources.map((s) => s.state)) !== before) { fillSelects(); route(); }
-    if (busy) S.statusTimer = setTimeout(pollStatus, 500);
+    let busy = showErrors(st.sources);
+    const matching = st.sources.filter((s) => Object.values(s.facts).includes("computing")).map((s) => s.name);
+    if (matching.length) $("progress").textContent += " matching " + matching.join(", ") + " ...";
+    busy += matching.length;
+    if (key(st.sources) !== before) { fillSelects(); route(); }
+    S.statusTimer = setTimeout(pollStatus, busy ? 500 : 3000);
   });
 }
 function option(sel, value, text) { sel.append(el("option", {value: value}, text)); }
