@@ -129,3 +129,22 @@ def test_options_are_checked(models, image):
         models["unet"].explain(image, what="probabilities", level=1)
     with pytest.raises(ConfigError, match="top_k"):
         models["unet"].explain(image, what="probabilities", top_k=0)
+
+
+def test_nearest_overlays_draw_flat_cells():
+    """The renderer's ``resample="nearest"`` (added for these views): each cell one flat colour."""
+    import numpy as np
+
+    from sceneparse.structures.explain import ColorScale, Panel, ScalarMap
+    from sceneparse.viz.explain import render_panel
+
+    values = np.array([[0.0, 1.0], [1.0, 0.0]], dtype=np.float32)
+    black = np.zeros((40, 40, 3), dtype=np.uint8)
+    flat = render_panel(Panel(black, overlay=ScalarMap(values, scale=ColorScale(0, 1), alpha=1.0, resample="nearest")))
+    smooth = render_panel(Panel(black, overlay=ScalarMap(values, scale=ColorScale(0, 1), alpha=1.0)))
+    q = flat[:, :400]  # the panel is drawn at 400 px (10 px per image pixel), colour bar on the right
+    assert len(np.unique(q[5:195, 5:195].reshape(-1, 3), axis=0)) == 1  # one cell, one colour
+    assert not np.array_equal(q[5:195, 5:195].reshape(-1, 3)[0], q[205:395, 5:195].reshape(-1, 3)[0])
+    assert len(np.unique(smooth[5:195, 5:195].reshape(-1, 3), axis=0)) > 10
+    with pytest.raises(ValueError, match="resample"):
+        ScalarMap(values, resample="cubic")

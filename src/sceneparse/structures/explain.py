@@ -211,12 +211,15 @@ class ScalarMap:
     is cropped), each cell a ``(x1 - x0) / w`` x ``(y1 - y0) / h`` rectangle. Drawn resampled
     (bilinear) onto the image and coloured by ``scale``; ``alpha``: the overlay's opacity where the
     value is at ``vmax`` (opacity grows with the value, so low values leave the image visible).
-    ``scale=None``: the data's own range."""
+    ``scale=None``: the data's own range. ``resample``: ``"bilinear"`` (default) or ``"nearest"`` (each
+    cell drawn as a flat rectangle: for pictures whose point is the cells themselves, e.g. nearest-
+    neighbour upsampling or max-unpooling's sparse map)."""
 
     values: np.ndarray
     extent: tuple[float, float, float, float] | None = None
     scale: ColorScale | None = None
     alpha: float = 0.6
+    resample: str = "bilinear"
 
     def __post_init__(self) -> None:
         v = _numpy(self.values)
@@ -234,6 +237,8 @@ class ScalarMap:
         if self.scale is None:
             object.__setattr__(self, "scale", ColorScale(float(v.min()), float(v.max())))
         object.__setattr__(self, "alpha", _alpha(self.alpha))
+        if self.resample not in ("bilinear", "nearest"):
+            raise ValueError(f"ScalarMap.resample must be 'bilinear' or 'nearest', got {self.resample!r}")
 
 
 @dataclass(frozen=True)

@@ -80,7 +80,8 @@ def _bilinear(values: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndar
 def _overlay(canvas: np.ndarray, m: ScalarMap, s: float, size: tuple[int, int]) -> np.ndarray:
     """Blend the scalar map onto ``canvas`` (the image scaled by ``s``): every output pixel centre is
     taken back to image pixels, then into the map's grid (its ``extent``), and sampled bilinearly
-    (border values outside the cell centres); pixels outside the extent are left alone. Opacity grows
+    (border values outside the cell centres; ``resample="nearest"``: the value of the cell the pixel lies
+    in); pixels outside the extent are left alone. Opacity grows
     with the normalised value: ``alpha * (0.2 + 0.8 v)``."""
     H, W = canvas.shape[:2]
     h, w = size
@@ -90,7 +91,12 @@ def _overlay(canvas: np.ndarray, m: ScalarMap, s: float, size: tuple[int, int]) 
     mh, mw = m.values.shape
     u = (gx - x0) / (x1 - x0) * mw - 0.5  # map coordinates (cell centres at integers)
     v = (gy - y0) / (y1 - y0) * mh - 0.5
-    vals = _bilinear(m.values.astype(np.float64), v, u)
+    if m.resample == "nearest":  # flat cells: the cell whose rectangle holds the pixel centre
+        rows = np.clip(np.floor(v + 0.5), 0, mh - 1).astype(np.int64)
+        cols = np.clip(np.floor(u + 0.5), 0, mw - 1).astype(np.int64)
+        vals = m.values.astype(np.float64)[rows][:, cols]
+    else:
+        vals = _bilinear(m.values.astype(np.float64), v, u)
     gx, gy = 2.0 * (gx - x0) / (x1 - x0) - 1.0, 2.0 * (gy - y0) / (y1 - y0) - 1.0
     inside = (np.abs(gy)[:, None] <= 1.0) & (np.abs(gx)[None, :] <= 1.0)
     v = m.scale.normalise(vals)

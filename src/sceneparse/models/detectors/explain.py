@@ -637,7 +637,7 @@ def _roi_align(model, p: RCNNPass, image: Tensor, roi: int | None) -> Explanatio
     h, w = mean.shape
     ext = ((-0.5 * stride) / sx - ox, (-0.5 * stride) / sy - oy, ((w - 0.5) * stride) / sx - ox,
            ((h - 0.5) * stride) / sy - oy)
-    overlay = ScalarMap(mean, extent=ext, scale=None, alpha=0.35)
+    overlay = ScalarMap(mean, extent=ext, scale=None, alpha=0.35, resample="nearest")
     grid = []  # feature cell borders inside the crop
     c0x, c1x = math.floor((ox * sx) / stride), math.ceil(((ox + cw) * sx) / stride) + 1
     c0y, c1y = math.floor((oy * sy) / stride), math.ceil(((oy + ch) * sy) / stride) + 1
@@ -815,7 +815,8 @@ def _mask_head(model, p: RCNNPass, image: Tensor, top_k: int) -> Explanation:
         b = (float(img[i, 0]) - ox, float(img[i, 1]) - oy, float(img[i, 2]) - ox, float(img[i, 3]) - oy)
         lab = int(d.labels[i]) - 1
         overlay = ScalarMap(d.mask_probs[i], extent=b if b[2] > b[0] and b[3] > b[1] else None,
-                            scale=ColorScale(0.0, 1.0, "viridis", "mask prob"), alpha=0.75)
+                            scale=ColorScale(0.0, 1.0, "viridis", "mask prob"), alpha=0.75,
+                            resample="nearest")
         panels.append(Panel(crop, f"#{i + 1} {_name(model, lab)} {float(d.scores[i]):.2f}", overlay=overlay,
                             boxes=(BoxMark(box=b, color=(255, 255, 255), width=1.5),)))
     aligned = "half-pixel aligned (cell i centred at x0 + (i + 0.5) w / M)" if model.mask_aligned else \

@@ -208,7 +208,8 @@ def _upsampling(model, image: Tensor, imgsz: Any) -> Explanation:
     lo = float(min(m.min() for _, m in maps))
     hi = float(max(m.max() for _, m in maps))
     scale = ColorScale(lo, max(hi, lo + 1e-6), "magma", "activation")
-    panels = tuple(Panel(dark, t, overlay=ScalarMap(m, extent=ext, scale=scale, alpha=1.0)) for t, m in maps)
+    panels = tuple(Panel(dark, t, overlay=ScalarMap(m, extent=ext, scale=scale, alpha=1.0, resample="nearest"))
+                   for t, m in maps)  # cells drawn flat: the interpolation shown is the model's, not the renderer's
     tconv = (f"the model's own learnt up-convolution '{conv_name}' ({conv.kernel_size[0]}x{conv.kernel_size[1]}, "
              f"stride 2; it mixes channels, so its most active output channel {tc} is shown)" if own_conv else
              f"a {conv.kernel_size[0]}x{conv.kernel_size[1]} stride-2 transposed conv initialised to bilinear "
@@ -218,7 +219,7 @@ def _upsampling(model, image: Tensor, imgsz: Any) -> Explanation:
                f"(align_corners=False); transposed convolution adds a learnable filter per input value -- {tconv}; "
                f"max-unpooling puts each value back where the pooling found its maximum (the remembered indices) and "
                f"zeros elsewhere: sparse, but boundaries stay where they were (SegNet's decoder"
-               f"{', this model' if how == 'segnet' else ''}). All panels share one colour scale.")
+               f"{', this model' if how == 'segnet' else ''}). All panels share one colour scale; cells are drawn flat.")
     data = {"input": x, "pooled": pooled, "indices": idx, "nearest": nearest, "bilinear": bilinear,
             "transposed": transposed, "unpooled": unpooled, "channel": c, "transposed_channel": tc,
             "own_transposed": own_conv, "operand": how}
