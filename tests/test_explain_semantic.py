@@ -148,3 +148,22 @@ def test_nearest_overlays_draw_flat_cells():
     assert len(np.unique(smooth[5:195, 5:195].reshape(-1, 3), axis=0)) > 10
     with pytest.raises(ValueError, match="resample"):
         ScalarMap(values, resample="cubic")
+
+
+def test_cli_explain_options(tmp_path, capsys):
+    from sceneparse.cli import main
+
+    out = tmp_path / "out"
+    rc = main(["explain", "--model", "unet", "--random", "synthetic:1", "--imgsz", "64", "--what", "probabilities",
+               "--top-k", "2", "--num-classes", "3", "--out", str(out)])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    path = out / "synthetic1_semantic_probabilities.png"
+    assert path.is_file() and text.startswith(f"{path}: Per-class probability maps")
+    assert "the 2 classes with the highest mean probability (of 3)" in text
+    assert main(["explain", "--model", "unet", "--random", "synthetic", "--imgsz", "64", "--level", "1",
+                 "--out", str(out)]) == 1
+    assert "got unknown option(s) ['level']" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["explain", "--model", "unet", "--random", "synthetic", "--at", "1"])
+    assert "expected 2 comma-separated numbers" in capsys.readouterr().err

@@ -22,6 +22,8 @@ examples:
   sceneparse explain --model runs/centernet/best.pt synthetic:3 --out runs/explain
   sceneparse explain --model detr_resnet50 --weights detr-r50-e632da11.pth photo.jpg --what attention --query 7
   sceneparse explain --model centernet_resnet18 --random --num-classes 7 synthetic --imgsz 256
+  sceneparse explain --model maskrcnn_resnet18_fpn --random synthetic:3 --what anchor_matching --box 40,60,120,150
+  sceneparse explain --model deeplabv3_resnet18 --random synthetic --what aspp --at 256,256
 """
 
 
@@ -47,8 +49,30 @@ def register(subparsers) -> None:
                                                             "take it; default: the model's)")
     p.add_argument("--max-det", type=int, metavar="N", help="detections drawn at most (models that take it)")
     p.add_argument("--imgsz", type=int, metavar="PX", help="longer side of the network input (default: the model's)")
+    p.add_argument("--level", type=int, metavar="L", help="models with a feature pyramid: the level (0 = the finest, "
+                                                         "P2 / C2) of the anchors / receptive-field pictures")
+    p.add_argument("--at", type=_numbers(2), metavar="X,Y", help="image pixels of the location a picture is about "
+                                                                 "(anchors, receptive field, ASPP taps)")
+    p.add_argument("--box", type=_numbers(4), metavar="X0,Y0,X1,Y1",
+                   help="a ground-truth box in image pixels (anchor matching; default: the best detection)")
+    p.add_argument("--roi", type=int, metavar="I", help="two-stage detectors: the RPN proposal (0 = best) whose RoI "
+                                                       "Align sampling is drawn")
+    p.add_argument("--top-k", type=int, metavar="K", help="how many boxes / candidates / classes a picture draws")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, auto")
     p.set_defaults(func=run)
+
+
+def _numbers(n: int):
+    """An argparse type: ``n`` comma-separated numbers -> a tuple of floats."""
+    def parse(text: str) -> tuple[float, ...]:
+        try:
+            values = tuple(float(v) for v in text.split(","))
+        except ValueError:
+            values = ()
+        if len(values) != n:
+            raise argparse.ArgumentTypeError(f"expected {n} comma-separated numbers, got {text!r}")
+        return values
+    return parse
 
 
 def _synthetic(spec: str):
@@ -120,7 +144,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         image, stem = read_image(args.image), Path(args.image).stem  # DataError naming the file if unreadable
     options = {k: v for k, v in (("query", args.query), ("conf", args.conf), ("max_det", args.max_det),
-                                 ("imgsz", args.imgsz)) if v is not None}
+                                 ("imgsz", args.imgsz), ("level", args.level), ("at", args.at), ("box", args.box),
+                                 ("roi", args.roi), ("top_k", args.top_k)) if v is not None}
     try:
         explanations = model.explain(image.to(model.device), what=args.what, **options)
     except ConfigError as e:
