@@ -45,7 +45,7 @@ def _people(seed: int = 0, size=(120, 100), n=(2, 1)):
 
 
 def _small_deeppose(**kw):
-    args = dict(input_size=(64, 64), sub_crop_size=32, stages=2, **NO_AUG)
+    args = dict(input_size=(64, 64), sub_crop_size=40, stages=2, **NO_AUG)
     args.update(kw)
     return zoo.build("deeppose_resnet18", **args)
 
@@ -214,13 +214,23 @@ def test_deeppose_stage_count_and_errors():
     images, targets = _people()
     r = one.predict(images, boxes=[t.instances.boxes for t in targets])
     assert [x.keypoints.shape for x in r] == [(2, 17, 3), (1, 17, 3)]
-    for bad in ({"stages": 0}, {"sub_crop_size": 16}, {"input_size": (100, 96)}, {"num_classes": 2}):
+    for bad in ({"stages": 0}, {"sub_crop_size": 32}, {"input_size": (100, 96)}, {"num_classes": 2}):
         with pytest.raises(ConfigError):
             zoo.build("deeppose_resnet18", **bad)
     with pytest.raises(ConfigError):  # regression has no heatmap decoder
         one.predict(images, boxes=[t.instances.boxes for t in targets], decode="dark")
     info = one.info
     assert info.task == "pose" and info.box_input == "person" and info.num_keypoints == 17
+    # one person with one labelled joint: a single sub-image in training (BatchNorm sees 2 x 2 values)
+    kp = targets[1].instances.keypoints.clone()
+    kp[..., 2] = 0
+    kp[0, 7, 2] = 2
+    single = Target(0, Instances(targets[1].instances.image_size, boxes=targets[1].instances.boxes,
+                                 labels=targets[1].instances.labels, keypoints=kp))
+    losses = _small_deeppose().train().training_losses(images[1:], [single])
+    assert all(torch.isfinite(v) and v > 0 for v in losses.values())
+    empty = one.predict(images, boxes=[torch.zeros(0, 4), targets[1].instances.boxes])
+    assert [len(r) for r in empty] == [0, 1] and empty[0].keypoints.shape == (0, 17, 3)
     assert info.options == ("boxes", "box_scores", "flip_test")
 
 
@@ -480,7 +490,7 @@ def test_cli_predict_with_det_writes_keypoints(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name,kwargs", [
-    ("deeppose_resnet18", "model.kwargs={input_size: [64, 64], sub_crop_size: 32, stages: 2}"),
+    ("deeppose_resnet18", "model.kwargs={input_size: [64, 64], sub_crop_size: 40, stages: 2}"),
     ("cpm_resnet18", "model.kwargs={input_size: [64, 48], stage_channels: 16, stage_kernel: 3, stages: 2}"),
     ("hourglass2_pose", "model.kwargs={input_size: [64, 64], channels: 32, depth: 3}")])
 def test_cli_train_predict_export_round_trip(name, kwargs, tmp_path):

@@ -100,7 +100,7 @@ class DeepPose(TopDownPose):
         depth: ResNet depth of every stage's network.
         input_size: ``(H_in, W_in)`` of the stage-1 person crop (multiples of 32).
         stages: cascade stages (1 = the initial regressor only; 3 in the paper).
-        sub_crop_size: side in px of the stage ``>= 2`` sub-images fed to the network.
+        sub_crop_size: side in px of the stage ``>= 2`` sub-images fed to the network (> 32).
         sub_crop_scale: ``sigma``, the sub-image side as a multiple of ``diam(y)``.
         torso: names of the two opposite torso joints whose distance is ``diam(y)``; where the keypoint
             set lacks them, the diagonal of the joints' bounding box is used.
@@ -124,8 +124,9 @@ class DeepPose(TopDownPose):
                          size_multiple=32)
         if int(stages) < 1:
             raise ConfigError(f"stages must be >= 1, got {stages}")
-        if int(sub_crop_size) < 32:
-            raise ConfigError(f"sub_crop_size must be at least 32 px, got {sub_crop_size}")
+        if int(sub_crop_size) <= 32:  # the trunk's last map must be at least 2 x 2: BatchNorm in training needs
+            # more than one value per channel, also when a batch has a single sub-image
+            raise ConfigError(f"sub_crop_size must be more than 32 px, got {sub_crop_size}")
         if not sub_crop_scale > 0:
             raise ConfigError(f"sub_crop_scale must be positive, got {sub_crop_scale}")
         if not 0.0 <= simulated_prob <= 1.0:
