@@ -297,3 +297,14 @@ def test_options_are_checked(mask_model, image):
         mask_model.explain(image, what="anchors", query=3)
     with pytest.raises(ConfigError, match="box must be"):
         mask_model.explain(image, what="anchor_matching", box=(5, 5, 1, 1))
+
+
+def test_every_view_without_detections(mask_model, image, tmp_path):
+    """conf 1: no detection and no box-head candidate; every view still draws (reference box: the best
+    proposal; the head views say there is nothing to show)."""
+    out = mask_model.explain(image, conf=1.0)
+    assert [e.name for e in out] == [f"rcnn_{v}" for v in mask_model.explain_views()]
+    by = {e.name: e for e in out}
+    assert len(by["rcnn_nms"].data["boxes"]) == 0 and by["rcnn_mask_head"].data == {"count": 0}
+    assert "best RPN proposal" in by["rcnn_anchor_matching"].caption
+    assert len(write_explanations(out[-2:], tmp_path, "empty")) == 2

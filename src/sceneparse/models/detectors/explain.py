@@ -474,7 +474,7 @@ def _proposals(model, p: RCNNPass, image: Tensor, top_k: int) -> Explanation:
                f"of each level, coloured by level, the two best labelled with their objectness), clips them to the "
                f"image, drops boxes under {rpn.min_size:g} px, and runs NMS per level at IoU {rpn.nms_thresh:g} "
                f"(right); the {rpn.post_nms_top_n[1]} best over all levels are the proposals the RoI heads see. "
-               f"Candidates per level before -> after NMS: {counts} ({int(c['keep'].numel())} proposals) "
+               f"Candidates per level before NMS -> among the {int(c['keep'].numel())} proposals: {counts} "
                f"{_caption_frame(p)}.")
     data = dict(c)
     data.update({"counts_before": n_before, "counts_after": n_after})
@@ -525,7 +525,8 @@ def _nms(model, p: RCNNPass, image: Tensor, top_k: int) -> Explanation:
     rank = torch.empty(n, dtype=torch.int64)
     rank[scores.argsort(descending=True, stable=True)] = torch.arange(n)
     over = (iou > thr) & is_kept[:, None] & (rank[:, None] < rank[None, :])  # [suppressor, box]
-    first = torch.where(over, step_of[:, None].expand(n, n), torch.full((n, n), n + 1)).min(dim=0).values
+    first = torch.where(over, step_of[:, None].expand(n, n), torch.full((n, n), n + 1)).min(dim=0).values \
+        if n else torch.zeros(0, dtype=torch.int64)
     suppressor = torch.full((n,), -1, dtype=torch.int64)
     hit = ~is_kept & (first <= n)
     suppressor[hit] = kept[first[hit]]
