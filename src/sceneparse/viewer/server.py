@@ -169,7 +169,7 @@ class Viewer:
 
     def page(self, q: dict[str, str]) -> dict:
         """One page of the grid: images (by the sort / filter asked for) with every source's objects."""
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         iou = float(q.get("iou", self.iou))
         size = max(1, min(int(q.get("size", PAGE_SIZE)), 500))
         page = max(0, int(q.get("page", 0)))
@@ -220,7 +220,7 @@ class Viewer:
         return {"total": total, "page": page, "size": size, "images": images, "note": note,
                 "order": order.tolist() if total <= 20000 else None, "iou": iou,
                 "sources": [s.status() for s in self.sources.values()],
-                "ms": round(1000 * (time.perf_counter() - t0), 2)}
+                "ms": round(1000 * (time.perf_counter() - t0), 2), "cpu_ms": round(1000 * (time.thread_time() - c0), 2)}
 
     def image_json(self, i: int, facts: dict, values: np.ndarray | None = None, preds: dict | None = None) -> dict:
         """One image for the client: record, ground truth, every loaded source's predictions (columns,
@@ -341,7 +341,8 @@ class Viewer:
 
                 result = evaluate_coco(self.ds.gt_file, s.path, "bbox")
                 t = min(np.linspace(0.5, 0.95, 10), key=lambda v: abs(v - iou))
-                plots.plot_pr_curves(result, out, iou=float(t), names=dict(enumerate(self.ds.names)))
+                plots.plot_pr_curves(result, out, iou=float(t),
+                                     names=dict(zip(self.ds.aset.categories.ids, self.ds.names)))
         return out
 
     def explain(self, i: int, timeout: float = 600) -> dict:
