@@ -330,19 +330,20 @@ class Viewer:
             if out.is_file():
                 return out
             out.parent.mkdir(parents=True, exist_ok=True)
+            things = [n for n, t in zip(self.ds.names, self.ds.things) if t]  # stuff has no boxes
             if kind == "errors":
                 plots.plot_error_breakdown(s.facts_at(iou).tide, out)
             elif kind == "confusion":
                 from ..evaluation.confusion import confusion_from_columns
 
-                plots.plot_confusion_matrix(confusion_from_columns(s.pair, iou=iou), out)
+                plots.plot_confusion_matrix(confusion_from_columns(s.pair, iou=iou), out, classes=things)
             else:
                 from ..evaluation import evaluate_coco
 
                 result = evaluate_coco(self.ds.gt_file, s.path, "bbox")
                 t = min(np.linspace(0.5, 0.95, 10), key=lambda v: abs(v - iou))
                 plots.plot_pr_curves(result, out, iou=float(t),
-                                     names=dict(zip(self.ds.aset.categories.ids, self.ds.names)))
+                                     names=dict(zip(self.ds.aset.categories.ids, self.ds.names)), classes=things)
         return out
 
     def explain(self, i: int, timeout: float = 600) -> dict:

@@ -196,7 +196,9 @@ function showImage(i) {
     $("image-link").href = `/file/${i}`;
     $("explain").innerHTML = "";
     $("explain-btn").hidden = !S.meta.explain;
-    const cnv = $("big-canvas"), scale = Math.min(1, 1400 / Math.max(item.width, item.height), Math.max(1, 900 / item.height));
+    const cnv = $("big-canvas");
+    // full size, or fitted to the space beside the side panel (small images are enlarged to fill it)
+    const room = Math.max(320, window.innerWidth - 420), scale = Math.min(room / item.width, Math.max(480, window.innerHeight - 260) / item.height);
     cnv.width = Math.round(item.width * scale); cnv.height = Math.round(item.height * scale);
     const img = new Image();
     item._img = img; item._scale = scale;
