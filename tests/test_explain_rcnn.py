@@ -85,6 +85,9 @@ def test_anchors_are_the_rpns_anchors_at_that_cell(mask_model, image, explained)
     # another level and location
     e = mask_model.explain(image, what="anchors", level=2, at=(10, 70))[0]
     assert e.data["level"] == 2 and e.data["stride"] == (16, 16) and e.data["cell"] == (1, 4)
+    # default: the level whose anchor size is nearest the box's sqrt(area) (40 px -> the 32 px level), its centre
+    e = mask_model.explain(image, what="anchors", box=(30, 20, 70, 60))[0]
+    assert e.data["level"] == 1 and e.data["cell"] == (6, 5)
 
 
 def test_anchor_matching_ious_are_box_iou_and_the_matcher(mask_model, image):

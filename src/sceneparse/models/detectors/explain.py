@@ -333,8 +333,8 @@ def _anchors(model, p: RCNNPass, image: Tensor, level: int | None, at: Any, box:
     ref, ref_name = _reference_box(p, box)
     if level is None:  # the level whose anchors best fit the reference box's size
         s = float(torch.sqrt((ref[2] - ref[0]) * (ref[3] - ref[1])))
-        level = min(range(gen.num_levels), key=lambda l: abs(math.log(max(s, 1e-6) / math.sqrt(
-            math.prod(gen.sizes[l]) ** (1 / len(gen.sizes[l]))))))
+        level = min(range(gen.num_levels), key=lambda l: abs(math.log(max(s, 1e-6) / (
+            math.prod(gen.sizes[l]) ** (1 / len(gen.sizes[l]))))))  # geometric mean of the level's sizes
     if not 0 <= int(level) < gen.num_levels:
         raise ConfigError(f"level must be in 0..{gen.num_levels - 1} (P2..P{gen.num_levels + 1}), got {level}")
     level = int(level)
