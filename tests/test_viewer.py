@@ -12,7 +12,6 @@ import json
 import shutil
 import time
 import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -381,3 +380,19 @@ def test_sources_load_in_a_child_process_as_in_a_thread(site):
         assert child.sources["broken"].error == v.sources["broken"].error
     finally:
         child.close()
+
+
+def test_semantic_overlay_colours_labels_and_leaves_void_transparent(site):
+    from PIL import Image
+    import io
+
+    v = site["viewer"]
+    path = v.ds.semantic_path(0)
+    assert path is not None
+    labels = np.asarray(Image.open(path))
+    ctype, body = get(site, "/overlay/semantic/0.png")
+    rgba = np.asarray(Image.open(io.BytesIO(body)))
+    assert rgba.shape == labels.shape + (4,)
+    void = labels == 255
+    assert (rgba[void, 3] == 0).all() and (rgba[~void, 3] == 255).all()
+    np.testing.assert_array_equal(rgba[~void, :3], v.ds.palette[labels[~void]])

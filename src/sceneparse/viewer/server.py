@@ -30,7 +30,6 @@ import sys
 import tempfile
 import threading
 import time
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
@@ -285,8 +284,9 @@ class Viewer:
                 if path is None:
                     raise FileNotFoundError(f"no semantic map for image {i}")
                 labels = np.asarray(Image.open(path)).astype(np.int64)
-                rgba[:len(pal), :3] = pal[:256]
-                rgba[:len(pal), 3] = 255
+                n = min(len(pal), 255)  # 255: void, left transparent
+                rgba[:n, :3] = pal[:n]
+                rgba[:n, 3] = 255
                 img = rgba[labels.clip(0, 255)]
             else:
                 rec = self.ds.panoptic[int(self.ds.images[i].id)]
