@@ -45,7 +45,7 @@ def synth(tmp_path_factory):
 
 # ---- ModelInfo ----------------------------------------------------------------------------------
 #: zoo models left out of the zoo-wide check: the big twins (built in their family's own tests)
-_BIG = re.compile(r"resnet50|mobilenet|vgg|openpose|^yolo(v8|11)[lmx]$")
+_BIG = re.compile(r"resnet50|mobilenet|vgg|openpose|hourglass104|hourglass8|^yolo(v8|11)[lmx]$")
 
 
 def test_every_zoo_model_declares_its_info_and_it_round_trips():

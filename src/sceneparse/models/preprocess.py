@@ -241,4 +241,20 @@ def resize_target(target: Target, old_size: tuple[int, int], new_size: tuple[int
     return replace(target, instances=replace(inst, image_size=tuple(new_size), **fields), semantic=sem, panoptic=pan)
 
 
-__all__ = ["Preprocessor", "resize_target", "IMAGENET_MEAN", "IMAGENET_STD"]
+def boxes_to_original(boxes: torch.Tensor, batch: ImageBatch, index: int = 0) -> torch.Tensor:
+    """XYXY boxes ``[N, 4]`` in the resized frame of image ``index`` of ``batch`` -> its original
+    pixels, clipped to the original image. Traceable for the one-image export graphs: while tracing,
+    the scales and sizes are 0-dim tensors of the graph (so a dynamic-size export keeps them), in eager
+    mode plain numbers."""
+    sy, sx = batch.scales[index]
+    oh, ow = batch.original_sizes[index]
+
+    def vec(x: object, y: object) -> torch.Tensor:
+        if isinstance(x, torch.Tensor):
+            return torch.stack([x, y, x, y]).to(boxes.dtype)
+        return torch.tensor([x, y, x, y], dtype=boxes.dtype, device=boxes.device)
+
+    return torch.minimum((boxes / vec(sx, sy)).clamp(min=0), vec(ow, oh))
+
+
+__all__ = ["Preprocessor", "boxes_to_original", "resize_target", "IMAGENET_MEAN", "IMAGENET_STD"]

@@ -30,7 +30,7 @@ from ...structures.batch import ImageBatch
 from ...structures.instances import Instances
 from ...structures.target import Target
 from ..base import InferenceSettings, ModelInfo, SceneModel
-from ..preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessor
+from ..preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessor, boxes_to_original
 
 __all__ = ["CenterNet", "CenterNetGraph", "CenterNetRaw", "UpsampleStage"]
 
@@ -253,14 +253,4 @@ class CenterNetGraph(nn.Module):
     def forward(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         batch, _ = self.model.prepare([image])
         boxes, scores, labels = self.model._detect(self.model(batch), self.model.topk)
-        sy, sx = batch.scales[0]
-        oh, ow = batch.original_sizes[0]
-        def vec(x: object, y: object) -> Tensor:  # traced: 0-dim tensors of the graph; eager: numbers
-            if isinstance(x, Tensor):
-                return torch.stack([x, y, x, y]).to(boxes.dtype)
-            return torch.tensor([x, y, x, y], dtype=boxes.dtype, device=boxes.device)
-
-        b = boxes[0] / vec(sx, sy)
-        lim = vec(ow, oh)
-        b = torch.minimum(b.clamp(min=0), lim)
-        return b, scores[0], labels[0]
+        return boxes_to_original(boxes[0], batch), scores[0], labels[0]

@@ -30,7 +30,7 @@ from ...structures.instances import Instances
 from ...structures.target import Target
 from ..backbones.hourglass import StackedHourglass
 from ..base import InferenceSettings, ModelInfo, SceneModel
-from ..preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessor
+from ..preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessor, boxes_to_original
 from ..targets import checked_box_targets
 from .codec import CornerPairs, embedding_losses, encode_corners, offset_loss, pair_corners
 
@@ -285,16 +285,8 @@ class CornerNetGraph(nn.Module):
     def forward(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         batch, _ = self.model.prepare([image])
         boxes, scores, labels = self.model._detect(self.model(batch), self.model.max_det)
-        sy, sx = batch.scales[0]
-        oh, ow = batch.original_sizes[0]
-
-        def vec(x: object, y: object) -> Tensor:  # traced: 0-dim tensors of the graph; eager: numbers
-            if isinstance(x, Tensor):
-                return torch.stack([x, y, x, y]).to(boxes.dtype)
-            return torch.tensor([x, y, x, y], dtype=boxes.dtype, device=boxes.device)
-
         valid = scores[0] >= 0
-        b = torch.minimum((boxes[0] / vec(sx, sy)).clamp(min=0), vec(ow, oh))
+        b = boxes_to_original(boxes[0], batch)
         b = torch.where(valid[:, None], b, torch.zeros_like(b))
         return b, torch.where(valid, scores[0], torch.zeros_like(scores[0])), torch.where(
             valid, labels[0], torch.zeros_like(labels[0]))
