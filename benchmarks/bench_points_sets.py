@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 #: model -> (metric, target)
-TARGETS = {"centernet_resnet18": ("bbox_AP", 0.50), "cornernet_small": ("bbox_AP", 0.35),
+TARGETS = {"centernet_resnet18_fpn": ("bbox_AP", 0.50), "centernet_resnet18": ("bbox_AP", 0.50), "cornernet_small": ("bbox_AP", 0.35),
            "detr_resnet18": ("bbox_AP", 0.30)}
 
 #: per model: optimizer settings, batch and model arguments. The papers train with Adam / AdamW:
@@ -42,6 +42,10 @@ RECIPES: dict[str, dict] = {
     "centernet_resnet18": dict(optim=dict(name="adamw", lr=1e-3, momentum=0.9, weight_decay=1e-4, warmup_iters=100,
                                           schedule="wsd", clip_grad_norm=10.0),
                                batch=8, model_kwargs={}, trunk_init=True),
+    # the FPN-trunk variant: trunk + pyramid start from the shipped Mask R-CNN's (TRUNK_SOURCE), heads random
+    "centernet_resnet18_fpn": dict(optim=dict(name="adamw", lr=1e-3, momentum=0.9, weight_decay=1e-4, warmup_iters=100,
+                                              schedule="wsd", clip_grad_norm=10.0),
+                                   batch=8, model_kwargs={}, trunk_init=True),
     "cornernet_small": dict(optim=dict(name="adamw", lr=5e-4, momentum=0.9, weight_decay=1e-4, warmup_iters=100,
                                        schedule="wsd", clip_grad_norm=10.0),
                             batch=8, model_kwargs={}),
@@ -56,23 +60,24 @@ RECIPES: dict[str, dict] = {
 #: where the ResNet-18 trunks start (``--scratch``: random). The papers start from ImageNet weights, which
 #: cannot be downloaded here; the analogue is sceneparse's own pretrained trunk: the stem and stages 1-3 of
 #: the demo's shipped Mask R-CNN (trained on 3,000 synthetic scenes of data seed 1000; this benchmark draws
-#: seed 0, so no held-out scene was seen). Stage 4 (absent from that model) starts random.
+#: seed 0, so no held-out scene was seen), and its FPN for the FPN-trunk models. Stage 4 (absent from that
+#: model) starts random.
 TRUNK_SOURCE = "maskrcnn_resnet18_fpn_synthetic.pt"
 
 
 def trunk_init_file(out: Path) -> Path:
-    """A checkpoint holding only ``backbone.trunk.*`` of :data:`TRUNK_SOURCE` (the trainer loads
+    """A checkpoint holding only ``backbone.trunk.*`` and ``neck.*`` (its FPN) of :data:`TRUNK_SOURCE` (the trainer loads
     ``model.weights`` non-strictly and logs how many tensors it took)."""
     from sceneparse import __version__
     from sceneparse.cli.demo_cmd import read_shipped_weights
 
     state, meta = read_shipped_weights(TRUNK_SOURCE)
-    trunk = {k: v for k, v in state.items() if k.startswith("backbone.trunk.")}
+    trunk = {k: v for k, v in state.items() if k.startswith(("backbone.trunk.", "neck."))}
     path = out / "trunk_init.pt"
     out.mkdir(parents=True, exist_ok=True)
     torch.save({"sceneparse_version": __version__, "model": trunk,
                 "meta": {"what": f"backbone.trunk of {TRUNK_SOURCE}: {meta.get('what', '')}"}}, path)
-    print(f"trunks start from {path}: {len(trunk)} tensors of {TRUNK_SOURCE} (stem + stages 1-3)")
+    print(f"trunks start from {path}: {len(trunk)} tensors of {TRUNK_SOURCE} (stem + stages 1-3, FPN)")
     return path
 
 
