@@ -396,3 +396,17 @@ def test_semantic_overlay_colours_labels_and_leaves_void_transparent(site):
     void = labels == 255
     assert (rgba[void, 3] == 0).all() and (rgba[~void, 3] == 255).all()
     np.testing.assert_array_equal(rgba[~void, :3], v.ds.palette[labels[~void]])
+
+
+def test_ground_truth_carries_the_layouts_keypoints(site):
+    """Persons get their keypoints from person_keypoints_SPLIT.json (matched by annotation id), with
+    the skeleton in the metadata for the client."""
+    kp = json.loads((site["gt_file"].parent / "person_keypoints_val.json").read_text())
+    want = {a["id"]: a["keypoints"] for a in kp["annotations"]}
+    page = get(site, "/api/images?size=100")
+    got = {o["id"]: o["kp"] for im in page["images"] for o in im["gt"] if "kp" in o}
+    assert got and set(got) == set(want)
+    for i, k in got.items():
+        np.testing.assert_allclose(k, want[i], atol=0.05)
+    meta = get(site, "/api/meta")
+    assert len(meta["keypoints"]["names"]) == 17 and [15, 13] in meta["keypoints"]["skeleton"]

@@ -79,9 +79,10 @@ class Dataset:
         ks = self.aset.keypoint_set
         kp_file = files.person_keypoints if files.json is None else None
         keypoints: dict[int, np.ndarray] = {}
-        if ks is None and kp_file is not None and kp_file.is_file():
-            kset = read_coco(kp_file, files.images)
-            ks = kset.keypoint_set
+        has_kp = any(a.keypoints is not None for a in self.aset.annotations)
+        if not has_kp and kp_file is not None and kp_file.is_file():  # the layout's keypoints file, by id
+            kset = read_coco(kp_file)
+            ks = kset.keypoint_set or ks
             keypoints = {int(a.id): a.keypoints for a in kset.annotations if a.keypoints is not None}
         self.keypoint_set = ks
         self.images = self.aset.images
