@@ -7,6 +7,12 @@ block; stage ``k`` is returned as the output of block ``stage_indices[k]`` (torc
 block 0, every block with stride > 1, and the last block). ``dilated=True`` is torchvision's
 ``mobilenet_v3_large(dilated=True)``: the last strided block keeps stride 1 and the blocks from there
 on are dilated 2, so the last stages stay at stride 16.
+
+``reduced_tail=True`` is the MobileNetV3 paper's "reduced" last stage (sec. 6.3 / Table 6, used by
+SSDLite): the channels of the blocks after the last strided block's input -- its output, the blocks
+after it and the final 1x1 conv -- are halved (Large: 160 -> 80 and 960 -> 480; the expansion of the
+last strided block itself is unchanged). ``arch="small"`` builds MobileNetV3-Small instead of -Large
+(torchvision's ``mobilenet_v3_small(...).features``, the same stage rule).
 """
 from __future__ import annotations
 
@@ -21,7 +27,7 @@ from .resnet import norm_layer
 
 
 class MobileNetV3Backbone(nn.Module):
-    """MobileNetV3-Large trunk -> ``list[Tensor]`` of the returned stages, finest first.
+    """MobileNetV3-Large (or -Small) trunk -> ``list[Tensor]`` of the returned stages, finest first.
 
     Args:
         norm, bn_eps, bn_momentum: see :func:`sceneparse.models.backbones.resnet.norm_layer`
@@ -33,17 +39,25 @@ class MobileNetV3Backbone(nn.Module):
             torchvision's segmentation models use ``(2, 5)``: the first block at stride 8 (40 ch) and
             the last conv.
         dilated: output stride 16 instead of 32 (see the module docstring).
+        reduced_tail: halve the channels of the last stage (see the module docstring; default off).
+        arch: ``"large"`` (default) or ``"small"``.
 
     Attributes:
         out_channels, strides: channels and strides (input pixels) of the returned maps.
     """
 
     def __init__(self, *, norm: str = "frozen_bn", bn_eps: float = 1e-5, bn_momentum: float = 0.1,
-                 trainable_layers: int = 3, returned_stages: Sequence[int] | None = None, dilated: bool = False):
+                 trainable_layers: int = 3, returned_stages: Sequence[int] | None = None, dilated: bool = False,
+                 reduced_tail: bool = False, arch: str = "large"):
         super().__init__()
-        self.trunk = tv_mobilenet.mobilenet_v3_large(weights=None, norm_layer=norm_layer(norm, bn_eps, bn_momentum),
-                                                     dilated=dilated).features
+        builders = {"large": tv_mobilenet.mobilenet_v3_large, "small": tv_mobilenet.mobilenet_v3_small}
+        if arch not in builders:
+            raise ValueError(f"arch must be 'large' or 'small', got {arch!r}")
+        self.trunk = builders[arch](weights=None, norm_layer=norm_layer(norm, bn_eps, bn_momentum),
+                                    dilated=dilated, reduced_tail=reduced_tail).features
         self.dilated = dilated
+        self.reduced_tail = bool(reduced_tail)
+        self.arch = arch
         blocks = list(self.trunk)
         self.stage_indices = [0] + [i for i, b in enumerate(blocks) if getattr(b, "_is_cn", False)] + [len(blocks) - 1]
         n = len(self.stage_indices)
