@@ -699,11 +699,16 @@ def _fpn_levels(model, p: RCNNPass, image: Tensor, top_k: int) -> Explanation:
     proposals = p.raw.rpn.proposals[0]
     levels, scales, k_min, k_max = _pooler_levels(model, p, proposals)
     size = torch.sqrt(box_geometry.area(proposals))
-    n = min(top_k, proposals.shape[0])
-    img = p.to_image(proposals[:n])
+    # the top_k best proposals, and the 5 best of every level (so a level with few RoIs still shows)
+    shown = set(range(min(top_k, proposals.shape[0])))
+    for level in levels.unique().tolist():
+        shown.update(torch.where(levels == level)[0][:5].tolist())
+    shown_idx = sorted(shown)
+    n = len(shown_idx)
+    img = p.to_image(proposals)
     marks = tuple(BoxMark(box=img[i], color=_level_color(int(levels[i])), width=1.5,
-                          label=f"{_level_name(int(levels[i]))} {float(size[i]):.0f}" if i < 12 else "")
-                  for i in range(n))
+                          label=f"{_level_name(int(levels[i]))} {float(size[i]):.0f}" if r < 12 or i >= top_k else "")
+                  for r, i in enumerate(shown_idx))
     counts = torch.bincount(levels, minlength=k_max - k_min + 1).tolist()
     legend = []
     for li, k in enumerate(range(k_min, k_max + 1)):
@@ -711,14 +716,14 @@ def _fpn_levels(model, p: RCNNPass, image: Tensor, top_k: int) -> Explanation:
         hi = 224 * 2.0 ** (k - 3) if k < k_max else float("inf")
         legend.append(TextMark(xy=(2, 2 + 14 * li), color=_level_color(li),
                                label=f"P{k}: {lo:.0f} <= s < {hi:.0f}  ({counts[li]})"))
-    panel = Panel(image, f"the {n} best proposals by pyramid level", boxes=marks, texts=tuple(legend))
+    panel = Panel(image, f"{n} proposals by pyramid level", boxes=marks, texts=tuple(legend))
     caption = (f"FPN level assignment (FPN eq. 1): a RoI of width w and height h (network-input pixels) is pooled "
                f"from level k = floor(4 + log2(sqrt(w h) / 224)), clamped to P{k_min}..P{k_max}: a 224 px RoI (the "
-               f"ImageNet size) reads P4, each halving of its size one finer level. Boxes: the {n} best of the "
-               f"{proposals.shape[0]} proposals, coloured and labelled by their level and size s = sqrt(w h); the "
+               f"ImageNet size) reads P4, each halving of its size one finer level. Boxes: the {min(top_k, n)} best of "
+               f"the {proposals.shape[0]} proposals and the 5 best of each level, coloured and labelled by their level and size s = sqrt(w h); the "
                f"legend gives each level's size range and count over all proposals {_caption_frame(p)}.")
     data = {"boxes": proposals, "levels": levels, "sizes": size, "k_min": k_min, "k_max": k_max,
-            "scales": scales, "counts": counts}
+            "scales": scales, "counts": counts, "shown": shown_idx}
     return Explanation("rcnn_fpn_levels", "FPN level of each RoI by its size", caption, (panel,), data)
 
 
