@@ -208,3 +208,26 @@ def test_no_detections_or_no_objects():
     r = tide_errors(dict(gt, annotations=[]), res)
     assert np.isnan(r.ap50) and set(r.det_kind) == {"Bkg"} and r.counts[ErrorType.BKG] == len(res)
     assert r.to_dict()["ap50"] is None
+
+
+def test_annotations_not_grouped_by_image_give_the_same_errors():
+    """COCO files need not group annotations by image (val2017's do not): interleaving the images'
+    annotations changes neither the error types nor the confusion matrix (the matching tables once
+    assumed grouped rows: an IndexError, or silently overwritten ground truth)."""
+    from sceneparse.evaluation.confusion import detection_confusion_matrix
+
+    rng = np.random.default_rng(7)
+    gt, res = random_coco(rng, n_images=8)
+    shuffled = copy.deepcopy(gt)
+    order = rng.permutation(len(gt["annotations"]))
+    shuffled["annotations"] = [shuffled["annotations"][i] for i in order]
+    assert [a["image_id"] for a in shuffled["annotations"]] != sorted(a["image_id"] for a in shuffled["annotations"])
+    # the same order inside each image (pycocotools matches ground truth in file order within an image)
+    grouped = copy.deepcopy(gt)
+    rank = {a["id"]: k for k, a in enumerate(shuffled["annotations"])}
+    grouped["annotations"] = sorted(grouped["annotations"], key=lambda a: (a["image_id"], rank[a["id"]]))
+    a, b = tide_errors(grouped, res), tide_errors(shuffled, res)
+    assert a.counts == b.counts and a.ap50 == b.ap50
+    assert list(a.det_kind) == list(b.det_kind) and list(a.det_target) == list(b.det_target)
+    assert sorted(a.missed_gt.tolist()) == sorted(b.missed_gt.tolist())
+    assert np.array_equal(detection_confusion_matrix(grouped, res).matrix, detection_confusion_matrix(shuffled, res).matrix)

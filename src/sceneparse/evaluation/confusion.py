@@ -30,8 +30,10 @@ CHUNK_ELEMENTS = 4_000_000
 
 # ---- shared matching core ---------------------------------------------------------------
 def padded_rows(image_of_row: np.ndarray, rows: np.ndarray, num_images: int) -> np.ndarray:
-    """Scatter ``rows`` (already sorted by image, in the wanted order inside each image) into an
-    ``int64 [num_images, L]`` table, ``-1`` padded, ``L`` = most rows of one image."""
+    """Scatter ``rows`` into an ``int64 [num_images, L]`` table, ``-1`` padded, ``L`` = most rows of
+    one image; inside each image the rows keep the order they are given in (COCO files need not
+    group their annotations by image: the rows are put in image order by a stable sort first)."""
+    rows = rows[np.argsort(image_of_row[rows], kind="stable")]
     img = image_of_row[rows]
     counts = np.bincount(img, minlength=num_images)
     width = int(counts.max()) if len(rows) else 0
