@@ -205,10 +205,8 @@ class CenterNet(SceneModel):
         """Top-``k`` peaks -> :class:`Instances` in original pixels (boxes clipped to the image)."""
         boxes, scores, labels = self._detect(raw, k or self.topk)
         out = []
-        for b, s, lab, (sy, sx), (oh, ow) in zip(boxes, scores, labels, batch.scales, batch.original_sizes):
-            b = b / torch.tensor([sx, sy, sx, sy], dtype=b.dtype, device=b.device)
-            b = torch.stack([b[:, 0].clamp(0, ow), b[:, 1].clamp(0, oh), b[:, 2].clamp(0, ow), b[:, 3].clamp(0, oh)], 1)
-            out.append(Instances((int(oh), int(ow)), boxes=b, labels=lab, scores=s))
+        for i, (b, s, lab, (oh, ow)) in enumerate(zip(boxes, scores, labels, batch.original_sizes)):
+            out.append(Instances((int(oh), int(ow)), boxes=boxes_to_original(b, batch, i), labels=lab, scores=s))
         return out
 
     def infer(self, images: list[Tensor], settings: InferenceSettings) -> list[Instances]:

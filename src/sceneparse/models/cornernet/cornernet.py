@@ -233,12 +233,10 @@ class CornerNet(SceneModel):
         clipped to the image); rejected pairs are left out."""
         boxes, scores, labels = self._detect(raw, max_det or self.max_det)
         out = []
-        for b, s, lab, (sy, sx), (oh, ow) in zip(boxes, scores, labels, batch.scales, batch.original_sizes):
+        for i, (b, s, lab, (oh, ow)) in enumerate(zip(boxes, scores, labels, batch.original_sizes)):
             keep = s >= 0
-            b, s, lab = b[keep], s[keep], lab[keep]
-            b = b / torch.tensor([sx, sy, sx, sy], dtype=b.dtype, device=b.device)
-            b = torch.stack([b[:, 0].clamp(0, ow), b[:, 1].clamp(0, oh), b[:, 2].clamp(0, ow), b[:, 3].clamp(0, oh)], 1)
-            out.append(Instances((int(oh), int(ow)), boxes=b, labels=lab, scores=s))
+            out.append(Instances((int(oh), int(ow)), boxes=boxes_to_original(b[keep], batch, i), labels=lab[keep],
+                                 scores=s[keep]))
         return out
 
     def infer(self, images: list[Tensor], settings: InferenceSettings) -> list[Instances]:
