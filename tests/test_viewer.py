@@ -173,7 +173,7 @@ def test_sort_and_filter(site):
     page = get(site, "/api/images?iou=0.75&sort=tp&src=good&order=desc&size=100")
     assert "matching good at IoU 0.75" in page["note"] or page["images"][0]["facts"]  # matched in a thread
     _wait(lambda: {s["name"]: s for s in get(site, "/api/status")["sources"]}["good"]["facts"].get("0.75") == "ready",
-          what="facts at IoU 0.75")
+          what="facts at IoU 0.75", status=lambda: get(site, "/api/status"))
     page = get(site, "/api/images?iou=0.75&sort=tp&src=good&order=desc&size=100")
     assert sum(im["facts"]["good"]["tp"] for im in page["images"]) == \
         int((tide_errors(str(site["gt_file"]), str(site["root"] / "good.json"), t_f=0.75, t_b=0.1).det_kind == "TP").sum())
@@ -225,14 +225,14 @@ def browser():
     d.quit()
 
 
-def _wait(fn, timeout: float = 30.0, what: str = "condition"):
+def _wait(fn, timeout: float = 30.0, what: str = "condition", status=None):
     end = time.time() + timeout
     while True:
         v = fn()
         if v:
             return v
         if time.time() > end:
-            raise AssertionError(f"timed out waiting for {what}")
+            raise AssertionError(f"timed out waiting for {what}" + (f"; status {status()}" if status else ""))
         time.sleep(0.1)
 
 
@@ -410,3 +410,28 @@ def test_ground_truth_carries_the_layouts_keypoints(site):
         np.testing.assert_allclose(k, want[i], atol=0.05)
     meta = get(site, "/api/meta")
     assert len(meta["keypoints"]["names"]) == 17 and [15, 13] in meta["keypoints"]["skeleton"]
+
+
+
+def test_facts_at_another_iou_are_ready_whoever_asks_first(site):
+    """A request for a new IoU that arrives while a matching thread holds the lock waits for it, then
+    finds the facts made and says 'ready' (it once started a second thread that found them made and
+    never said 'ready': the page polled 'computing' for ever -- a CI failure under xdist)."""
+    import threading
+
+    from sceneparse.viewer.facts import compute_facts
+
+    src = site["viewer"].sources["good"]
+    iou = 0.65
+    got = {}
+    with src.lock:  # as a matching thread does while it computes
+        t = threading.Thread(target=lambda: got.setdefault("second", src.facts_later(iou)))
+        t.start()  # passes the lock-free check (nothing made yet), then waits for the lock
+        time.sleep(0.3)
+        src.facts_state[iou] = "computing"
+        src.facts[iou] = compute_facts(src.pair, iou)
+        src.facts_state[iou] = "ready"
+    t.join(10)
+    assert got["second"] is src.facts[iou]
+    time.sleep(0.3)  # a stray thread, if one was started, has finished by now
+    assert src.facts_state[iou] == "ready"

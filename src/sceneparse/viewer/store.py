@@ -216,11 +216,21 @@ class Source:
         if iou in self.facts or self.pair is None:
             return self.facts.get(iou)
         with self.lock:
+            if iou in self.facts:  # made by a thread this request waited for (the lock is held while matching)
+                return self.facts[iou]
             if self.facts_state.get(iou) != "computing":
                 self.facts_state[iou] = "computing"
-                threading.Thread(target=self.facts_at, args=(iou,), name=f"view-facts-{self.name}-{iou:g}",
+                threading.Thread(target=self._facts_in_thread, args=(iou,), name=f"view-facts-{self.name}-{iou:g}",
                                  daemon=True).start()
         return None
+
+    def _facts_in_thread(self, iou: float) -> None:
+        """:meth:`facts_at` in a background thread: a failure is recorded (``facts_state[iou] =
+        'error: ...'``, shown by the page) instead of leaving ``computing`` for ever."""
+        try:
+            self.facts_at(iou)
+        except Exception as e:  # noqa: BLE001 -- reported through the status, the server keeps serving
+            self.facts_state[iou] = f"error: {type(e).__name__}: {e}"
 
     def facts_at(self, iou: float) -> SourceFacts | None:
         """The facts at ``iou`` (computed now if needed; ``None`` while the file is not loaded)."""
@@ -231,7 +241,7 @@ class Source:
             if iou not in self.facts:
                 self.facts_state[iou] = "computing"
                 self.facts[iou] = compute_facts(self.pair, iou)
-                self.facts_state[iou] = "ready"
+            self.facts_state[iou] = "ready"
             return self.facts[iou]
 
     def objects(self, i: int, facts: SourceFacts | None) -> dict:
